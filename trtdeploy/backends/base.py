@@ -1,0 +1,185 @@
+"""The backend interface (build, load, describe) and the runner base shared by all backends.
+
+A runner checks its inputs in one place (``Runner.check_inputs``): names, dtypes, ranks,
+static dimensions and optimization profiles. Backends implement only ``_infer``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..config import DeployConfig, ShapeRange
+from ..errors import BackendUnavailableError, ShapeError
+from ..registry import Registry
+
+
+@dataclass
+class TensorSpec:
+    """A model input or output: name, numpy dtype name, shape (-1 or a string for dynamic dims)."""
+
+    name: str
+    dtype: str
+    shape: list
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TensorSpec":
+        return cls(d["name"], d["dtype"], list(d["shape"]))
+
+
+@dataclass
+class BuildResult:
+    """What ``Backend.build`` made: the artefact and the facts that go into its sidecar."""
+
+    path: Path
+    facts: dict = field(default_factory=dict)
+
+
+def profiles_to_json(profiles: list[dict[str, ShapeRange]]) -> list[dict]:
+    return [{name: rng.to_dict() for name, rng in p.items()} for p in profiles]
+
+
+def profiles_from_json(data: list[Mapping]) -> list[dict[str, ShapeRange]]:
+    return [{name: ShapeRange(tuple(r["min_shape"]), tuple(r["opt_shape"]), tuple(r["max_shape"]))
+             for name, r in p.items()} for p in data or []]
+
+
+class Runner(ABC):
+    """Runs one model; call it with a dict of arrays (or one array) and get a dict of arrays."""
+
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 profiles: list[dict[str, ShapeRange]] | None = None, source: str = ""):
+        self.inputs = inputs
+        self.outputs = outputs
+        self.profiles = profiles or []
+        self.source = source
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def __call__(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        return self._infer(self.check_inputs(feed))
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release backend resources (sessions, contexts)."""
+
+    @abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+    def check_inputs(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        """Validate and convert ``feed``; every mismatch is a ShapeError that names the fix."""
+        if not isinstance(feed, Mapping):
+            if len(self.inputs) != 1:
+                raise ShapeError(f"{self.source}: the model has {len(self.inputs)} inputs "
+                                 f"({self.input_names}); pass a dict of name -> array")
+            feed = {self.inputs[0].name: feed}
+        unknown = [k for k in feed if k not in self.input_names]
+        missing = [n for n in self.input_names if n not in feed]
+        if unknown or missing:
+            raise ShapeError(f"{self.source}: inputs must be {self.input_names}; "
+                             f"missing {missing}, unexpected {unknown}")
+        out = {}
+        for spec in self.inputs:
+            arr = np.ascontiguousarray(np.asarray(feed[spec.name]), dtype=np.dtype(spec.dtype))
+            if arr.ndim != len(spec.shape):
+                raise ShapeError(f"{self.source}: input {spec.name!r} must have rank {len(spec.shape)} "
+                                 f"(shape {spec.shape}), got shape {list(arr.shape)}")
+            for d, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+                if isinstance(want, int) and want >= 0 and want != got:
+                    raise ShapeError(f"{self.source}: input {spec.name!r} dimension {d} is fixed to {want} "
+                                     f"(the model was built for shape {spec.shape}), got {got}; "
+                                     f"resize the input or convert with a dynamic config")
+            out[spec.name] = arr
+        self._check_profiles(out)
+        return out
+
+    def _check_profiles(self, feed: dict[str, np.ndarray]) -> None:
+        if not self.profiles:
+            return
+        first_error = None
+        for i, profile in enumerate(self.profiles):
+            for name, rng in profile.items():
+                d = rng.contains(feed[name].shape) if name in feed else None
+                if d is not None:
+                    got = feed[name].shape[d]
+                    bound, key = (rng.max[d], "max_shape") if got > rng.max[d] else (rng.min[d], "min_shape")
+                    first_error = first_error or (
+                        f"{self.source}: input {name!r} has shape {list(feed[name].shape)}: dimension {d} is {got}, "
+                        f"outside the engine's profile {i} ({'max' if key == 'max_shape' else 'min'} {bound}); "
+                        f"resize the input, or raise backend_config.model_inputs[{i}].input_shapes.{name}.{key}[{d}] "
+                        f"and convert again")
+                    break
+            else:
+                return
+        raise ShapeError(first_error)
+
+
+class Backend(ABC):
+    """One inference backend: can it run here, build an artefact, load it as a Runner."""
+
+    name: str = ""
+    file_suffixes: tuple[str, ...] = ()
+    install_hint: str = ""
+
+    @abstractmethod
+    def is_available(self) -> bool:
+        ...
+
+    def require(self) -> None:
+        if not self.is_available():
+            raise BackendUnavailableError(f"backend {self.name!r} is not installed here: {self.install_hint}")
+
+    def unsupported_nodes(self, model) -> list[dict]:
+        """Nodes of ``model`` this backend cannot build: dicts with name, op_type, domain, hint."""
+        return []
+
+    @abstractmethod
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResult:
+        ...
+
+    @abstractmethod
+    def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cpu") -> Runner:
+        ...
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Version and origin facts for check-env and sidecars."""
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend type")
+
+
+def get_backend(name: str) -> Backend:
+    from . import onnxruntime, tensorrt  # noqa: F401  (registration on import)
+
+    return BACKENDS.get(name, field="backend_config.type")()
+
+
+def backend_for_file(path: str | Path) -> Backend:
+    from . import onnxruntime, tensorrt  # noqa: F401
+
+    suffix = Path(path).suffix.lower()
+    for _, backend in BACKENDS.items():
+        if suffix in backend.file_suffixes:
+            return backend()
+    known = sorted(s for _, b in BACKENDS.items() for s in b.file_suffixes)
+    from ..errors import ModelError
+    raise ModelError(f"cannot tell the backend of {path}: its suffix must be one of {known}")

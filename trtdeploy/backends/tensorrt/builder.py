@@ -1,0 +1,296 @@
+"""Build a serialized TensorRT engine from ONNX, with profiles, precision and builder options.
+
+Same code for TensorRT 8.6-11 and TensorRT-RTX: version differences are asked of
+``compat.TensorRT``. Nothing is written until the build has succeeded, and then atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ...config import DeployConfig, ShapeRange
+from ...errors import BuildError, ConfigError, ShapeError, UnsupportedOpError
+from ...utils.fileio import atomic_write_bytes
+from ...utils.logging import logger
+from ..base import TensorSpec, profiles_to_json
+from .compat import TensorRT
+
+_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                "BOOL": "bool", "UINT8": "uint8", "BF16": "bfloat16", "FP8": "float8", "INT4": "int4"}
+
+
+def numpy_dtype_name(dtype) -> str:
+    return _DTYPE_NAMES.get(getattr(dtype, "name", str(dtype)).split(".")[-1], "float32")
+
+
+def make_logger(trt: TensorRT):
+    """A TensorRT logger that forwards to ours and remembers errors for the final message."""
+    mod = trt.module
+    levels = {mod.ILogger.Severity.INTERNAL_ERROR: "error", mod.ILogger.Severity.ERROR: "error",
+              mod.ILogger.Severity.WARNING: "debug", mod.ILogger.Severity.INFO: "debug",
+              mod.ILogger.Severity.VERBOSE: "debug"}
+
+    class CollectingLogger(mod.ILogger):
+        def __init__(self):
+            mod.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            level = levels.get(severity, "debug")
+            if level == "error":
+                self.errors.append(msg)
+                logger.debug("TensorRT: %s", msg)
+            else:
+                getattr(logger, level)("TensorRT: %s", msg)
+
+    return CollectingLogger()
+
+
+def _progress_monitor(trt: TensorRT, cancel: threading.Event):
+    """A progress bar over the builder's top-level phases; cancels the build when asked."""
+    mod = trt.module
+    if not hasattr(mod, "IProgressMonitor"):
+        return None
+    from tqdm import tqdm
+
+    class BuildProgress(mod.IProgressMonitor):
+        def __init__(self):
+            mod.IProgressMonitor.__init__(self)
+            self.bar = None
+            self.top = None
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None and self.bar is None:
+                self.top = phase_name
+                self.bar = tqdm(total=num_steps, desc=f"[trtdeploy] {phase_name}", leave=False,
+                                disable=not logger.isEnabledFor(20))
+
+        def step_complete(self, phase_name, step):
+            if phase_name == self.top and self.bar is not None:
+                self.bar.update(1)
+            return not cancel.is_set()
+
+        def phase_finish(self, phase_name):
+            if phase_name == self.top and self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return BuildProgress()
+
+
+@contextlib.contextmanager
+def _interrupt_cancels(cancel: threading.Event) -> Iterator[None]:
+    """Turn Ctrl-C during the (blocking, C++) build into a cancellation request."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger) -> None:
+    """Parse ONNX into ``network``; on failure list every failing node with the parser's reason."""
+    parser = trt.module.OnnxParser(network, trt_logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    if ok:
+        return
+    problems = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = getattr(err, "node_name", lambda: "")() or f"node #{err.node()}"
+        op = getattr(err, "node_operator", lambda: "")()
+        problems.append(f"{node}{f' ({op})' if op else ''}: {err.desc().strip()}")
+    detail = "; ".join(problems) or "; ".join(trt_logger.errors[-3:]) or "unknown parser error"
+    cls = UnsupportedOpError if any("plugin" in p.lower() or "unsupported" in p.lower() or "no importer" in p.lower()
+                                    for p in problems) else BuildError
+    raise cls(f"{trt.label} cannot parse {onnx_path.name}: {detail}")
+
+
+def network_io(network) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def spec(t):
+        return TensorSpec(t.name, numpy_dtype_name(t.dtype), list(t.shape))
+    return ([spec(network.get_input(i)) for i in range(network.num_inputs)],
+            [spec(network.get_output(i)) for i in range(network.num_outputs)])
+
+
+def resolve_profiles(cfg: DeployConfig, inputs: list[TensorSpec],
+                     default_shapes: dict[str, tuple[int, ...]]) -> list[dict[str, ShapeRange]]:
+    """The config's profiles, checked against the network; a static one when the config has none."""
+    profiles = cfg.profiles
+    if not profiles:
+        if any(not isinstance(d, int) or d < 0 for s in inputs for d in s.shape):
+            profiles = [{s.name: ShapeRange(*(tuple(default_shapes[s.name]),) * 3) for s in inputs}]
+            logger.info("no backend_config.model_inputs: building a static profile %s",
+                        {k: list(v.opt) for k, v in profiles[0].items()})
+        return profiles
+    by_name = {s.name: s for s in inputs}
+    for i, profile in enumerate(profiles):
+        for name in by_name:
+            if name not in profile:
+                raise ConfigError(f"{cfg.source}: backend_config.model_inputs[{i}].input_shapes lacks the model input "
+                                  f"{name!r}; every profile must give min/opt/max shapes for {list(by_name)}")
+        for name, rng in profile.items():
+            where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
+            if name not in by_name:
+                raise ConfigError(f"{cfg.source}: {where}: the ONNX model has no input {name!r}; its inputs are {list(by_name)}")
+            shape = by_name[name].shape
+            if len(shape) != len(rng.min):
+                raise ShapeError(f"{cfg.source}: {where} has rank {len(rng.min)} but the model input {name!r} "
+                                 f"has rank {len(shape)} (shape {shape}); give {len(shape)} dimensions")
+            for d, fixed in enumerate(shape):
+                if isinstance(fixed, int) and fixed >= 0 and not rng.min[d] == rng.opt[d] == rng.max[d] == fixed:
+                    raise ShapeError(f"{cfg.source}: {where} dimension {d} must be {fixed} (the exported graph fixes it), "
+                                     f"got min/opt/max {rng.min[d]}/{rng.opt[d]}/{rng.max[d]}; fix the shapes or declare "
+                                     f"axis {d} in onnx_config.dynamic_axes")
+    return profiles
+
+
+# Builder options from common_config. Each entry applies one option and warns when
+# the installed TensorRT does not have it (rather than failing with AttributeError).
+def _apply_options(trt: TensorRT, builder_config, common: dict) -> list[str]:
+    mod = trt.module
+    notes = []
+
+    def missing(option: str, what: str) -> None:
+        logger.warning("common_config.%s: %s is not available in %s; the option is ignored", option, what, trt.label)
+
+    level = common.get("builder_optimization_level")
+    if level is not None:
+        if not 0 <= level <= 5:
+            raise ConfigError(f"backend_config.common_config.builder_optimization_level must be 0..5, got {level}")
+        if hasattr(builder_config, "builder_optimization_level"):
+            builder_config.builder_optimization_level = level
+        else:
+            missing("builder_optimization_level", "builder optimization levels (TensorRT >= 8.6)")
+    sources = common.get("tactic_sources")
+    if sources:
+        mask = builder_config.get_tactic_sources()
+        for entry in sources:
+            name = entry.lstrip("+-").upper()
+            member = mod.TacticSource.__members__.get(name)
+            if member is None:
+                missing("tactic_sources", f"TacticSource.{name} (removed in TensorRT 10 for cuBLAS/cuDNN; "
+                                          f"known here: {', '.join(mod.TacticSource.__members__)})")
+                continue
+            bit = 1 << int(member)
+            mask = mask & ~bit if entry.startswith("-") else mask | bit
+        builder_config.set_tactic_sources(mask)
+    if common.get("version_compatible"):
+        if "VERSION_COMPATIBLE" in mod.BuilderFlag.__members__:
+            builder_config.set_flag(mod.BuilderFlag.VERSION_COMPATIBLE)
+            notes.append("version_compatible")
+        else:
+            missing("version_compatible", "BuilderFlag.VERSION_COMPATIBLE (TensorRT >= 8.6)")
+    hw = common.get("hardware_compatibility_level")
+    if hw:
+        levels = getattr(mod, "HardwareCompatibilityLevel", None)
+        if levels is None or hw.upper() not in levels.__members__:
+            known = list(levels.__members__) if levels else []
+            raise ConfigError(f"backend_config.common_config.hardware_compatibility_level {hw!r} is not one of {known}")
+        builder_config.hardware_compatibility_level = levels.__members__[hw.upper()]
+    caps = common.get("compute_capabilities")
+    if caps:
+        if not hasattr(builder_config, "set_compute_capability"):
+            missing("compute_capabilities", "targeting compute capabilities (TensorRT-RTX)")
+        else:
+            members = mod.ComputeCapability.__members__
+            wanted = [f"SM{str(c).upper().removeprefix('SM').replace('.', '')}" for c in caps]
+            unknown = [w for w in wanted if w not in members]
+            if unknown:
+                raise ConfigError(f"backend_config.common_config.compute_capabilities: {unknown} not supported by "
+                                  f"{trt.label}; choose from {[m for m in members if m.startswith('SM')]}")
+            builder_config.num_compute_capabilities = len(wanted)
+            for i, w in enumerate(wanted):
+                builder_config.set_compute_capability(members[w], i)
+    verbosity = common.get("profiling_verbosity")
+    if verbosity:
+        builder_config.profiling_verbosity = mod.ProfilingVerbosity.__members__[verbosity.upper()]
+    return notes
+
+
+@contextlib.contextmanager
+def _timing_cache(trt: TensorRT, builder_config, path: str | None) -> Iterator[None]:
+    """Load a persistent timing cache before the build and save it (atomically) after."""
+    if not path or not hasattr(builder_config, "create_timing_cache"):
+        yield
+        return
+    cache_file = Path(path)
+    blob = b""
+    if cache_file.is_file():
+        blob = cache_file.read_bytes()
+    cache = builder_config.create_timing_cache(blob)
+    if cache is None and blob:
+        logger.warning("timing cache %s is unreadable; starting a new one", cache_file)
+        cache = builder_config.create_timing_cache(b"")
+    builder_config.set_timing_cache(cache, ignore_mismatch=True)
+    yield
+    data = builder_config.get_timing_cache().serialize()
+    atomic_write_bytes(cache_file, data)
+    logger.info("timing cache saved to %s (%d bytes)", cache_file, len(data))
+
+
+def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
+                 default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool) -> dict:
+    """Parse, configure, build and atomically write the engine; returns the facts for its sidecar."""
+    mod = trt.module
+    trt_logger = make_logger(trt)
+    builder = mod.Builder(trt_logger)
+    network = builder.create_network(trt.network_flags(strongly_typed))
+    parse_onnx(trt, onnx_path, network, trt_logger)
+    inputs, outputs = network_io(network)
+    profiles = resolve_profiles(cfg, inputs, default_shapes)
+
+    builder_config = builder.create_builder_config()
+    trt.set_workspace(builder_config, int(cfg.common.get("max_workspace_size", 0) or 0))
+    if cfg.fp16 and not strongly_typed:
+        builder_config.set_flag(mod.BuilderFlag.FP16)
+    for profile in profiles:
+        p = builder.create_optimization_profile()
+        for name, rng in profile.items():
+            p.set_shape(name, rng.min, rng.opt, rng.max)
+        builder_config.add_optimization_profile(p)
+    notes = _apply_options(trt, builder_config, cfg.common)
+
+    cancel = threading.Event()
+    monitor = _progress_monitor(trt, cancel)
+    if monitor is not None:
+        builder_config.progress_monitor = monitor
+    with _timing_cache(trt, builder_config, cfg.common.get("timing_cache")), _interrupt_cancels(cancel):
+        serialized = builder.build_serialized_network(network, builder_config)
+    if cancel.is_set():
+        raise KeyboardInterrupt
+    if serialized is None:
+        detail = "; ".join(dict.fromkeys(trt_logger.errors[-3:])) or "no reason given"
+        raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}")
+    atomic_write_bytes(engine_path, memoryview(serialized))
+    return {
+        "inputs": [s.to_dict() for s in inputs],
+        "outputs": [s.to_dict() for s in outputs],
+        "profiles": profiles_to_json(profiles),
+        "strongly_typed": strongly_typed,
+        "options": notes,
+        "compute_capabilities": _target_capabilities(trt, builder_config),
+        "hardware_compatibility_level": getattr(getattr(builder_config, "hardware_compatibility_level", None), "name", None),
+    }
+
+
+def _target_capabilities(trt: TensorRT, builder_config) -> list[str]:
+    """Which GPUs the engine is for: TensorRT-RTX's targets, or this machine's GPU for TensorRT."""
+    if hasattr(builder_config, "num_compute_capabilities") and builder_config.num_compute_capabilities:
+        return [builder_config.get_compute_capability(i).name for i in range(builder_config.num_compute_capabilities)]
+    if trt.flavour == "tensorrt_rtx":
+        return ["SM75", "SM80", "SM86", "SM89", "SM120"]  # the library's default targets
+    from ...utils.gpu import current_compute_capability
+
+    cc = current_compute_capability()
+    return [f"SM{cc[0]}{cc[1]}"] if cc else []

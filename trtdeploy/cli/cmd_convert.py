@@ -1,0 +1,49 @@
+"""trtdeploy convert: the counterpart of MMDeploy's tools/deploy.py."""
+from __future__ import annotations
+
+import argparse
+
+from ..utils.logging import logger
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "convert", parents=[common], help="export a PyTorch model to ONNX and build the backend model",
+        description="Export MODEL to ONNX (rewriters active), simplify and check the graph, and build the backend "
+                    "named by backend_config.type (onnxruntime or tensorrt). Writes end2end.onnx, the engine and "
+                    "JSON sidecars into --work-dir, atomically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  trtdeploy convert configs/classification/classification_onnxruntime_dynamic.py "
+               "torchvision://resnet18 --work-dir work_dirs/r18 --test-img demo/demo.jpg\n"
+               "  trtdeploy convert configs/classification/classification_tensorrt-fp16_dynamic-224x224-320x320.py "
+               "my_models.py:build --checkpoint best.pth --work-dir work_dirs/mine")
+    p.add_argument("deploy_cfg", help="deploy config (.py, OpenMMLab style with _base_)")
+    p.add_argument("model", help="torchvision://<name>[?num_classes=N] (random init unless --checkpoint) "
+                                 "or <module or file.py>:<factory>")
+    p.add_argument("--checkpoint", help="state dict to load into the model (never downloaded)")
+    p.add_argument("--work-dir", default="work_dirs/trtdeploy", help="where files go (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="device to export on: cpu or cuda[:N] (default: %(default)s)")
+    p.add_argument("--test-img", help="image to run through the converted model and PyTorch, printing both")
+    p.add_argument("--calib-dataset-cfg", help="dataset config for INT8 calibration (MMDetection style)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..api import convert
+
+    kwargs = {}
+    if args.calib_dataset_cfg:
+        kwargs["calib_dataset_cfg"] = args.calib_dataset_cfg
+    result = convert(args.deploy_cfg, args.model, checkpoint=args.checkpoint, work_dir=args.work_dir,
+                     device=args.device, test_img=args.test_img, **kwargs)
+    report = result.test_report
+    if report:
+        print(f"PyTorch:\n{report['torch_formatted']}")
+        print(f"{report['backend']}:\n{report['formatted']}")
+        print(f"largest absolute difference of the outputs: {report['max_abs_diff']:.3g}")
+    print("files:")
+    for path in result.files:
+        print(f"  {path}")
+    logger.debug("convert finished")
+    return 0

@@ -1,0 +1,32 @@
+"""trtdeploy run: run an .onnx or .engine file on an image and print (or draw) the result."""
+from __future__ import annotations
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("run", parents=[common], help="run a converted model on an image",
+                       description="Run an .onnx (ONNX Runtime) or .engine (TensorRT) file on an image. The "
+                                   "sidecar written by `convert` supplies the task, class names and pre-processing; "
+                                   "--deploy-cfg overrides them.")
+    p.add_argument("model_file", help="end2end.onnx or end2end.engine")
+    p.add_argument("--input", required=True, help="image file")
+    p.add_argument("--deploy-cfg", help="deploy config (needed only for files without a sidecar)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu for ONNX)")
+    p.add_argument("--out", help="write a picture of the result here (.png or .jpg)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..api import load
+    from ..utils.image import load_image
+
+    image = load_image(args.input)
+    model = load(args.model_file, deploy_cfg=args.deploy_cfg, device=args.device)
+    try:
+        result = model.predict(image)
+    finally:
+        model.close()
+    print(model.task.format_result(result))
+    if args.out:
+        model.task.visualize(image, result, args.out)
+        print(f"picture: {args.out}")
+    return 0

@@ -1,0 +1,60 @@
+"""``trtdeploy <command>``: parse arguments, call the Python API, map errors to exit codes.
+
+Each command is a module in this folder that defines ``register(subparsers)``; it is
+found by name, so adding a command touches one file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from .. import __version__
+from ..errors import TrtDeployError
+from ..utils.logging import LOG_LEVELS, logger, setup_logging
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtdeploy",
+        description="Deploy PyTorch models to TensorRT and ONNX Runtime: convert, run, test, profile, "
+                    "compare, inspect, check-env.",
+        epilog="Run `trtdeploy <command> --help` for the arguments of each command.")
+    parser.add_argument("--version", action="version", version=f"trtdeploy {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="how much to print; 'debug' also shows tracebacks (default: info)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import __path__ as cli_path
+
+    for info in sorted(pkgutil.iter_modules(cli_path), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            module = importlib.import_module(f"{__package__}.{info.name}")
+            module.register(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except TrtDeployError as e:
+        if args.log_level == "debug":
+            logger.exception("error")
+        print(f"trtdeploy {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"trtdeploy {args.command}: interrupted; no partial file was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

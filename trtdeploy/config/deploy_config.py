@@ -1,0 +1,276 @@
+"""Load, validate and query a deploy config.
+
+The file is read with mmengine's ``Config`` (the same library MMDeploy uses), so
+``_base_`` chains, ``{{_base_.x}}`` references and overrides behave as MMDeploy users
+expect. Validation happens once, here, before any export starts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..registry import did_you_mean
+from ..utils.logging import logger
+from .schema import DEPLOY_SCHEMA, SHAPE_RANGE, TOP_LEVEL_REQUIRED
+
+DEFAULTS = {
+    "onnx_config": dict(type="onnx", export_params=True, keep_initializers_as_inputs=False,
+                        opset_version=17, save_file="end2end.onnx", input_names=["input"],
+                        output_names=["output"], input_shape=None, optimize=True),
+    "codebase_config": dict(type="torchvision", task="Classification"),
+    "backend_config": dict(type="onnxruntime"),
+}
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """One input's min/opt/max shapes in an optimization profile."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def contains(self, shape) -> int | None:
+        """Index of the first dimension of ``shape`` outside the range, or None."""
+        for d, (lo, x, hi) in enumerate(zip(self.min, shape, self.max)):
+            if not lo <= x <= hi:
+                return d
+        return None
+
+    def to_dict(self) -> dict:
+        return {"min_shape": list(self.min), "opt_shape": list(self.opt), "max_shape": list(self.max)}
+
+
+def _type_name(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {type(None): "None"}.get(t, t.__name__)
+
+
+def _check_section(value: Any, spec: Any, where: str, source: str) -> None:
+    """Recursively check ``value`` against ``spec`` (see schema.py)."""
+    if spec is object:
+        return
+    if isinstance(spec, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {where} must be a dict, got {type(value).__name__}")
+        for key, sub in value.items():
+            if key in spec:
+                _check_section(sub, spec[key], f"{where}.{key}", source)
+                continue
+            hint = did_you_mean(key, spec)
+            if hint:
+                raise ConfigError(f"{source}: unknown field {where}.{key}{hint}")
+            logger.warning("%s: %s.%s is not a trtdeploy field; it is ignored", source, where, key)
+        return
+    expected = spec if isinstance(spec, tuple) else (spec,)
+    # bool is an int in Python; a bool where a number is expected is almost always a slip.
+    if isinstance(value, bool) and bool not in expected:
+        ok = False
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ConfigError(f"{source}: {where} must be {_type_name(spec)}, got {type(value).__name__} {value!r}")
+
+
+def _as_shape(value: Any, where: str, source: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in value):
+        raise ConfigError(f"{source}: {where} must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def _normalize_dynamic_axes(axes: Mapping | None, source: str) -> dict[str, dict[int, str]]:
+    """MMDeploy allows ``{name: {axis: label}}`` and ``{name: [axis, ...]}``; keep the first form."""
+    out: dict[str, dict[int, str]] = {}
+    for name, spec in (axes or {}).items():
+        if isinstance(spec, Mapping):
+            items = spec.items()
+        elif isinstance(spec, (list, tuple)):
+            items = ((a, f"{name}_dim{a}") for a in spec)
+        else:
+            raise ConfigError(f"{source}: onnx_config.dynamic_axes.{name} must be a dict or a list of axes")
+        axes_of = {}
+        for axis, label in items:
+            if not isinstance(axis, int) or isinstance(axis, bool) or axis < 0:
+                raise ConfigError(f"{source}: onnx_config.dynamic_axes.{name} has axis {axis!r}; axes are integers >= 0")
+            axes_of[axis] = str(label)
+        out[str(name)] = axes_of
+    return out
+
+
+class DeployConfig:
+    """A validated deploy config with the questions the pipeline asks of it."""
+
+    def __init__(self, cfg: Mapping, source: str = "<dict>"):
+        self.source = source
+        self.raw = cfg
+        for key in cfg:
+            if key.startswith("_") or key in DEPLOY_SCHEMA:
+                continue
+            hint = did_you_mean(key, DEPLOY_SCHEMA)
+            if hint:
+                raise ConfigError(f"{source}: unknown top-level field {key!r}{hint}")
+        missing = [k for k in TOP_LEVEL_REQUIRED if k not in cfg]
+        if missing:
+            raise ConfigError(f"{source}: the config has no {' and no '.join(missing)}; "
+                              f"start it with _base_ = ['../_base_/onnx_config.py', '../_base_/backends/onnxruntime.py']")
+        for key, spec in DEPLOY_SCHEMA.items():
+            if key in cfg:
+                _check_section(cfg[key], spec, key, source)
+        self.onnx = {**DEFAULTS["onnx_config"], **dict(cfg.get("onnx_config") or {})}
+        self.codebase = {**DEFAULTS["codebase_config"], **dict(cfg.get("codebase_config") or {})}
+        self.backend_cfg = {**DEFAULTS["backend_config"], **dict(cfg.get("backend_config") or {})}
+        self.common = dict(self.backend_cfg.get("common_config") or {})
+        self.calib = dict(cfg.get("calib_config") or {})
+        self.dynamic_axes = _normalize_dynamic_axes(self.onnx.get("dynamic_axes"), source)
+        self.profiles = self._read_profiles()
+        self._check_consistency()
+
+    # -- simple questions -------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self.backend_cfg["type"]
+
+    @property
+    def task(self) -> str:
+        return self.codebase["task"]
+
+    @property
+    def opset(self) -> int:
+        return int(self.onnx["opset_version"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.onnx["input_names"])
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.onnx["output_names"])
+
+    @property
+    def fp16(self) -> bool:
+        return bool(self.common.get("fp16_mode", False)) or self.backend_cfg.get("precision") == "fp16"
+
+    @property
+    def int8(self) -> bool:
+        return bool(self.common.get("int8_mode", False)) or self.backend_cfg.get("precision") == "int8"
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+
+    @property
+    def save_file(self) -> str:
+        return self.onnx.get("save_file") or "end2end.onnx"
+
+    def export_shape(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape to trace with: the first profile's opt shape, else ``input_shape``, else ``default``."""
+        for profile in self.profiles:
+            if name in profile:
+                return profile[name].opt
+        wh = self.onnx.get("input_shape")
+        if wh:
+            if len(wh) != 2:
+                raise ConfigError(f"{self.source}: onnx_config.input_shape is [width, height], got {list(wh)}")
+            return (*default[:-2], int(wh[1]), int(wh[0]))
+        return default
+
+    # -- profiles ---------------------------------------------------------
+    def _read_profiles(self) -> list[dict[str, ShapeRange]]:
+        profiles = []
+        for i, entry in enumerate(self.backend_cfg.get("model_inputs") or []):
+            where = f"backend_config.model_inputs[{i}]"
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("input_shapes"), Mapping):
+                raise ConfigError(f"{self.source}: {where} must be dict(input_shapes=dict(<input name>=dict(min_shape=..., opt_shape=..., max_shape=...)))")
+            profile = {}
+            for name, shapes in entry["input_shapes"].items():
+                w = f"{where}.input_shapes.{name}"
+                _check_section(shapes, SHAPE_RANGE, w, self.source)
+                missing = [k for k in SHAPE_RANGE if k not in shapes]
+                if missing:
+                    raise ConfigError(f"{self.source}: {w} lacks {', '.join(missing)}")
+                lo, opt, hi = (_as_shape(shapes[k], f"{w}.{k}", self.source) for k in SHAPE_RANGE)
+                if not len(lo) == len(opt) == len(hi):
+                    raise ConfigError(f"{self.source}: {w}: min_shape, opt_shape and max_shape must have the same rank "
+                                      f"(got {len(lo)}, {len(opt)}, {len(hi)})")
+                for d in range(len(lo)):
+                    if not lo[d] <= opt[d] <= hi[d]:
+                        raise ConfigError(
+                            f"{self.source}: {w}: dimension {d} must satisfy min_shape <= opt_shape <= max_shape, "
+                            f"got {lo[d]} <= {opt[d]} <= {hi[d]}; fix min_shape/opt_shape/max_shape[{d}]")
+                profile[name] = ShapeRange(lo, opt, hi)
+            profiles.append(profile)
+        return profiles
+
+    def _check_consistency(self) -> None:
+        names = self.input_names
+        for i, profile in enumerate(self.profiles):
+            for name, rng in profile.items():
+                where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
+                if name not in names:
+                    raise ConfigError(f"{self.source}: {where} names an input the model does not have; "
+                                      f"onnx_config.input_names is {names}{did_you_mean(name, names)}")
+                declared = self.dynamic_axes.get(name, {})
+                for d, (lo, hi) in enumerate(zip(rng.min, rng.max)):
+                    if lo != hi and d not in declared:
+                        raise ConfigError(
+                            f"{self.source}: {where} lets dimension {d} range from {lo} to {hi} but "
+                            f"onnx_config.dynamic_axes does not declare axis {d} of {name!r} dynamic; "
+                            f"add it (e.g. dynamic_axes={{'{name}': {{{d}: 'dim{d}'}}}}) or make min_shape[{d}] == max_shape[{d}]")
+        if self.backend == "tensorrt" and not self.profiles and self.dynamic_axes:
+            logger.debug("%s: no model_inputs; static profiles will come from the export shapes", self.source)
+
+    def to_dict(self) -> dict:
+        """A plain, JSON-safe copy of the resolved config (for sidecars)."""
+        return _plain(dict(self.raw))
+
+
+def _plain(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def load_deploy_config(cfg: str | os.PathLike | Mapping | DeployConfig) -> DeployConfig:
+    """Read a deploy config file (or take a dict) and validate it."""
+    if isinstance(cfg, DeployConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return DeployConfig(cfg)
+    path = Path(cfg)
+    return DeployConfig(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: Path) -> Mapping:
+    """Read an OpenMMLab-style config file into a dict; any failure is a ConfigError naming the file."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a deploy config such as "
+                          f"configs/classification/classification_onnxruntime_dynamic.py")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; pass a config file (.py)")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"config file {path} is not readable; check its permissions")
+    if path.suffix not in (".py", ".json", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} must be a .py (or .json/.yaml) file")
+    from mmengine import Config
+
+    try:
+        return Config.fromfile(str(path)).to_dict()
+    except SyntaxError as e:
+        raise ConfigError(f"{e.filename or path}: syntax error at line {e.lineno}: {e.msg}") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: a file it inherits from (_base_) is missing: {e.filename or e}") from None
+    except Exception as e:  # anything the config's own code raised
+        raise ConfigError(f"{path}: cannot be loaded: {type(e).__name__}: {e}") from None

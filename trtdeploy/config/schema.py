@@ -1,0 +1,68 @@
+"""The fields a deploy config may hold, with their types.
+
+Names follow MMDeploy's deploy configs so that an MMDeploy user's file keeps working.
+A nested dict is a sub-section; a tuple of types is "any of these"; ``object`` is "anything".
+"""
+from __future__ import annotations
+
+NoneType = type(None)
+NUMBER = (int, float)
+SHAPE = (list, tuple)
+
+SHAPE_RANGE = {"min_shape": SHAPE, "opt_shape": SHAPE, "max_shape": SHAPE}
+
+DEPLOY_SCHEMA: dict = {
+    "onnx_config": {
+        "type": str,
+        "export_params": bool,
+        "keep_initializers_as_inputs": bool,
+        "opset_version": int,
+        "save_file": str,
+        "input_names": (list, tuple),
+        "output_names": (list, tuple),
+        "input_shape": (list, tuple, NoneType),
+        "optimize": bool,
+        "dynamic_axes": (dict, NoneType),
+        "verbose": bool,
+        "simplify": bool,
+    },
+    "codebase_config": {
+        "type": str,
+        "task": str,
+        "model_type": str,
+        "post_processing": dict,
+        "export_postprocess_mask": bool,
+        "preprocess": dict,
+        "class_names": (list, tuple, NoneType),
+        "topk": int,
+        "with_argmax": bool,
+    },
+    "backend_config": {
+        "type": str,
+        "precision": str,
+        "custom_ops": str,
+        "common_config": {
+            "fp16_mode": bool,
+            "int8_mode": bool,
+            "max_workspace_size": int,
+            "tactic_sources": (list, tuple, NoneType),
+            "builder_optimization_level": (int, NoneType),
+            "timing_cache": (str, NoneType),
+            "hardware_compatibility_level": (str, NoneType),
+            "compute_capabilities": (list, tuple, NoneType),
+            "version_compatible": bool,
+            "strongly_typed": (bool, NoneType),
+            "explicit_quantization": (bool, NoneType),
+            "profiling_verbosity": (str, NoneType),
+        },
+        "model_inputs": (list, tuple),
+        "providers": (list, tuple, NoneType),
+    },
+    "calib_config": dict,
+    "dataset_config": dict,
+    "ir_config": dict,
+    "partition_config": (dict, NoneType),
+    "function_rewriter": object,
+}
+
+TOP_LEVEL_REQUIRED = ("onnx_config", "backend_config")

@@ -1,0 +1,6 @@
+"""torch -> ONNX: model loading, rewriters active during export, the exporter itself."""
+from .model_loader import load_model
+from .onnx_exporter import export_onnx
+from .rewriter import FUNCTION_REWRITER
+
+__all__ = ["FUNCTION_REWRITER", "export_onnx", "load_model"]

@@ -1,0 +1,37 @@
+"""Custom ops: each ``ops/<op>/`` folder registers its ONNX node (domain, op type) on import.
+
+An op brings its symbolic, its plugin-free lowering, its ONNX Runtime implementation
+and its TensorRT plugin side by side. ``plugin_for`` answers whether TensorRT can
+build a custom node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..registry import Registry
+
+
+@dataclass
+class CustomOp:
+    domain: str
+    op_type: str
+    plugin_name: str | None = None        # TensorRT plugin that builds the node, if any
+    plugin_version: str = "1"
+    register_plugin: Optional[Callable] = None  # called with a compat.TensorRT to register the creator
+    ort_impl: Optional[Callable] = None          # registers the ONNX Runtime implementation
+    attributes: dict = field(default_factory=dict)
+
+
+CUSTOM_OPS: Registry[CustomOp] = Registry("custom op")
+
+
+def register_op(op: CustomOp) -> CustomOp:
+    CUSTOM_OPS.register(f"{op.domain}::{op.op_type}")(op)
+    return op
+
+
+def plugin_for(domain: str, op_type: str) -> CustomOp | None:
+    key = f"{domain}::{op_type}"
+    op = CUSTOM_OPS._items.get(key)
+    return op if op is not None and op.plugin_name else None

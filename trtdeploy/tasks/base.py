@@ -1,0 +1,76 @@
+"""The task interface. A task knows its model's inputs and outputs; backends know nothing of tasks."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..config import DeployConfig
+from ..registry import Registry
+
+
+class Task:
+    """Base: subclasses fill pre/post-processing for one kind of model."""
+
+    name = ""
+    default_input_shape: tuple[int, ...] = (1, 3, 224, 224)
+
+    def __init__(self, settings: Mapping | None = None):
+        # settings: codebase_config merged with what the sidecar recorded (class names, preprocess).
+        self.settings = dict(settings or {})
+
+    @classmethod
+    def from_config(cls, cfg: DeployConfig) -> "Task":
+        return cls(cfg.codebase)
+
+    # -- export -----------------------------------------------------------
+    def check_model(self, model) -> None:
+        """Raise ModelError when ``model`` is not a model of this task."""
+
+    def example_inputs(self, cfg: DeployConfig, device: str = "cpu") -> tuple:
+        import torch
+
+        return tuple(torch.rand(cfg.export_shape(name, self.default_input_shape), device=device)
+                     for name in cfg.input_names[:1])
+
+    def torch_wrapper(self, model):
+        """The module to export (a task may wrap the model to fix its output layout)."""
+        return model
+
+    def sidecar_facts(self, model, model_spec: Any) -> dict:
+        """Task facts the runner needs later (class names, pre-processing)."""
+        return {"task": self.name}
+
+    # -- inference --------------------------------------------------------
+    def preprocess(self, image, input_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def postprocess(self, outputs: Mapping[str, np.ndarray], meta: dict) -> Any:
+        raise NotImplementedError
+
+    def format_result(self, result: Any) -> str:
+        return str(result)
+
+    def visualize(self, image: np.ndarray, result: Any, out_path: str | Path) -> None:
+        raise NotImplementedError
+
+    def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
+        """Run the eager model the way the exported graph runs."""
+        import torch
+
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        with torch.no_grad():
+            out = self.torch_wrapper(model)(torch.from_numpy(batch).to(device))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def get_task(name: str) -> type[Task]:
+    from . import classification  # noqa: F401  (registration on import)
+
+    return TASKS.get(name, field="codebase_config.task")
