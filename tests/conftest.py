@@ -1,0 +1,52 @@
+"""Shared test helpers.
+
+TensorRT builds run in a child process (``run_cli``/``run_python``): repeated builds in one
+process once segfaulted, and interpreter shutdown after a build can crash.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DEMO_IMG = REPO / "demo" / "demo.jpg"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m trtdeploy ARGS`` in a fresh process; returns the completed process."""
+    proc = subprocess.run([sys.executable, "-m", "trtdeploy", *map(str, args)], cwd=cwd or REPO,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trtdeploy {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def run_python(code: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a Python snippet in a fresh process (for TensorRT builds); raises on failure."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"child process exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def demo_img() -> Path:
+    return DEMO_IMG
+
+
+@pytest.fixture(scope="session")
+def resnet18_ort(tmp_path_factory) -> Path:
+    """A resnet18 converted once for the session with the dynamic ONNX Runtime config."""
+    work = tmp_path_factory.mktemp("r18_ort")
+    run_cli("convert", CONFIGS / "classification/classification_onnxruntime_dynamic.py",
+            "torchvision://resnet18", "--work-dir", work)
+    return work
