@@ -171,6 +171,16 @@ def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
         return model, f"onnxruntime ({fallback.name}, standing in for {artefact.name})"
 
 
+def task_for(sidecar: Mapping | None, cfg: DeployConfig | None = None) -> Task:
+    """The task of a converted model: what its sidecar recorded, overridden by an explicit deploy config."""
+    layers = [(sidecar or {}).get("deploy_config", {}).get("codebase_config") or {},
+              {k: (sidecar or {}).get(k) for k in ("class_names", "preprocess")},
+              cfg.codebase if cfg is not None else {}]
+    settings = {k: v for layer in layers for k, v in layer.items() if v is not None}
+    task_name = (cfg.task if cfg else None) or (sidecar or {}).get("task") or "Classification"
+    return get_task(task_name)(settings)
+
+
 def load(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping | None = None,
          device: str | None = None) -> DeployedModel:
     """Load an ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT) file; its sidecar supplies the task."""
@@ -180,13 +190,7 @@ def load(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping | None
     backend = backend_for_file(path)
     sidecar = read_sidecar(path)
     cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
-    # Task settings: what the sidecar recorded, overridden by an explicit --deploy-cfg.
-    layers = [(sidecar or {}).get("deploy_config", {}).get("codebase_config") or {},
-              {k: (sidecar or {}).get(k) for k in ("class_names", "preprocess")},
-              cfg.codebase if cfg is not None else {}]
-    settings = {k: v for layer in layers for k, v in layer.items() if v is not None}
-    task_name = (cfg.task if cfg else None) or (sidecar or {}).get("task") or "Classification"
-    task = get_task(task_name)(settings)
+    task = task_for(sidecar, cfg)
     if device is None:
         device = "cuda" if backend.name == "tensorrt" else "cpu"
     runner = backend.load(path, sidecar, device)
