@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..registry import did_you_mean
 from ..utils.logging import logger
-from .schema import DEPLOY_SCHEMA, SHAPE_RANGE, TOP_LEVEL_REQUIRED
+from .schema import (DEPLOY_SCHEMA, HARDWARE_COMPATIBILITY_LEVELS, PRECISIONS, PROFILING_VERBOSITIES, SHAPE_RANGE,
+                     TACTIC_SOURCES, TOP_LEVEL_REQUIRED)
 
 DEFAULTS = {
     "onnx_config": dict(type="onnx", export_params=True, keep_initializers_as_inputs=False,
@@ -106,6 +107,61 @@ def _normalize_dynamic_axes(axes: Mapping | None, source: str) -> dict[str, dict
     return out
 
 
+def normalize_compute_capability(cap: Any) -> str:
+    """'8.6', 8.6, 86, 'sm_86' and 'SM86' all name SM86; raises ValueError for anything else."""
+    text = str(cap).strip().upper().replace("SM_", "").removeprefix("SM")
+    major, dot, minor = text.partition(".")
+    digits = major + minor if dot else text
+    if not digits.isdigit() or not 2 <= len(digits) <= 3 or (dot and len(minor) != 1):
+        raise ValueError(cap)
+    return f"SM{digits}"
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[Any], str | None]:
+    def check(value):
+        if value < lo or (hi is not None and value > hi):
+            return f"must be {lo}..{hi}" if hi is not None else f"must be >= {lo}"
+        return None
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value):
+        if str(value).upper() not in choices:
+            return f"must be one of {list(choices)}{did_you_mean(str(value).upper(), choices)}"
+        return None
+    return check
+
+
+def _tactic_sources(entries) -> str | None:
+    for entry in entries:
+        name = str(entry).lstrip("+-").upper()
+        if not isinstance(entry, str) or name not in TACTIC_SOURCES:
+            return (f"has {entry!r}; entries are NAME, +NAME or -NAME with NAME one of {list(TACTIC_SOURCES)}"
+                    f"{did_you_mean(name, TACTIC_SOURCES)}")
+    return None
+
+
+def _compute_capabilities(caps) -> str | None:
+    for cap in caps:
+        try:
+            normalize_compute_capability(cap)
+        except ValueError:
+            return f"has {cap!r}; write compute capabilities as 'SM86' or '8.6'"
+    return None
+
+
+# Value checks beyond the types in schema.py: field -> check(value) returning what is wrong, or None.
+COMMON_CONFIG_VALUES: dict[str, Callable[[Any], str | None]] = {
+    "builder_optimization_level": _int_range(0, 5),
+    "max_workspace_size": _int_range(0),
+    "hardware_compatibility_level": _one_of(HARDWARE_COMPATIBILITY_LEVELS),
+    "profiling_verbosity": _one_of(PROFILING_VERBOSITIES),
+    "tactic_sources": _tactic_sources,
+    "compute_capabilities": _compute_capabilities,
+}
+
+
 class DeployConfig:
     """A validated deploy config with the questions the pipeline asks of it."""
 
@@ -129,6 +185,7 @@ class DeployConfig:
         self.codebase = {**DEFAULTS["codebase_config"], **dict(cfg.get("codebase_config") or {})}
         self.backend_cfg = {**DEFAULTS["backend_config"], **dict(cfg.get("backend_config") or {})}
         self.common = dict(self.backend_cfg.get("common_config") or {})
+        self._check_values()
         self.calib = dict(cfg.get("calib_config") or {})
         self.dynamic_axes = _normalize_dynamic_axes(self.onnx.get("dynamic_axes"), source)
         self.profiles = self._read_profiles()
@@ -210,8 +267,33 @@ class DeployConfig:
             profiles.append(profile)
         return profiles
 
+    def _check_values(self) -> None:
+        for key, check in COMMON_CONFIG_VALUES.items():
+            value = self.common.get(key)
+            problem = check(value) if value is not None else None
+            if problem:
+                raise ConfigError(f"{self.source}: backend_config.common_config.{key} {problem}, got {value!r}")
+        precision = self.backend_cfg.get("precision")
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"{self.source}: backend_config.precision must be one of {list(PRECISIONS)}, "
+                              f"got {precision!r}")
+        opset, newest = self.onnx["opset_version"], _newest_opset()
+        if not 7 <= opset <= newest:
+            raise ConfigError(f"{self.source}: onnx_config.opset_version must be 7..{newest} (the installed onnx "
+                              f"knows no newer one), got {opset}; 17 is a safe choice")
+        for key in ("input_names", "output_names"):
+            names = self.onnx[key]
+            if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+                raise ConfigError(f"{self.source}: onnx_config.{key} must be a non-empty list of distinct names, "
+                                  f"got {names!r}")
+
     def _check_consistency(self) -> None:
         names = self.input_names
+        known = names + self.output_names
+        for name in self.dynamic_axes:
+            if name not in known:
+                raise ConfigError(f"{self.source}: onnx_config.dynamic_axes names {name!r}, which is neither in "
+                                  f"input_names nor in output_names ({known}){did_you_mean(name, known)}")
         for i, profile in enumerate(self.profiles):
             for name, rng in profile.items():
                 where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
@@ -228,9 +310,41 @@ class DeployConfig:
         if self.backend == "tensorrt" and not self.profiles and self.dynamic_axes:
             logger.debug("%s: no model_inputs; static profiles will come from the export shapes", self.source)
 
+    def check_profiles(self, model_inputs: Mapping[str, Sequence]) -> None:
+        """Check every profile against the exported model's inputs (name -> shape; dynamic dims are
+        strings or negative): each input present, ranks equal, and dims the graph fixes kept fixed."""
+        from ..errors import ShapeError
+
+        for i, profile in enumerate(self.profiles):
+            for name in model_inputs:
+                if name not in profile:
+                    raise ConfigError(f"{self.source}: backend_config.model_inputs[{i}].input_shapes lacks the model "
+                                      f"input {name!r}; every profile must give min/opt/max shapes for "
+                                      f"{list(model_inputs)}")
+            for name, rng in profile.items():
+                where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
+                if name not in model_inputs:
+                    raise ConfigError(f"{self.source}: {where}: the model has no input {name!r}; its inputs are "
+                                      f"{list(model_inputs)}{did_you_mean(name, model_inputs)}")
+                shape = list(model_inputs[name])
+                if len(shape) != len(rng.min):
+                    raise ShapeError(f"{self.source}: {where} has rank {len(rng.min)} but the model input {name!r} "
+                                     f"has rank {len(shape)} (shape {shape}); give {len(shape)} dimensions")
+                for d, fixed in enumerate(shape):
+                    if isinstance(fixed, int) and fixed > 0 and not rng.min[d] == rng.opt[d] == rng.max[d] == fixed:
+                        raise ShapeError(f"{self.source}: {where} dimension {d} must be {fixed} (the exported graph "
+                                         f"fixes it), got min/opt/max {rng.min[d]}/{rng.opt[d]}/{rng.max[d]}; fix the "
+                                         f"shapes or declare axis {d} in onnx_config.dynamic_axes")
+
     def to_dict(self) -> dict:
         """A plain, JSON-safe copy of the resolved config (for sidecars)."""
         return _plain(dict(self.raw))
+
+
+def _newest_opset() -> int:
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
 
 
 def _plain(obj):

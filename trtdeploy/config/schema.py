@@ -66,3 +66,17 @@ DEPLOY_SCHEMA: dict = {
 }
 
 TOP_LEVEL_REQUIRED = ("onnx_config", "backend_config")
+
+# Values the builder options may take (checked when the config is loaded, before any export).
+# Tactic sources with the TensorRT history a warning quotes when the installed one lacks them.
+TACTIC_SOURCES = {
+    "CUBLAS": "deprecated in TensorRT 10.0 and absent from TensorRT-RTX",
+    "CUBLAS_LT": "deprecated in TensorRT 9.0 and absent from TensorRT-RTX",
+    "CUDNN": "deprecated in TensorRT 10.0 and absent from TensorRT-RTX",
+    "EDGE_MASK_CONVOLUTIONS": "added in TensorRT 8.0",
+    "JIT_CONVOLUTIONS": "added in TensorRT 8.5",
+}
+HARDWARE_COMPATIBILITY_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
+# LAYER_NAMES_ONLY/DETAILED/NONE since TensorRT 8.2; DEFAULT/VERBOSE are their older names.
+PROFILING_VERBOSITIES = ("LAYER_NAMES_ONLY", "DETAILED", "NONE", "DEFAULT", "VERBOSE")
+PRECISIONS = ("fp32", "fp16", "int8")

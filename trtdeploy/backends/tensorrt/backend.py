@@ -8,9 +8,9 @@ from typing import Mapping
 import onnx
 
 from ...config import DeployConfig
-from ...errors import BackendUnavailableError, EngineCompatibilityError
+from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
 from ...passes import to_fp16
-from ...utils.fileio import atomic_write_bytes
+from ...utils.fileio import atomic_write_bytes, sha256_file
 from ...utils.gpu import current_compute_capability
 from ..base import BACKENDS, Backend, BuildResult, Runner
 from ..sidecar import read_sidecar
@@ -82,6 +82,7 @@ class TensorRTBackend(Backend):
 
         trt = import_tensorrt()
         sidecar = dict(sidecar or read_sidecar(path, required=True))
+        check_engine_file(Path(path), sidecar)
         check_engine_compatible(trt, sidecar, Path(path))
         return TensorRTRunner(trt, Path(path), sidecar, device)
 
@@ -101,23 +102,62 @@ def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
             for name, shape in onnx_shapes.items()}
 
 
-def check_engine_compatible(trt, sidecar: Mapping, path: Path) -> None:
-    """Refuse an engine built by another TensorRT flavour/version or for another GPU, with the facts."""
-    built_flavour, built_version = sidecar.get("flavour"), str(sidecar.get("backend_version", ""))
-    built = f"{'TensorRT-RTX' if built_flavour == 'tensorrt_rtx' else 'TensorRT'} {built_version}"
+def _built_with(sidecar: Mapping) -> str:
+    flavour = "TensorRT-RTX" if sidecar.get("flavour") == "tensorrt_rtx" else "TensorRT"
     caps = sidecar.get("compute_capabilities") or []
-    target = f" for {'/'.join(caps)}" if caps else ""
+    return f"{flavour} {sidecar.get('backend_version', '?')}" + (f" for {'/'.join(caps)}" if caps else "")
+
+
+def _runs_here(trt, sidecar: Mapping, here_cc: tuple[int, int] | None) -> str | None:
+    """Why this TensorRT (and GPU) cannot run an engine with these sidecar facts, or None if it can."""
+    built_version, here_version = str(sidecar.get("backend_version", "")), trt.version
+    if sidecar.get("flavour") != trt.flavour:
+        return "another TensorRT flavour"
+    if built_version.split(".")[:3] != here_version.split(".")[:3]:
+        forward_ok = ("version_compatible" in sidecar.get("options", []) and trt.flavour == "tensorrt"
+                      and built_version.split(".")[0] == here_version.split(".")[0]
+                      and _version_key(here_version) >= _version_key(built_version))
+        if not forward_ok:
+            return "another TensorRT version"
+    if here_cc is None:
+        return None
+    sm = f"SM{here_cc[0]}{here_cc[1]}"
+    if trt.flavour == "tensorrt_rtx" and sm not in trt.supported_targets:
+        return f"a GPU ({sm}) that TensorRT-RTX does not support"
+    caps = sidecar.get("compute_capabilities") or []
+    ampere_plus = sidecar.get("hardware_compatibility_level") == "AMPERE_PLUS" and here_cc >= (8, 0)
+    if caps and sm not in caps and "CURRENT" not in caps and not ampere_plus:
+        return f"a GPU ({sm}) the engine was not built for"
+    return None
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def check_engine_compatible(trt, sidecar: Mapping, path: Path) -> None:
+    """Refuse an engine built by another TensorRT flavour/version or for another GPU, with the sidecar's facts."""
     here_cc = current_compute_capability()
-    here = f"{trt.label}" + (f" on SM{here_cc[0]}{here_cc[1]}" if here_cc else "")
-    same_version = built_version.split(".")[:3] == trt.version.split(".")[:3]
-    if built_flavour != trt.flavour or (not same_version and "version_compatible" not in sidecar.get("options", [])):
-        raise EngineCompatibilityError(f"{path.name} was built with {built}{target}; this is {here}: "
-                                       f"rebuild it here with `trtdeploy convert`")
-    if here_cc and caps and trt.flavour == "tensorrt" and f"SM{here_cc[0]}{here_cc[1]}" not in caps \
-            and sidecar.get("hardware_compatibility_level") in (None, "NONE"):
-        raise EngineCompatibilityError(f"{path.name} was built with {built}{target}; this GPU is "
-                                       f"SM{here_cc[0]}{here_cc[1]}: rebuild it on this GPU or with "
-                                       f"hardware_compatibility_level='AMPERE_PLUS'")
+    reason = _runs_here(trt, sidecar, here_cc)
+    if reason is None:
+        return
+    here = trt.label + (f" on SM{here_cc[0]}{here_cc[1]}" if here_cc else "")
+    hint = "build for it with TensorRT (pip install tensorrt) " if "does not support" in reason else ""
+    raise EngineCompatibilityError(
+        f"{path.name} was built with {_built_with(sidecar)}; this is {here} ({reason}): {hint}rebuild it here with "
+        f"`trtdeploy convert <deploy config> {sidecar.get('model', '<model>')} --work-dir {path.parent}`")
+
+
+def check_engine_file(path: Path, sidecar: Mapping) -> None:
+    """Refuse an engine whose bytes are not the ones its sidecar describes (truncated, replaced)."""
+    size = path.stat().st_size
+    want_size, want_sha = sidecar.get("engine_bytes"), sidecar.get("engine_sha256")
+    if want_size is not None and size != want_size:
+        raise ModelError(f"{path} has {size} bytes but its sidecar records {want_size}: the file is truncated or "
+                         f"was replaced; convert the model again")
+    if want_sha is not None and sha256_file(path) != want_sha:
+        raise ModelError(f"{path} does not match its sidecar (sha256 differs): it was replaced after the build; "
+                         f"convert the model again")
 
 
 def _all_nodes(graph):

@@ -6,17 +6,19 @@ Same code for TensorRT 8.6-11 and TensorRT-RTX: version differences are asked of
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from ...config import DeployConfig, ShapeRange
-from ...errors import BuildError, ConfigError, ShapeError, UnsupportedOpError
-from ...utils.fileio import atomic_write_bytes
+from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
+from ...utils.fileio import atomic_write_bytes, ensure_writable_dir
 from ...utils.logging import logger
 from ..base import TensorSpec, profiles_to_json
 from .compat import TensorRT
+from .options import apply_builder_options
 
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
                 "BOOL": "bool", "UINT8": "uint8", "BF16": "bfloat16", "FP8": "float8", "INT4": "int4"}
@@ -133,89 +135,8 @@ def resolve_profiles(cfg: DeployConfig, inputs: list[TensorSpec],
             logger.info("no backend_config.model_inputs: building a static profile %s",
                         {k: list(v.opt) for k, v in profiles[0].items()})
         return profiles
-    by_name = {s.name: s for s in inputs}
-    for i, profile in enumerate(profiles):
-        for name in by_name:
-            if name not in profile:
-                raise ConfigError(f"{cfg.source}: backend_config.model_inputs[{i}].input_shapes lacks the model input "
-                                  f"{name!r}; every profile must give min/opt/max shapes for {list(by_name)}")
-        for name, rng in profile.items():
-            where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
-            if name not in by_name:
-                raise ConfigError(f"{cfg.source}: {where}: the ONNX model has no input {name!r}; its inputs are {list(by_name)}")
-            shape = by_name[name].shape
-            if len(shape) != len(rng.min):
-                raise ShapeError(f"{cfg.source}: {where} has rank {len(rng.min)} but the model input {name!r} "
-                                 f"has rank {len(shape)} (shape {shape}); give {len(shape)} dimensions")
-            for d, fixed in enumerate(shape):
-                if isinstance(fixed, int) and fixed >= 0 and not rng.min[d] == rng.opt[d] == rng.max[d] == fixed:
-                    raise ShapeError(f"{cfg.source}: {where} dimension {d} must be {fixed} (the exported graph fixes it), "
-                                     f"got min/opt/max {rng.min[d]}/{rng.opt[d]}/{rng.max[d]}; fix the shapes or declare "
-                                     f"axis {d} in onnx_config.dynamic_axes")
+    cfg.check_profiles({s.name: s.shape for s in inputs})
     return profiles
-
-
-# Builder options from common_config. Each entry applies one option and warns when
-# the installed TensorRT does not have it (rather than failing with AttributeError).
-def _apply_options(trt: TensorRT, builder_config, common: dict) -> list[str]:
-    mod = trt.module
-    notes = []
-
-    def missing(option: str, what: str) -> None:
-        logger.warning("common_config.%s: %s is not available in %s; the option is ignored", option, what, trt.label)
-
-    level = common.get("builder_optimization_level")
-    if level is not None:
-        if not 0 <= level <= 5:
-            raise ConfigError(f"backend_config.common_config.builder_optimization_level must be 0..5, got {level}")
-        if hasattr(builder_config, "builder_optimization_level"):
-            builder_config.builder_optimization_level = level
-        else:
-            missing("builder_optimization_level", "builder optimization levels (TensorRT >= 8.6)")
-    sources = common.get("tactic_sources")
-    if sources:
-        mask = builder_config.get_tactic_sources()
-        for entry in sources:
-            name = entry.lstrip("+-").upper()
-            member = mod.TacticSource.__members__.get(name)
-            if member is None:
-                missing("tactic_sources", f"TacticSource.{name} (removed in TensorRT 10 for cuBLAS/cuDNN; "
-                                          f"known here: {', '.join(mod.TacticSource.__members__)})")
-                continue
-            bit = 1 << int(member)
-            mask = mask & ~bit if entry.startswith("-") else mask | bit
-        builder_config.set_tactic_sources(mask)
-    if common.get("version_compatible"):
-        if "VERSION_COMPATIBLE" in mod.BuilderFlag.__members__:
-            builder_config.set_flag(mod.BuilderFlag.VERSION_COMPATIBLE)
-            notes.append("version_compatible")
-        else:
-            missing("version_compatible", "BuilderFlag.VERSION_COMPATIBLE (TensorRT >= 8.6)")
-    hw = common.get("hardware_compatibility_level")
-    if hw:
-        levels = getattr(mod, "HardwareCompatibilityLevel", None)
-        if levels is None or hw.upper() not in levels.__members__:
-            known = list(levels.__members__) if levels else []
-            raise ConfigError(f"backend_config.common_config.hardware_compatibility_level {hw!r} is not one of {known}")
-        builder_config.hardware_compatibility_level = levels.__members__[hw.upper()]
-    caps = common.get("compute_capabilities")
-    if caps:
-        if not hasattr(builder_config, "set_compute_capability"):
-            missing("compute_capabilities", "targeting compute capabilities (TensorRT-RTX)")
-        else:
-            members = mod.ComputeCapability.__members__
-            wanted = [f"SM{str(c).upper().removeprefix('SM').replace('.', '')}" for c in caps]
-            unknown = [w for w in wanted if w not in members]
-            if unknown:
-                raise ConfigError(f"backend_config.common_config.compute_capabilities: {unknown} not supported by "
-                                  f"{trt.label}; choose from {[m for m in members if m.startswith('SM')]}")
-            builder_config.num_compute_capabilities = len(wanted)
-            for i, w in enumerate(wanted):
-                builder_config.set_compute_capability(members[w], i)
-    verbosity = common.get("profiling_verbosity")
-    if verbosity:
-        builder_config.profiling_verbosity = mod.ProfilingVerbosity.__members__[verbosity.upper()]
-    return notes
 
 
 @contextlib.contextmanager
@@ -225,18 +146,34 @@ def _timing_cache(trt: TensorRT, builder_config, path: str | None) -> Iterator[N
         yield
         return
     cache_file = Path(path)
+    if cache_file.is_dir():
+        raise ConfigError(f"backend_config.common_config.timing_cache={path} is a directory; name a file, "
+                          f"e.g. {cache_file / 'timing.cache'}")
+    ensure_writable_dir(cache_file.parent)  # fail now, not after a long build
     blob = b""
     if cache_file.is_file():
-        blob = cache_file.read_bytes()
+        try:
+            blob = cache_file.read_bytes()
+        except OSError as e:
+            raise WorkDirError(f"timing cache {cache_file} is not readable ({e.strerror}); fix its permissions "
+                               f"or delete it") from None
     cache = builder_config.create_timing_cache(blob)
     if cache is None and blob:
-        logger.warning("timing cache %s is unreadable; starting a new one", cache_file)
+        logger.warning("timing cache %s is unreadable (another TensorRT version, or damaged); it will be "
+                       "replaced by a new one after this build", cache_file)
         cache = builder_config.create_timing_cache(b"")
     builder_config.set_timing_cache(cache, ignore_mismatch=True)
     yield
-    data = builder_config.get_timing_cache().serialize()
+    data = memoryview(builder_config.get_timing_cache().serialize())
     atomic_write_bytes(cache_file, data)
-    logger.info("timing cache saved to %s (%d bytes)", cache_file, len(data))
+    logger.info("timing cache saved to %s (%d bytes)", cache_file, data.nbytes)
+
+
+# Builder failures whose cause the log states only indirectly: log text -> what to do.
+BUILD_FAILURE_HINTS = {
+    "libnvinfer_lean": "; version-compatible engines need TensorRT's lean runtime library, which this install "
+                       "lacks: remove backend_config.common_config.version_compatible or install full TensorRT",
+}
 
 
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
@@ -259,7 +196,7 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
         for name, rng in profile.items():
             p.set_shape(name, rng.min, rng.opt, rng.max)
         builder_config.add_optimization_profile(p)
-    notes = _apply_options(trt, builder_config, cfg.common)
+    notes = apply_builder_options(trt, builder_config, cfg.common)
 
     cancel = threading.Event()
     monitor = _progress_monitor(trt, cancel)
@@ -271,16 +208,21 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
         raise KeyboardInterrupt
     if serialized is None:
         detail = "; ".join(dict.fromkeys(trt_logger.errors[-3:])) or "no reason given"
-        raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}")
-    atomic_write_bytes(engine_path, memoryview(serialized))
+        hint = next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), "")
+        raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}{hint}")
+    engine = memoryview(serialized)
+    atomic_write_bytes(engine_path, engine)
     return {
+        "engine_bytes": engine.nbytes,
+        "engine_sha256": hashlib.sha256(engine).hexdigest(),
         "inputs": [s.to_dict() for s in inputs],
         "outputs": [s.to_dict() for s in outputs],
         "profiles": profiles_to_json(profiles),
         "strongly_typed": strongly_typed,
         "options": notes,
         "compute_capabilities": _target_capabilities(trt, builder_config),
-        "hardware_compatibility_level": getattr(getattr(builder_config, "hardware_compatibility_level", None), "name", None),
+        "hardware_compatibility_level": (builder_config.hardware_compatibility_level.name
+                                         if trt.has_hardware_compatibility else None),
     }
 
 

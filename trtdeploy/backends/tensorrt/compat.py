@@ -56,6 +56,17 @@ class TensorRT:
         return hasattr(self.module.BuilderFlag, "INT8") and hasattr(self.module, "IInt8EntropyCalibrator2")
 
     @property
+    def has_hardware_compatibility(self) -> bool:
+        """TensorRT >= 8.6; TensorRT-RTX has the enum but ignores it (it targets compute capabilities)."""
+        return self.flavour == "tensorrt" and hasattr(self.module, "HardwareCompatibilityLevel")
+
+    @property
+    def supported_targets(self) -> tuple[str, ...]:
+        """The GPUs (SMxy) TensorRT-RTX can build for; empty for TensorRT, which builds for the GPU it runs on."""
+        caps = getattr(self.module, "ComputeCapability", None)
+        return tuple(m for m in caps.__members__ if m.startswith("SM")) if caps is not None else ()
+
+    @property
     def has_v3_execution(self) -> bool:
         return hasattr(self.module.IExecutionContext, "execute_async_v3")
 
