@@ -1,0 +1,92 @@
+"""``trtdeploy test``: the accuracy (and per-image latency) of each target on one test set.
+
+Every target sees the same images through its task's pre-processing; targets that cannot run
+here stay in the table with the reason, so the table always lists what was asked for.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from ..errors import DatasetError
+from ..utils.image import load_image
+from ..utils.logging import logger
+from .dataset import EvalDataset
+from .metrics import metric_for
+from .report import format_table
+from .targets import Target, runnable_or_fail
+
+
+@dataclass
+class TargetAccuracy:
+    """One row of the table."""
+
+    target: str
+    backend: str
+    precision: str
+    source: str
+    scores: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+    latency_ms: float | None = None   # mean inference time per image (pre/post-processing excluded)
+    status: str = "ok"
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None = None) -> list[TargetAccuracy]:
+    """Run every runnable target over the dataset (first ``max_images``) and score it."""
+    if max_images is not None and max_images < 1:
+        raise DatasetError(f"--max-images must be at least 1, got {max_images}")
+    dataset = dataset.head(max_images)
+    if not len(dataset):
+        raise DatasetError(f"{dataset.source} holds no test images")
+    runnable = runnable_or_fail(targets, "test")
+    metrics = {id(t): metric_for(t.model.task.name, dataset, t.model.task.settings.get("class_names"))
+               for t in runnable}
+    seconds = {id(t): 0.0 for t in runnable}
+    _warm_up(runnable, dataset.samples[0].path)
+    for sample in tqdm(dataset.samples, desc="[trtdeploy] test", unit="img", leave=False,
+                       disable=not logger.isEnabledFor(20)):
+        image = load_image(sample.path)
+        prepared = {}
+        for t in runnable:
+            shape = t.model.input_shape()
+            if shape not in prepared:
+                prepared[shape] = t.model.task.preprocess(image, shape)
+            batch, meta = prepared[shape]
+            start = time.perf_counter()
+            outputs = t.model.runner(batch)
+            seconds[id(t)] += time.perf_counter() - start
+            metrics[id(t)].update(t.model.task.postprocess(outputs, meta)[0], sample)
+    rows = []
+    for t in targets:
+        row = TargetAccuracy(t.label, t.backend, t.precision, t.source)
+        if t.runnable:
+            row.scores = metrics[id(t)].compute()
+            row.images = len(dataset)
+            row.latency_ms = 1000.0 * seconds[id(t)] / len(dataset)
+        else:
+            row.status, row.reason = f"cannot run here ({t.why})", t.reason
+        rows.append(row)
+    return rows
+
+
+def _warm_up(targets: list[Target], image_path) -> None:
+    """One untimed inference each, so first-call set-up does not count as latency."""
+    image = load_image(image_path)
+    for t in targets:
+        batch, _ = t.model.task.preprocess(image, t.model.input_shape())
+        t.model.runner(batch)
+
+
+def format_accuracy(rows: list[TargetAccuracy]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r.scores))
+    headers = ["target", *columns, "ms/img", "images", "status"]
+    table = format_table(headers, [[r.target, *(r.scores.get(c) for c in columns), r.latency_ms, r.images or None,
+                                    r.status] for r in rows])
+    notes = [f"{r.target}: {r.reason}" for r in rows if r.reason]
+    return table + ("\n" + "\n".join(notes) if notes else "")

@@ -1,0 +1,175 @@
+"""Judge outputs against a reference, and hunt for the first node where two ONNX graphs diverge.
+
+Running and judging stay apart: runners produce dicts of arrays; this module only compares them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import ModelError, ShapeError
+from .tolerance import Tolerances
+
+
+@dataclass
+class OutputComparison:
+    """One output of one candidate against the reference."""
+
+    output: str
+    reference: str
+    candidate: str
+    shape: list
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    cosine: float
+    atol: float
+    rtol: float
+    min_cosine: float
+    passed: bool
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances,
+                   reference: str = "", candidate: str = "") -> OutputComparison:
+    """Max abs/rel error and cosine of ``got`` against ``ref``; pass means allclose and cosine both hold."""
+    atol, rtol, min_cos = tol.for_output(name)
+    if ref.shape != got.shape:
+        return OutputComparison(name, reference, candidate, list(got.shape), np.inf, np.inf, np.inf, 0.0,
+                                atol, rtol, min_cos, False, f"shape {list(got.shape)} != reference {list(ref.shape)}")
+    a, b = got.astype(np.float64), ref.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    same_nonfinite = (a == b) | (np.isnan(a) & np.isnan(b))
+    diff = np.where(finite, np.abs(a - b), np.where(same_nonfinite, 0.0, np.inf))
+    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    if a.size == 0:
+        return OutputComparison(name, reference, candidate, list(a.shape), 0.0, 0.0, 0.0, 1.0,
+                                atol, rtol, min_cos, True, "empty")
+    cos = cosine_similarity(np.where(finite, a, 0.0), np.where(finite, b, 0.0))
+    within = bool(np.all(diff <= atol + rtol * np.abs(np.where(finite, b, 0.0))))
+    return OutputComparison(name, reference, candidate, list(a.shape), float(diff.max()),
+                            float(np.where(diff == 0, 0.0, rel).max()), float(diff.mean()), cos,
+                            atol, rtol, min_cos, within and cos >= min_cos)
+
+
+def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], tol: Tolerances,
+                    reference: str = "", candidate: str = "") -> list[OutputComparison]:
+    """Every output the reference has; an output missing from ``got`` fails with a note."""
+    results = []
+    for name, ref_value in ref.items():
+        if name not in got:
+            atol, rtol, min_cos = tol.for_output(name)
+            results.append(OutputComparison(name, reference, candidate, [], np.inf, np.inf, np.inf, 0.0, atol, rtol,
+                                            min_cos, False, f"missing from {candidate}"))
+            continue
+        results.append(compare_arrays(name, np.asarray(ref_value), np.asarray(got[name]), tol, reference, candidate))
+    return results
+
+
+# -- bisect -------------------------------------------------------------------------------------------
+
+@dataclass
+class Divergence:
+    """The first node (in graph order) whose output differs between two graphs beyond tolerance."""
+
+    node: str
+    op_type: str
+    comparison: OutputComparison
+    input_max_abs: float   # the largest difference among its inputs: small means this node made the jump
+    compared_tensors: int
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "op_type": self.op_type, "input_max_abs": self.input_max_abs,
+                "compared_tensors": self.compared_tensors, **self.comparison.to_dict()}
+
+
+def _with_all_outputs(model):
+    """A copy of ``model`` whose every node output in the main graph is also a graph output."""
+    import onnx
+
+    from ..passes import infer_shapes
+
+    model = infer_shapes(model)
+    typed = {v.name: v for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    present = {o.name for o in model.graph.output}
+    extra = []
+    for node in model.graph.node:
+        for out in node.output:
+            if out and out not in present:
+                extra.append(typed.get(out) or onnx.helper.make_empty_tensor_value_info(out))
+                present.add(out)
+    model.graph.output.extend(extra)
+    return model
+
+
+def _run_all_tensors(path: Path, feed: Mapping[str, np.ndarray]) -> tuple[object, dict[str, np.ndarray]]:
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        original = onnx.load(str(path))
+    except Exception as e:
+        raise ModelError(f"{path} is not a readable ONNX file ({type(e).__name__}); pass the .onnx that "
+                         f"`trtdeploy convert` wrote") from None
+    marked = _with_all_outputs(onnx.ModelProto.FromString(original.SerializeToString()))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # Graph optimisations fuse nodes away; the hunt needs every tensor as the file names it.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(marked.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"ONNX Runtime cannot load {path} with its intermediate tensors marked as outputs: {first}") from None
+    names = [o.name for o in session.get_outputs()]
+    inputs = {i.name for i in session.get_inputs()}
+    missing = sorted(inputs - set(feed))
+    if missing:
+        raise ShapeError(f"{path} needs inputs {sorted(inputs)}; missing {missing}")
+    values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
+    return original, dict(zip(names, values))
+
+
+def bisect_onnx(reference: str | os.PathLike, candidate: str | os.PathLike, feed: Mapping[str, np.ndarray],
+                tol: Tolerances) -> tuple[Divergence | None, int]:
+    """Run both graphs on ONNX Runtime with every intermediate tensor as an output; find the first divergence.
+
+    Tensors are matched by name (graphs exported from the same model, or one derived from the other,
+    such as the FP16 graph, share them). Returns the divergence (None when every shared tensor
+    agrees) and how many tensors were compared.
+    """
+    ref_model, ref_values = _run_all_tensors(Path(reference), feed)
+    _, cand_values = _run_all_tensors(Path(candidate), feed)
+    shared = [n for n in ref_values if n in cand_values]
+    if not shared:
+        raise ModelError(f"{reference} and {candidate} share no tensor names, so they cannot be compared node by node; "
+                         f"bisect two graphs exported from the same model (e.g. end2end.onnx and end2end_fp16.onnx)")
+    max_abs: dict[str, float] = {}
+    compared = 0
+    for node in ref_model.graph.node:
+        for out in node.output:
+            if out not in ref_values or out not in cand_values:
+                continue
+            compared += 1
+            result = compare_arrays(out, ref_values[out], cand_values[out], tol, str(reference), str(candidate))
+            max_abs[out] = result.max_abs
+            if not result.passed:
+                worst_input = max((max_abs.get(i, 0.0) for i in node.input), default=0.0)
+                return Divergence(node.name or f"<unnamed {node.op_type} producing {out}>", node.op_type, result,
+                                  worst_input, compared), compared
+    return None, compared

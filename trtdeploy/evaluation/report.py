@@ -1,0 +1,45 @@
+"""Plain-text tables and JSON files for the evaluation commands."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+from ..utils.fileio import atomic_write_json
+
+
+def cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isinf(value) or math.isnan(value):
+            return str(value)
+        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """Left-aligned columns separated by two spaces, with a rule under the header."""
+    text = [[cell(v, digits) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in text)) if text else len(str(h)) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in text]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write a report atomically; infinities become strings so the file stays standard JSON."""
+    atomic_write_json(path, _json_safe(data))
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return _json_safe(obj.item())
+    return obj

@@ -1,0 +1,158 @@
+"""What test, profile and compare run: PyTorch, ONNX Runtime and TensorRT models side by side.
+
+A ``Target`` is one model that was asked for: loaded and runnable, or with the reason it cannot
+run here (an engine on a machine without a usable GPU). Such an engine brings its stand-in: the
+ONNX graph it was built from, run on ONNX Runtime, so that what the engine computes is still checked.
+A backend that is not installed at all is an error that says how to install it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..api import DeployedModel, load
+from ..backends.base import Runner, TensorSpec, backend_for_file, profiles_from_json
+from ..backends.sidecar import read_sidecar
+from ..config import DeployConfig, load_deploy_config
+from ..errors import BackendUnavailableError, ConfigError, EngineCompatibilityError, ModelError
+
+
+# Why an installed backend still cannot run a file here, in a few words for tables.
+CANNOT_RUN = {BackendUnavailableError: "no GPU", EngineCompatibilityError: "built for another TensorRT or GPU"}
+
+
+@dataclass
+class Target:
+    """One model to evaluate: a loaded ``DeployedModel``, or why it cannot run here."""
+
+    backend: str            # pytorch | onnxruntime | tensorrt
+    source: str             # file path or model spec
+    precision: str = "fp32"
+    model: DeployedModel | None = None
+    reason: str = ""        # why it cannot run here, in full
+    why: str = ""           # the same in a few words ("no GPU")
+    stands_in_for: str = ""  # the engine whose graph this ONNX file is
+
+    @property
+    def runnable(self) -> bool:
+        return self.model is not None
+
+    @property
+    def label(self) -> str:
+        name = Path(self.source).name if self.backend != "pytorch" else self.source
+        note = f", graph of {self.stands_in_for}" if self.stands_in_for else ""
+        return f"{self.backend} {self.precision} ({name}{note})"
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+
+
+class TorchRunner(Runner):
+    """The eager PyTorch model, called the way the exported graph is (through the task's wrapper)."""
+
+    def __init__(self, module, task, inputs: list[TensorSpec], outputs: list[TensorSpec], source: str):
+        super().__init__(inputs, outputs, source=source)
+        self.module = module
+        self.task = task
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (batch,) = feed.values()
+        return self.task.torch_outputs(self.module, batch, self.output_names)
+
+
+def check_config_matches(cfg: DeployConfig, inputs: list[TensorSpec], source: str | os.PathLike) -> None:
+    """Refuse a deploy config whose input names or shapes disagree with the model file's."""
+    names = [s.name for s in inputs]
+    if sorted(cfg.input_names[:len(names)]) != sorted(names):
+        raise ConfigError(f"{cfg.source}: onnx_config.input_names is {cfg.input_names} but {source} has inputs "
+                          f"{names}; pass the deploy config the file was converted with")
+    by_name = {s.name: s for s in inputs}
+    for i, profile in enumerate(cfg.profiles):
+        for name, rng in profile.items():
+            shape = by_name[name].shape if name in by_name else None
+            if shape is None:
+                continue
+            where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
+            if len(rng.min) != len(shape):
+                raise ConfigError(f"{cfg.source}: {where} has rank {len(rng.min)} but input {name!r} of {source} "
+                                  f"has shape {shape}; pass the deploy config the file was converted with")
+            for d, fixed in enumerate(shape):
+                if isinstance(fixed, int) and fixed > 0 and not rng.min[d] <= fixed <= rng.max[d]:
+                    raise ConfigError(f"{cfg.source}: {where} allows {rng.min[d]}..{rng.max[d]} in dimension {d} but "
+                                      f"{source} fixes it to {fixed} (shape {shape}); pass the deploy config the file "
+                                      f"was converted with")
+
+
+def _specs(raw) -> list[TensorSpec]:
+    return [TensorSpec.from_dict(d) for d in raw or []]
+
+
+def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping | None = None,
+              device: str | None = None, stand_in: bool = True) -> list[Target]:
+    """Load one .onnx/.engine file; an engine that cannot run here comes back unloaded, with its stand-in."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; pass the .onnx or .engine that `trtdeploy convert` wrote")
+    backend = backend_for_file(path)
+    backend.require()  # not installed at all: an error that says how to install it
+    sidecar = read_sidecar(path) or {}
+    precision = sidecar.get("precision", "fp32")
+    cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
+    if cfg is not None and sidecar.get("inputs"):
+        check_config_matches(cfg, _specs(sidecar["inputs"]), path)
+    try:
+        model = load(path, deploy_cfg=cfg, device=device)
+    except (BackendUnavailableError, EngineCompatibilityError) as e:
+        targets = [Target(backend.name, str(path), precision, reason=str(e), why=CANNOT_RUN[type(e)])]
+        built_from = path.with_name(sidecar["built_from"]) if sidecar.get("built_from") else None
+        if stand_in and built_from is not None and built_from.suffix == ".onnx" and built_from.is_file():
+            model = load(built_from, deploy_cfg=cfg, device="cpu")
+            model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes", "task", "class_names",
+                                                          "preprocess") if k in sidecar})
+            model.runner.profiles = model.runner.profiles or profiles_from_json(sidecar.get("profiles"))
+            targets.append(Target("onnxruntime", str(built_from), precision, model, stands_in_for=path.name))
+        return targets
+    if cfg is not None:
+        check_config_matches(cfg, model.runner.inputs, path)
+    return [Target(backend.name, str(path), precision, model)]
+
+
+def torch_target(model_spec, reference: Target, checkpoint: str | None = None, device: str = "cpu") -> Target:
+    """The eager PyTorch model, with the reference target's task, inputs and outputs."""
+    from ..export import load_model
+
+    module = load_model(model_spec, checkpoint, device)
+    ref = reference.model
+    ref.task.check_model(module)
+    label = model_spec if isinstance(model_spec, str) else type(module).__name__
+    runner = TorchRunner(module, ref.task, ref.runner.inputs, ref.runner.outputs, source=label)
+    runner.profiles = ref.runner.profiles
+    return Target("pytorch", label, "fp32", DeployedModel(runner, ref.task, ref.sidecar))
+
+
+def open_targets(files: list[str | os.PathLike], deploy_cfg=None, model_spec=None, checkpoint: str | None = None,
+                 device: str | None = None, stand_in: bool = True) -> list[Target]:
+    """PyTorch first (when ``model_spec`` is given), then each file (and the stand-ins of engines)."""
+    targets = [t for f in files for t in open_file(f, deploy_cfg, device, stand_in)]
+    runnable = [t for t in targets if t.runnable]
+    if model_spec is not None:
+        if not runnable:
+            reasons = "; ".join(t.reason for t in targets)
+            raise ModelError(f"none of {[str(f) for f in files]} can run here ({reasons}), so PyTorch has no "
+                             f"inputs/outputs to follow; pass the end2end.onnx as well")
+        targets.insert(0, torch_target(model_spec, runnable[0], checkpoint, "cpu" if device is None else device))
+    return targets
+
+
+def runnable_or_fail(targets: list[Target], what: str) -> list[Target]:
+    """The runnable targets; an error naming every reason when there are none."""
+    ok = [t for t in targets if t.runnable]
+    if not ok:
+        reasons = "; ".join(f"{t.label}: {t.reason}" for t in targets)
+        raise BackendUnavailableError(f"nothing to {what}: {reasons}")
+    return ok
