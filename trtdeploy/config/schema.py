@@ -59,6 +59,7 @@ DEPLOY_SCHEMA: dict = {
         "providers": (list, tuple, NoneType),
     },
     "calib_config": dict,
+    "compare_config": dict,  # tolerances for `trtdeploy compare`: atol, rtol, cosine (number or {output: number})
     "dataset_config": dict,
     "ir_config": dict,
     "partition_config": (dict, NoneType),
