@@ -30,16 +30,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write a report atomically; infinities become strings so the file stays standard JSON."""
-    atomic_write_json(path, _json_safe(data))
+    atomic_write_json(path, json_safe(data))
 
 
-def _json_safe(obj):
+def json_safe(obj):
+    """A copy of ``obj`` that json.dumps accepts (numpy scalars, infinities as strings)."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
         return str(obj)
     if hasattr(obj, "item"):  # numpy scalars
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     return obj

@@ -18,7 +18,7 @@ from ..api import DeployedModel, load
 from ..backends.base import Runner, TensorSpec, backend_for_file, profiles_from_json
 from ..backends.sidecar import read_sidecar
 from ..config import DeployConfig, load_deploy_config
-from ..errors import BackendUnavailableError, ConfigError, EngineCompatibilityError, ModelError
+from ..errors import BackendUnavailableError, ConfigError, EngineCompatibilityError, ModelError, ShapeError
 
 
 # Why an installed backend still cannot run a file here, in a few words for tables.
@@ -31,7 +31,7 @@ class Target:
 
     backend: str            # pytorch | onnxruntime | tensorrt
     source: str             # file path or model spec
-    precision: str = "fp32"
+    precision: str = ""     # from the sidecar; empty when the file has none
     model: DeployedModel | None = None
     reason: str = ""        # why it cannot run here, in full
     why: str = ""           # the same in a few words ("no GPU")
@@ -45,7 +45,8 @@ class Target:
     def label(self) -> str:
         name = Path(self.source).name if self.backend != "pytorch" else self.source
         note = f", graph of {self.stands_in_for}" if self.stands_in_for else ""
-        return f"{self.backend} {self.precision} ({name}{note})"
+        precision = f" {self.precision}" if self.precision else ""
+        return f"{self.backend}{precision} ({name}{note})"
 
     def close(self) -> None:
         if self.model is not None:
@@ -101,7 +102,7 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
     backend = backend_for_file(path)
     backend.require()  # not installed at all: an error that says how to install it
     sidecar = read_sidecar(path) or {}
-    precision = sidecar.get("precision", "fp32")
+    precision = sidecar.get("precision", "")
     cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
     if cfg is not None and sidecar.get("inputs"):
         check_config_matches(cfg, _specs(sidecar["inputs"]), path)
@@ -156,3 +157,50 @@ def runnable_or_fail(targets: list[Target], what: str) -> list[Target]:
         reasons = "; ".join(f"{t.label}: {t.reason}" for t in targets)
         raise BackendUnavailableError(f"nothing to {what}: {reasons}")
     return ok
+
+
+def parse_shapes(specs: list[str] | None, input_names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Read ``--shape 1x3x224x224`` (the only input) or ``--shape input:1x3x224x224`` (named) strictly."""
+    shapes = {}
+    for spec in specs or []:
+        name, _, dims = spec.rpartition(":")
+        if not name:
+            if len(input_names) != 1:
+                raise ShapeError(f"--shape {spec}: the model has inputs {input_names}; write NAME:{spec}")
+            name = input_names[0]
+        if name not in input_names:
+            raise ShapeError(f"--shape {spec}: the model has no input {name!r}; its inputs are {input_names}")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise ShapeError(f"--shape {spec}: {dims!r} is not a shape; write positive sizes joined by 'x', "
+                             f"e.g. {name}:1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+def make_feed(target: Target, image_path: str | os.PathLike | None = None,
+              shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+    """Inputs for every target: ``target``'s task pre-processing of an image, or seeded random normal data.
+
+    Returns the feed and a description of where it came from.
+    """
+    from ..utils.image import load_image
+
+    model = target.model
+    if image_path is not None:
+        batch, _ = model.task.preprocess(load_image(image_path), tuple(shapes.get(model.runner.input_names[0]))
+                                         if shapes else model.input_shape())
+        return {model.runner.input_names[0]: batch}, f"image {image_path}"
+    rng = np.random.default_rng(seed)
+    defaults = {model.runner.input_names[0]: model.input_shape()}
+    feed = {}
+    for spec in model.runner.inputs:
+        shape = (shapes or {}).get(spec.name) or defaults.get(spec.name) or tuple(spec.shape)
+        if any(not isinstance(d, int) or d < 1 for d in shape):
+            raise ShapeError(f"{target.source}: input {spec.name!r} has dynamic shape {spec.shape}; "
+                             f"give it with --shape {spec.name}:1x...")
+        feed[spec.name] = rng.standard_normal(shape).astype(np.dtype(spec.dtype))
+    return feed, f"random normal data (seed {seed})"

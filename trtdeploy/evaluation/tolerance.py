@@ -23,7 +23,7 @@ def _number(text: str, kind: str, where: str) -> float:
         value = math.nan
     low, high = BOUNDS[kind]
     if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"{where}: {text!r} is not a {kind} tolerance; write a number in [{low}, {high}], "
+        raise ConfigError(f"{where}: {text!r} is not a valid {kind} tolerance; write a number in [{low}, {high}], "
                           f"e.g. --{kind} 1e-3 or --{kind} OUTPUT:1e-3")
     return value
 

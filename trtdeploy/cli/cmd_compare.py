@@ -1,0 +1,104 @@
+"""trtdeploy compare: the same inputs through PyTorch / ONNX Runtime / TensorRT, outputs judged against tolerances."""
+from __future__ import annotations
+
+import argparse
+
+EXIT_MISMATCH = 1
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "compare", parents=[common], help="compare outputs across PyTorch, ONNX Runtime and TensorRT",
+        description="Run the same inputs through each file (and the PyTorch model with --model) and report, per "
+                    "output, the max absolute and relative error and the cosine similarity against the reference "
+                    "(PyTorch if given, else the first file). Exits 1 when an output is outside tolerance. An element "
+                    "passes when |got - ref| <= atol + rtol * |ref|. --bisect marks every intermediate tensor of two "
+                    "ONNX graphs as an output and names the first node where they diverge (e.g. end2end.onnx vs the "
+                    "FP16 graph end2end_fp16.onnx that an FP16 TensorRT build writes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  trtdeploy compare work_dirs/r18/end2end.onnx work_dirs/r18/end2end.engine --model torchvision://resnet18 "
+               "--input demo/demo.jpg --atol 1e-3\n"
+               "  trtdeploy compare work_dirs/r18/end2end.onnx work_dirs/r18/end2end_fp16.onnx --bisect --atol 1e-2 "
+               "--rtol 1e-2")
+    p.add_argument("files", nargs="+", help=".onnx and .engine files")
+    p.add_argument("--model", help="the PyTorch model as reference: torchvision://<name> or <module or file.py>:<factory>")
+    p.add_argument("--checkpoint", help="state dict for --model")
+    p.add_argument("--deploy-cfg", help="deploy config: task settings, and tolerances from its compare_config")
+    p.add_argument("--input", help="image to pre-process as input (default: random normal data)")
+    p.add_argument("--shape", action="append", help="input shape, e.g. 1x3x224x224 or input:1x3x224x224 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default: %(default)s)")
+    for kind, text in (("atol", "absolute"), ("rtol", "relative"), ("cosine", "minimum cosine similarity")):
+        p.add_argument(f"--{kind}", nargs="+", metavar="[OUTPUT:]VALUE",
+                       help=f"{text} tolerance for every output, or OUTPUT:VALUE for one")
+    p.add_argument("--bisect", action="store_true", help="find the first node where two ONNX graphs diverge")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu otherwise)")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import load_deploy_config
+    from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, write_json
+    from ..evaluation.targets import make_feed, parse_shapes, runnable_or_fail
+
+    cfg = load_deploy_config(args.deploy_cfg) if args.deploy_cfg else None
+    tol = Tolerances.from_sources({k: getattr(args, k) for k in ("atol", "rtol", "cosine")},
+                                  cfg.raw.get("compare_config") if cfg else None, f"{args.deploy_cfg}: compare_config")
+    targets = open_targets(args.files, cfg, args.model, args.checkpoint, args.device)
+    try:
+        runnable = runnable_or_fail(targets, "compare")
+        reference = runnable[0]
+        shapes = parse_shapes(args.shape, reference.model.runner.input_names)
+        feed, origin = make_feed(reference, args.input, shapes, args.seed)
+        print(f"inputs: {', '.join(f'{k} {list(v.shape)}' for k, v in feed.items())} from {origin}")
+        print(f"reference: {reference.label}; tolerances: {tol.describe()}")
+        expected = reference.model(feed)
+        results = [r for t in runnable[1:] for r in compare_outputs(expected, t.model(feed), tol, reference.label, t.label)]
+        bisected = _bisect(runnable, feed, tol) if args.bisect else None
+    finally:
+        for t in targets:
+            t.close()
+    if results:
+        print(format_table(["candidate", "output", "max abs", "max rel", "mean abs", "cosine", "result"],
+                           [[r.candidate, r.output, r.max_abs, r.max_rel, r.mean_abs, f"{r.cosine:.6f}",
+                             "PASS" if r.passed else f"FAIL{' (' + r.note + ')' if r.note else ''}"] for r in results],
+                           digits=6))
+    for t in targets:
+        if not t.runnable:
+            print(f"{t.label}: cannot run here ({t.why}): {t.reason}")
+    if bisected is not None:
+        print(bisected["text"])
+    if args.json_out:
+        write_json(args.json_out, {"reference": reference.label, "inputs": origin, "tolerances": tol.__dict__,
+                                   "results": [r.to_dict() for r in results],
+                                   "bisect": bisected["data"] if bisected else None})
+        print(f"results: {args.json_out}")
+    failed = [r for r in results if not r.passed]
+    diverged = bool(bisected and bisected["data"]["divergence"])
+    print(f"FAILED: {len(failed)} of {len(results)} output comparisons outside tolerance" if failed else
+          f"PASSED: {len(results)} output comparisons within tolerance")
+    return EXIT_MISMATCH if failed or diverged else 0
+
+
+def _bisect(runnable, feed, tol) -> dict:
+    """Bisect the first two ONNX files among the runnable targets (an engine's stand-in counts)."""
+    from ..errors import ModelError
+    from ..evaluation import bisect_onnx
+
+    graphs = [t for t in runnable if t.source.endswith(".onnx")]
+    if len(graphs) < 2:
+        raise ModelError(f"--bisect needs two ONNX graphs that run here; got {[t.label for t in runnable]}: pass two "
+                         f".onnx files (e.g. end2end.onnx and end2end_fp16.onnx)")
+    a, b = graphs[:2]
+    divergence, compared = bisect_onnx(a.source, b.source, feed, tol)
+    head = f"bisect {a.label} vs {b.label}: {compared} shared tensors compared in graph order"
+    if divergence is None:
+        text = f"{head}; no divergence: every shared tensor agrees within tolerance"
+    else:
+        c = divergence.comparison
+        text = (f"{head}\nfirst divergence: node {divergence.node!r} ({divergence.op_type}), output {c.output!r}: "
+                f"max abs {c.max_abs:.4g}, max rel {c.max_rel:.4g}, cosine {c.cosine:.6f}; its inputs differ by at most "
+                f"{divergence.input_max_abs:.4g}")
+    return {"text": text, "data": {"reference": a.source, "candidate": b.source, "compared_tensors": compared,
+                                   "divergence": divergence.to_dict() if divergence else None}}
