@@ -189,9 +189,12 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
 
 
 # -- Q/DQ insertion ----------------------------------------------------------------------
+# A zero range (a dead channel or activation) still needs a positive scale, one FP16 can hold too.
+MIN_AMAX = 1e-4
+
+
 def _scale(amax: float) -> np.float32:
-    # A zero range (a dead activation) still needs a positive scale.
-    return np.float32(max(float(amax), 1e-8) / INT8_MAX)
+    return np.float32(max(float(amax), MIN_AMAX) / INT8_MAX)
 
 
 def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float]) -> onnx.ModelProto:
@@ -223,7 +226,7 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         node.input[0] = dq_of[t.activation]
         w = numpy_helper.to_array(inits[t.weight]).astype(np.float32)
         reduce_axes = tuple(a for a in range(w.ndim) if a != t.axis)
-        scales = (np.maximum(np.abs(w).max(axis=reduce_axes), 1e-8) / INT8_MAX).astype(np.float32)
+        scales = (np.maximum(np.abs(w).max(axis=reduce_axes), MIN_AMAX) / INT8_MAX).astype(np.float32)
         shape = [1] * w.ndim
         shape[t.axis] = -1
         w_int8 = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
@@ -245,3 +248,25 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return out
+
+
+def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) -> onnx.ModelProto:
+    """FP16 everywhere outside the INT8 nodes, for strongly typed TensorRT; graph I/O stays FP32.
+
+    Q/DQ nodes take FP16 inputs and scales from opset 19 on, so the graph is moved to opset 19
+    first: DequantizeLinear then feeds the FP16 Conv directly, the pattern TensorRT fuses.
+    ``keep_fp32_nodes`` (fnmatch patterns of node names) stay in FP32.
+    """
+    from onnx import version_converter
+
+    from .basic import to_fp16
+
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 19:
+        try:
+            model = version_converter.convert_version(model, 19)
+        except Exception as e:  # the converter has no adapter for some op
+            raise BuildError(f"cannot move the INT8 graph to ONNX opset 19 for FP16 Q/DQ ({e}); "
+                             f"set onnx_config.opset_version=19 or common_config.fp16_mode=False") from None
+    names = [n.name for n in model.graph.node if _matches(n.name, keep_fp32_nodes)]
+    return to_fp16(model, keep_nodes=names)

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import onnx
 
-from ...config import DeployConfig
+from ...config import DeployConfig, ShapeRange
 from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
 from ...passes import to_fp16
 from ...utils.fileio import atomic_write_bytes, sha256_file
@@ -67,14 +67,23 @@ class TensorRTBackend(Backend):
         model = onnx.load(str(onnx_path), load_external_data=False)
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
-        if cfg.fp16 and strongly_typed:
+        shapes = cfg_default_shapes(cfg, default_shapes)
+        int8 = None
+        if cfg.int8:
+            from .int8 import prepare_int8
+
+            profile = cfg.profiles[0] if cfg.profiles else {n: ShapeRange(s, s, s) for n, s in shapes.items()}
+            int8 = prepare_int8(trt, source, Path(work_dir), cfg, strongly_typed, profile)
+            source = int8.onnx_path
+        elif cfg.fp16 and strongly_typed:
             # Strongly typed TensorRT takes FP16 from the graph's tensor types.
             source = Path(work_dir) / f"{source.stem}_fp16.onnx"
             atomic_write_bytes(source, to_fp16(onnx.load(str(onnx_path))).SerializeToString())
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
-        facts = build_engine(trt, source, engine_path, cfg, cfg_default_shapes(cfg, default_shapes), strongly_typed)
+        facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
+                             configure=int8.configure if int8 else None)
         facts.update(flavour=trt.flavour, backend_version=trt.version, precision=cfg.precision,
-                     built_from=source.name)
+                     built_from=source.name, **(int8.facts if int8 else {}))
         return BuildResult(engine_path, facts)
 
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cuda") -> Runner:

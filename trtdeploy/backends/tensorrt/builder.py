@@ -10,7 +10,7 @@ import hashlib
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
@@ -177,8 +177,12 @@ BUILD_FAILURE_HINTS = {
 
 
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
-                 default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool) -> dict:
-    """Parse, configure, build and atomically write the engine; returns the facts for its sidecar."""
+                 default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool,
+                 configure: Callable | None = None) -> dict:
+    """Parse, configure, build and atomically write the engine; returns the facts for its sidecar.
+
+    ``configure(builder_config, network)`` adds what a precision needs (INT8 flag, calibrator).
+    """
     mod = trt.module
     trt_logger = make_logger(trt)
     builder = mod.Builder(trt_logger)
@@ -197,6 +201,8 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
             p.set_shape(name, rng.min, rng.opt, rng.max)
         builder_config.add_optimization_profile(p)
     notes = apply_builder_options(trt, builder_config, cfg.common)
+    if configure is not None:
+        configure(builder_config, network)
 
     cancel = threading.Event()
     monitor = _progress_monitor(trt, cancel)
