@@ -1,0 +1,358 @@
+"""What this machine has for trtdeploy, and what to do about what is wrong: the facts behind `check-env`.
+
+Each check is a function registered in ``ENV_CHECKS`` that returns ``Finding`` rows; a check that
+itself fails becomes a finding, so the report always completes. A finding is ``required`` when the
+default job (convert to ONNX and run it on ONNX Runtime) cannot work without it.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from .registry import Registry
+
+OK, WARN, FAIL, ABSENT = "ok", "warn", "fail", "absent"
+
+# Jetson boards carry their L4T release here; tests point it elsewhere.
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
+# The oldest Linux driver each CUDA major version needs (NVIDIA's CUDA release notes).
+MIN_DRIVER_FOR_CUDA = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+# torchvision's minor version follows torch's: torch 2.N pairs with torchvision 0.(N+15).
+TORCHVISION_MINOR_OFFSET = 15
+
+
+@dataclass
+class Finding:
+    """One line of the report: what was checked, what was found and, when not ok, the fix."""
+
+    section: str
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+    required: bool = False
+
+
+ENV_CHECKS: Registry[Callable[[], list[Finding]]] = Registry("environment check")
+
+
+def check_environment() -> list[Finding]:
+    """Run every registered check, in registration order."""
+    findings = []
+    for section, check in ENV_CHECKS.items():
+        try:
+            findings.extend(check())
+        except Exception as e:  # a check must never stop the report
+            findings.append(Finding(section, section, WARN, f"the check itself failed: {type(e).__name__}: {e}",
+                                    "rerun with --log-level debug and report it"))
+    return findings
+
+
+def default_job_broken(findings: list[Finding]) -> bool:
+    return any(f.required and f.status in (FAIL, ABSENT) for f in findings)
+
+
+def _dist_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+@ENV_CHECKS.register("python")
+def _python() -> list[Finding]:
+    version = platform.python_version()
+    if sys.version_info < (3, 10):
+        return [Finding("python", "Python", FAIL, f"{version} ({sys.executable})",
+                        "use Python 3.10 or newer", required=True)]
+    return [Finding("python", "Python", OK, f"{version} ({sys.executable})")]
+
+
+def jetson_release() -> str | None:
+    """'L4T R36.3.0' on a Jetson (from /etc/nv_tegra_release), else None."""
+    try:
+        text = TEGRA_RELEASE.read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"L4T R{match.group(1)}.{match.group(2)}" if match else "L4T (release unreadable)"
+
+
+@ENV_CHECKS.register("platform")
+def _platform() -> list[Finding]:
+    machine = platform.machine()
+    jetson = jetson_release()
+    where = f"{platform.system()} {machine}"
+    if jetson:
+        return [Finding("platform", "platform", OK, f"{where}, NVIDIA Jetson ({jetson})",
+                        "on Jetson use JetPack's TensorRT (apt install python3-libnvinfer) and NVIDIA's torch wheel "
+                        "for your JetPack; see README 'Jetson / aarch64'")]
+    if machine not in ("x86_64", "aarch64", "AMD64", "arm64"):
+        return [Finding("platform", "platform", WARN, where,
+                        "TensorRT ships only for x86_64 and aarch64; use ONNX Runtime here")]
+    return [Finding("platform", "platform", OK, where)]
+
+
+@ENV_CHECKS.register("packages")
+def _packages() -> list[Finding]:
+    rows = []
+    for module, dists, required in (("torch", ("torch",), True), ("torchvision", ("torchvision",), True),
+                                    ("onnx", ("onnx",), True), ("onnxslim", ("onnxslim",), True),
+                                    ("mmengine", ("mmengine-lite", "mmengine"), True),
+                                    ("onnxconverter_common", ("onnxconverter-common",), False)):
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:
+            rows.append(Finding("packages", module, FAIL if required else ABSENT,
+                                f"cannot be imported ({type(e).__name__}: {e})",
+                                f"pip install {dists[0]}", required=required))
+            continue
+        version = getattr(mod, "__version__", None) or _dist_version(*dists) or "?"
+        detail = str(version)
+        if module == "torch":
+            detail += f" (CUDA {mod.version.cuda} build)" if mod.version.cuda else " (CPU build)"
+        rows.append(Finding("packages", module, OK, detail))
+    rows.extend(_torchvision_pairing())
+    return rows
+
+
+def _torchvision_pairing() -> list[Finding]:
+    torch_v, tv_v = _dist_version("torch"), _dist_version("torchvision")
+    if not torch_v or not tv_v:
+        return []
+    torch_minor, tv_minor = int(torch_v.split(".")[1]), int(tv_v.split(".")[1])
+    if tv_minor == torch_minor + TORCHVISION_MINOR_OFFSET:
+        return []
+    wanted = f"0.{torch_minor + TORCHVISION_MINOR_OFFSET}"
+    return [Finding("packages", "torchvision", FAIL, f"torchvision {tv_v} was not built for torch {torch_v}",
+                    f"pip install 'torchvision=={wanted}.*'", required=True)]
+
+
+@ENV_CHECKS.register("onnxruntime")
+def _onnxruntime() -> list[Finding]:
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        return [Finding("onnxruntime", "onnxruntime", FAIL, f"cannot be imported ({type(e).__name__}: {e})",
+                        "pip install onnxruntime", required=True)]
+    providers = ort.get_available_providers()
+    rows = [Finding("onnxruntime", "onnxruntime", OK, f"{ort.__version__}, providers: {', '.join(providers)}")]
+    both = [d for d in ("onnxruntime", "onnxruntime-gpu") if _dist_version(d)]
+    if len(both) == 2:
+        rows.append(Finding("onnxruntime", "onnxruntime", WARN, "both onnxruntime and onnxruntime-gpu are installed; "
+                            "they share one module and the last installed wins",
+                            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"))
+    return rows
+
+
+@ENV_CHECKS.register("tensorrt")
+def _tensorrt() -> list[Finding]:
+    from .backends.tensorrt.compat import FLAVOURS, INSTALL_HINT, import_tensorrt
+    from .errors import BackendUnavailableError
+
+    rows = []
+    for flavour in FLAVOURS:
+        try:
+            trt = import_tensorrt(flavour)
+        except BackendUnavailableError as e:
+            installed = importlib.util.find_spec(flavour) is not None
+            rows.append(Finding("tensorrt", flavour, WARN if installed else ABSENT,
+                                "installed but unusable" if installed else "not installed",
+                                str(e) if installed else INSTALL_HINT))
+            continue
+        rows.append(Finding("tensorrt", flavour, OK,
+                            f"{trt.label}: module {trt.origin} ({trt.how}); library {trt.library or '?'} "
+                            f"({trt.library_how})"))
+    try:
+        in_use = import_tensorrt()
+        rows.append(Finding("tensorrt", "in use", OK, f"{in_use.label} (set TRTDEPLOY_TENSORRT=tensorrt|tensorrt_rtx "
+                                                       f"to choose)"))
+    except BackendUnavailableError as e:
+        rows.append(Finding("tensorrt", "in use", ABSENT, "none: trtdeploy converts to ONNX Runtime only", str(e)))
+    return rows + _tensorrt_dir()
+
+
+def _tensorrt_dir() -> list[Finding]:
+    """A tar install named by TENSORRT_DIR: its files, LD_LIBRARY_PATH and its Python wheel."""
+    from .backends.tensorrt.compat import inspect_tensorrt_dir
+
+    trt_dir = os.environ.get("TENSORRT_DIR")
+    if not trt_dir:
+        return [Finding("tensorrt", "TENSORRT_DIR", OK, "not set (pip installs need none)")]
+    tar = inspect_tensorrt_dir(trt_dir)
+    if not tar.root.is_dir():
+        return [Finding("tensorrt", "TENSORRT_DIR", FAIL, f"{trt_dir} does not exist",
+                        "point TENSORRT_DIR at the extracted TensorRT tar (with lib/, include/, python/) or unset it")]
+    if not tar.flavour:
+        return [Finding("tensorrt", "TENSORRT_DIR", FAIL, f"{trt_dir} lacks {' and '.join(tar.missing())}",
+                        "point TENSORRT_DIR at the folder of the extracted TensorRT tar that holds lib/ and include/")]
+    rows = [Finding("tensorrt", "TENSORRT_DIR", OK, f"{trt_dir}: {tar.flavour} {tar.library_version or ''}".strip())]
+    if not tar.has_header:
+        rows.append(Finding("tensorrt", "TENSORRT_DIR", WARN, f"{trt_dir} has no include/NvInfer.h",
+                            "headers are needed only to compile C++ plugins (trtdeploy's are Python); "
+                            "re-extract the tar if you compile any"))
+    lib_dir = str(tar.root / "lib")
+    ld_dirs = [str(Path(d).resolve()) for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    if str(Path(lib_dir).resolve()) not in ld_dirs:
+        rows.append(Finding("tensorrt", "LD_LIBRARY_PATH", WARN, f"does not contain {lib_dir}",
+                            f"export LD_LIBRARY_PATH={lib_dir}:$LD_LIBRARY_PATH (e.g. in ~/.bashrc); trtdeploy "
+                            f"preloads the libraries, other tools and plugins need it"))
+    if importlib.util.find_spec(tar.flavour) is None:
+        wheel = tar.wheel_for_this_python(tar.flavour)
+        rows.append(Finding("tensorrt", "TENSORRT_DIR", WARN, f"the {tar.flavour} Python module is not installed",
+                            f"pip install {wheel}" if wheel else
+                            f"{trt_dir}/python has no wheel for Python {sys.version_info.major}."
+                            f"{sys.version_info.minor}; use a Python it has one for"))
+    return rows
+
+
+def cuda_driver_version() -> tuple[int, int] | None:
+    """The newest CUDA version the installed driver supports, from libcuda; None without a driver."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value // 1000, (version.value % 1000) // 10
+
+
+def _tensorrt_cuda_major() -> tuple[str, int] | None:
+    """The CUDA major version the installed TensorRT wheel is built for (from its -cuNN package name)."""
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        match = re.fullmatch(r"(tensorrt(?:-rtx)?)-cu(\d+)", name)
+        if match:
+            return name, int(match.group(2))
+    return None
+
+
+@ENV_CHECKS.register("cuda")
+def _cuda() -> list[Finding]:
+    driver = cuda_driver_version()
+    kernel = ""
+    if NVIDIA_DRIVER_VERSION.is_file():
+        match = re.search(r"Kernel Module\s+([\d.]+)", NVIDIA_DRIVER_VERSION.read_text(errors="replace"))
+        kernel = f"driver {match.group(1)}, " if match else ""
+    rows = []
+    if driver is None:
+        rows.append(Finding("cuda", "CUDA driver", ABSENT, "no NVIDIA driver (libcuda.so.1) on this machine",
+                            "engines can still be built with TensorRT-RTX here; running them needs an NVIDIA GPU "
+                            "and driver"))
+    else:
+        rows.append(Finding("cuda", "CUDA driver", OK, f"{kernel}supports CUDA {driver[0]}.{driver[1]}"))
+    import torch
+
+    runtimes = [("torch", int(torch.version.cuda.split(".")[0]), torch.version.cuda)] if torch.version.cuda else []
+    built = _tensorrt_cuda_major()
+    if built:
+        runtimes.append((built[0], built[1], f"{built[1]}.x"))
+    rows.append(Finding("cuda", "CUDA runtime", OK,
+                        ", ".join(f"{who}: CUDA {text}" for who, _, text in runtimes) or "none (CPU-only torch)"))
+    for who, major, text in runtimes:
+        if driver is not None and driver[0] < major:
+            rows.append(Finding("cuda", "CUDA runtime", WARN,
+                                f"{who} needs CUDA {text} but the driver supports only {driver[0]}.{driver[1]}",
+                                f"update the NVIDIA driver to >= {MIN_DRIVER_FOR_CUDA.get(major, 'the newest')}, or "
+                                f"install a {who} built for CUDA {driver[0]}"))
+    return rows
+
+
+def visible_gpus() -> list[dict]:
+    """GPUs as dicts (index, name, cc): asked of torch, else of nvidia-smi (a CPU-only torch on a GPU host)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return [{"index": i, "name": torch.cuda.get_device_name(i), "cc": torch.cuda.get_device_capability(i)}
+                for i in range(torch.cuda.device_count())]
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and re.fullmatch(r"\d+\.\d+", parts[2]):
+            major, minor = parts[2].split(".")
+            gpus.append({"index": int(parts[0]), "name": parts[1], "cc": (int(major), int(minor))})
+    return gpus
+
+
+@ENV_CHECKS.register("gpus")
+def _gpus() -> list[Finding]:
+    from .backends.tensorrt.compat import import_tensorrt
+    from .errors import BackendUnavailableError
+
+    gpus = visible_gpus()
+    if not gpus:
+        return [Finding("gpus", "GPU", ABSENT, "none visible",
+                        "engines can be built here with TensorRT-RTX (compute_capabilities picks targets) "
+                        "and checked on ONNX Runtime; running them needs an NVIDIA GPU")]
+    try:
+        trt = import_tensorrt()
+    except BackendUnavailableError:
+        trt = None
+    rows = []
+    for gpu in gpus:
+        sm = f"SM{gpu['cc'][0]}{gpu['cc'][1]}"
+        detail = f"{gpu['index']}: {gpu['name']}, compute capability {gpu['cc'][0]}.{gpu['cc'][1]}"
+        if trt is not None and trt.supported_targets and sm not in trt.supported_targets:
+            rows.append(Finding("gpus", f"GPU {gpu['index']}", WARN, f"{detail}: {trt.label} does not support {sm}",
+                                f"pip install tensorrt to build and run engines on this GPU; {trt.label} targets "
+                                f"{'/'.join(trt.supported_targets)}"))
+        else:
+            rows.append(Finding("gpus", f"GPU {gpu['index']}", OK,
+                                detail + (f": supported by {trt.label}" if trt is not None else "")))
+    return rows
+
+
+@ENV_CHECKS.register("plugins")
+def _plugins() -> list[Finding]:
+    """trtdeploy's custom ops: how each can be served, and its TensorRT plugin's registration per flavour."""
+    from .ops import CUSTOM_OPS, load_ops
+    from .ops.plugins import last_creation_error, plugin_status
+
+    load_ops()
+    rows = []
+    for key, op in CUSTOM_OPS.items():
+        ways = [w for w, present in (("plugin-free lowering", op.lower), ("ONNX Runtime", op.ort_impl),
+                                     (f"TensorRT plugin {op.plugin_name}", op.plugin_name)) if present]
+        rows.append(Finding("plugins", key, OK if ways else WARN, ", ".join(ways) or "no implementation",
+                            "" if ways else "the op folder registers neither a lowering nor a plugin"))
+    for row in plugin_status():
+        states = {flavour: state for flavour, state in row["registered"].items()}
+        broken = [f for f, state in states.items() if state is False]
+        detail = f"v{row['version']} namespace {row['namespace']}: " + ", ".join(
+            f"{f} {'registered' if s is True else 'NOT registered' if s is False else s}" for f, s in states.items())
+        rows.append(Finding("plugins", row["plugin"], WARN if broken else OK, detail,
+                            f"registration failed ({last_creation_error() or 'no reason recorded'}); the plugin-free "
+                            f"lowering still builds" if broken else ""))
+    if not rows:
+        rows.append(Finding("plugins", "custom ops", OK, "none registered"))
+    return rows
+
+
+def findings_as_json(findings: list[Finding]) -> dict:
+    from . import __version__
+
+    return {"trtdeploy": __version__, "default_job_ok": not default_job_broken(findings),
+            "findings": [asdict(f) for f in findings]}
