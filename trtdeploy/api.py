@@ -11,7 +11,7 @@ import numpy as np
 from .backends.base import Runner, TensorSpec, get_backend, backend_for_file
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
-from .errors import BuildError, ModelError, UnsupportedOpError
+from .errors import ModelError, UnsupportedOpError
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
 from .utils.logging import logger, stage
@@ -87,16 +87,18 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     backend = get_backend(cfg.backend)
     backend.require()  # fail before the slow steps
     if cfg.int8:
-        raise BuildError(f"{cfg.source}: INT8 (common_config.int8_mode) is not implemented yet; "
-                         f"use an FP16 or FP32 config")
+        _check_int8_route(cfg)
     if test_img is not None and not Path(test_img).is_file():
         raise ModelError(f"--test-img {test_img} does not exist")
     work = ensure_writable_dir(work_dir)
     for stale in clean_stale_temps(work):
         logger.info("removed %s left by an interrupted run", stale.name)
     task = task_cls.from_config(cfg)
-    steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime")
+    steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime") + cfg.int8
     n = iter(range(1, steps + 1))
+    if cfg.int8:  # before the model: a wrong dataset config fails in a second
+        with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
+            _collect_calibration_data(cfg, task, work, calib_dataset_cfg)
 
     with stage(f"[{next(n)}/{steps}] load model {model if isinstance(model, str) else type(model).__name__}"):
         torch_model = load_model(model, checkpoint, device)
@@ -140,6 +142,35 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     return result
 
 
+def _check_int8_route(cfg: DeployConfig) -> None:
+    """INT8 is a TensorRT precision; fail before export when the installed TensorRT has no route to it."""
+    from .backends.tensorrt import import_tensorrt
+    from .backends.tensorrt.int8 import choose_route
+    from .errors import ConfigError
+
+    if cfg.backend != "tensorrt":
+        raise ConfigError(f"{cfg.source}: int8_mode/precision='int8' is a TensorRT setting but backend_config.type is "
+                          f"{cfg.backend!r}; use a *_tensorrt-int8_* config")
+    choose_route(import_tensorrt(), cfg)
+
+
+def _preprocessed(task: Task, shape: tuple, path) -> np.ndarray:
+    return task.preprocess(path, shape)[0]
+
+
+def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_dataset_cfg) -> Path:
+    """The calibration file in ``work`` (MMDeploy's calib_data.h5), collected or reused."""
+    import functools
+
+    from .calibration import prepare_calibration_file
+
+    name = cfg.input_names[0]
+    shape = tuple(cfg.export_shape(name, task.default_input_shape))
+    return prepare_calibration_file(cfg, work, name, calib_dataset_cfg,
+                                    fallback=functools.partial(_preprocessed, task, shape),
+                                    fallback_key=f"{task.name} pre-processing to {list(shape)}")
+
+
 def compare_on_image(torch_model, task: Task, artefact: Path, image, device: str = "cpu") -> dict:
     """Run the artefact (or, where TensorRT cannot execute, its ONNX on ONNX Runtime) and PyTorch on one image."""
     deployed, label = _load_runnable(artefact, device)
@@ -164,7 +195,8 @@ def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
         return load(artefact, device=device), backend_for_file(artefact).name
     except BackendUnavailableError as e:
         sidecar = read_sidecar(artefact) or {}
-        fallback = artefact.with_name(sidecar.get("built_from") or sidecar.get("onnx_file") or artefact.stem + ".onnx")
+        fallback = artefact.with_name(sidecar.get("check_with") or sidecar.get("built_from") or sidecar.get("onnx_file")
+                                      or artefact.stem + ".onnx")
         logger.warning("%s; checking the same graph (%s) on ONNX Runtime instead", e, fallback.name)
         model = load(fallback, device="cpu")
         model.sidecar.update({k: v for k, v in sidecar.items() if k in ("profiles", "export_shapes")})
