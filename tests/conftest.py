@@ -50,3 +50,25 @@ def resnet18_ort(tmp_path_factory) -> Path:
     run_cli("convert", CONFIGS / "classification/classification_onnxruntime_dynamic.py",
             "torchvision://resnet18", "--work-dir", work)
     return work
+
+
+TINY_CLASSIFIER = '''
+import torch
+
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory) -> dict:
+    """A 3-class CNN (seeded) converted once with the TensorRT FP16 dynamic config: end2end.onnx,
+    end2end_fp16.onnx and an engine built by TensorRT-RTX on the CPU, with sidecars."""
+    work = tmp_path_factory.mktemp("tiny_classifier")
+    (work / "tiny_model.py").write_text(TINY_CLASSIFIER)
+    cfg = CONFIGS / "classification/classification_tensorrt-fp16_dynamic-224x224-320x320.py"
+    run_cli("convert", cfg, f"{work / 'tiny_model.py'}:build", "--work-dir", work)
+    return {"work": work, "model": f"{work / 'tiny_model.py'}:build", "cfg": cfg}
