@@ -110,6 +110,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
             proto = passes.simplify(proto)
         proto = passes.check(proto)
+        cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]})
         bad = backend.unsupported_nodes(proto)
         if bad:
             listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)

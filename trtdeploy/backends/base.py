@@ -173,6 +173,33 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name, field="backend_config.type")()
 
 
+def build_from_onnx(onnx_path: str | Path, deploy_cfg, work_dir: str | Path) -> BuildResult:
+    """The front door from an ONNX file to a backend artefact.
+
+    Checks, in order and before any slow step: the config, the backend's presence, the ONNX file
+    (``read_onnx``), the config's profiles against the model's inputs, the nodes the backend cannot
+    build. Every failure is a TrtDeployError; the work dir gets a complete artefact or nothing new.
+    """
+    from ..config import load_deploy_config
+    from ..errors import UnsupportedOpError
+    from ..utils.fileio import clean_stale_temps, ensure_writable_dir
+    from ..utils.onnx_file import read_onnx
+
+    cfg = load_deploy_config(deploy_cfg)
+    backend = get_backend(cfg.backend)
+    backend.require()
+    model = read_onnx(onnx_path)
+    cfg.check_profiles({v.name: [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+                        for v in model.graph.input})
+    bad = backend.unsupported_nodes(model)
+    if bad:
+        listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
+        raise UnsupportedOpError(f"{len(bad)} node(s) of {onnx_path} cannot be built by {cfg.backend}: {listing}")
+    work = ensure_writable_dir(work_dir)
+    clean_stale_temps(work)
+    return backend.build(Path(onnx_path), work, cfg)
+
+
 def backend_for_file(path: str | Path) -> Backend:
     from . import onnxruntime, tensorrt  # noqa: F401
 

@@ -11,6 +11,7 @@ from ...config import DeployConfig, ShapeRange
 from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
 from ...passes import to_fp16
 from ...utils.fileio import atomic_write_bytes, sha256_file
+from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
 from ..base import BACKENDS, Backend, BuildResult, Runner
 from ..sidecar import read_sidecar
@@ -64,7 +65,7 @@ class TensorRTBackend(Backend):
         if trt.strongly_typed_only and not strongly_typed:
             raise BackendUnavailableError(f"{trt.label} builds only strongly typed networks; "
                                           f"remove backend_config.common_config.strongly_typed=False")
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        model = read_onnx(onnx_path, load_external_data=False)
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
         shapes = cfg_default_shapes(cfg, default_shapes)

@@ -1,0 +1,78 @@
+"""Read an ONNX file that a backend is about to consume; every defect becomes one ModelError.
+
+Users hand us ONNX files made elsewhere (or damaged by a full disk): truncated, another format,
+an opset nobody supports, a tensor that no node, input or initializer defines. The parser of
+each backend would report these in its own words, or crash; we say it once, here, first.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelError
+
+# The oldest default-domain opset trtdeploy feeds to a backend (TensorRT's ONNX parser needs >= 9,
+# and ONNX Runtime's optimisers assume >= 7).
+MIN_OPSET = 9
+
+
+def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
+    """Load and check ``path``: readable, an ONNX model, a supported opset, every tensor defined."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"ONNX file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise ModelError(f"ONNX file {path} is empty (an interrupted write?); export it again")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except FileNotFoundError as e:
+        raise ModelError(f"ONNX file {path} refers to external data {Path(e.filename or '').name or e} that is "
+                         f"missing; keep the data files beside the model") from None
+    except Exception as e:  # protobuf DecodeError, RuntimeWarning, UnicodeError...
+        raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); it is truncated "
+                         f"or another format: export it again") from None
+    if not model.graph.node or not model.graph.output:
+        raise ModelError(f"{path} has no graph (no nodes or no outputs); it is truncated or not an ONNX model: "
+                         f"export it again")
+    _check_opset(model, path)
+    _check_defined(model, path)
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{path} is not a valid ONNX model: {first[:300]}; export it again") from None
+    return model
+
+
+def _check_opset(model, path: Path) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    opsets = {imp.domain: imp.version for imp in model.opset_import}
+    opset = opsets.get("", opsets.get("ai.onnx"))
+    if opset is None:
+        raise ModelError(f"{path} declares no default-domain opset (opset_import); export it again with "
+                         f"onnx_config.opset_version")
+    if not MIN_OPSET <= opset <= newest:
+        raise ModelError(f"{path} uses opset {opset}, outside what trtdeploy supports ({MIN_OPSET}..{newest}); "
+                         f"export it again with onnx_config.opset_version=17 (or convert it with "
+                         f"onnx.version_converter)")
+
+
+def _check_defined(model, path: Path) -> None:
+    """Every node input must be a graph input, an initializer or an earlier node's output."""
+    graph = model.graph
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    defined |= {i.name for i in graph.sparse_initializer}
+    for node in graph.node:
+        for name in node.input:
+            if name not in defined:
+                raise ModelError(f"{path}: node {node.name or node.op_type!r} ({node.op_type}) reads {name!r}, which "
+                                 f"no input, initializer or earlier node defines (a missing initializer?); export the "
+                                 f"model again")
+        defined.update(node.output)
+    for out in graph.output:
+        if out.name not in defined:
+            raise ModelError(f"{path}: graph output {out.name!r} is produced by no node; export the model again")
