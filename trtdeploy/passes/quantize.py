@@ -162,7 +162,7 @@ def _activations(session, samples: Iterable[Mapping[str, np.ndarray]], tensors: 
 
 
 def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples, method: str = "entropy",
-                   options: Mapping | None = None, num_bins: int = NUM_BINS) -> dict[str, float]:
+                   options: Mapping | None = None, num_bins: int = NUM_BINS, count: int | None = None) -> dict[str, float]:
     """Per-tensor clipping thresholds (amax) over the calibration samples.
 
     One pass finds max |x|; methods that need a histogram of |x| make a second pass.
@@ -174,14 +174,14 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
     quiet = not logger.isEnabledFor(20)
     amax = dict.fromkeys(tensors, 0.0)
     for values in tqdm(_activations(session, samples(), tensors), desc="[trtdeploy] activation ranges",
-                       unit="sample", disable=quiet):
+                       unit="sample", total=count, disable=quiet):
         for t, v in values.items():
             amax[t] = max(amax[t], float(np.max(np.abs(v))) if v.size else 0.0)
     if not chosen.needs_histogram:
         return amax
     hists = {t: np.zeros(num_bins, np.int64) for t in tensors}
     for values in tqdm(_activations(session, samples(), tensors), desc=f"[trtdeploy] {method} histograms",
-                       unit="sample", disable=quiet):
+                       unit="sample", total=count, disable=quiet):
         for t, v in values.items():
             if amax[t] > 0:
                 hists[t] += np.histogram(np.abs(v), bins=num_bins, range=(0.0, amax[t]))[0]
@@ -270,3 +270,55 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
                              f"set onnx_config.opset_version=19 or common_config.fp16_mode=False") from None
     names = [n.name for n in model.graph.node if _matches(n.name, keep_fp32_nodes)]
     return to_fp16(model, keep_nodes=names)
+
+
+# -- sensitivity ---------------------------------------------------------------------------
+def _run_all(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [session.run(None, dict(feed)) for feed in feeds]
+
+
+def output_error(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
+    """Mean over samples of the relative L2 error of all outputs together (0 = identical)."""
+    errors = []
+    for ref, out in zip(reference, outputs):
+        r = np.concatenate([np.ravel(a).astype(np.float64) for a in ref])
+        o = np.concatenate([np.ravel(a).astype(np.float64) for a in out])
+        errors.append(np.linalg.norm(o - r) / max(np.linalg.norm(r), 1e-12))
+    return float(np.mean(errors))
+
+
+def layer_sensitivity(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float],
+                      feeds: list[Mapping[str, np.ndarray]]) -> list[tuple[QuantTarget, float]]:
+    """The output error when only one layer is INT8, for each target, most sensitive first (FP32 elsewhere)."""
+    from tqdm import tqdm
+
+    reference = _run_all(model, feeds)
+    scores = [(t, output_error(reference, _run_all(insert_qdq(model, [t], ranges), feeds)))
+              for t in tqdm(targets, desc="[trtdeploy] layer sensitivity", unit="layer",
+                            disable=not logger.isEnabledFor(20))]
+    return sorted(scores, key=lambda item: -item[1])
+
+
+def propose_high_precision(scores: list[tuple[QuantTarget, float]], share: float = 0.5,
+                           max_fraction: float = 0.1) -> list[QuantTarget]:
+    """The fewest most-sensitive layers carrying ``share`` of the summed single-layer error (at most ``max_fraction`` of them)."""
+    total = sum(err for _, err in scores)
+    limit = max(1, int(len(scores) * max_fraction))
+    chosen, carried = [], 0.0
+    for target, err in scores[:limit]:
+        if total <= 0 or carried >= share * total:
+            break
+        chosen.append(target)
+        carried += err
+    return chosen
+
+
+def quantized_error(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float],
+                    feeds: list[Mapping[str, np.ndarray]]) -> float:
+    """The output error of the graph with ``targets`` INT8 (FP32 elsewhere) against the FP32 graph."""
+    return output_error(_run_all(model, feeds), _run_all(insert_qdq(model, targets, ranges), feeds))

@@ -20,7 +20,7 @@ import onnx
 
 from ...calibration import CalibrationFile, calibration_file_path
 from ...config import DeployConfig, ShapeRange
-from ...errors import BackendUnavailableError, ConfigError, DatasetError, ShapeError
+from ...errors import BackendUnavailableError, ConfigError, DatasetError, ModelError, ShapeError
 from ...passes import quantize
 from ...registry import Registry
 from ...utils.fileio import atomic_write_bytes, atomic_write_json, sha256_file
@@ -145,8 +145,10 @@ def activation_ranges(model: onnx.ModelProto, targets: list[quantize.QuantTarget
                 return {k: float(v) for k, v in data["ranges"].items()}
         except (OSError, ValueError, KeyError, TypeError) as e:
             logger.warning("ranges file %s is damaged (%s); computing the ranges again", cache, e)
+    with CalibrationFile(calib_path) as calib:
+        count = len(calib)
     ranges = quantize.collect_ranges(model, tensors, calibration_samples(calib_path, _model_inputs(model)),
-                                     method, options)
+                                     method, options, count=count)
     atomic_write_json(cache, {"key": key, "method": method, "ranges": ranges})
     return ranges
 
@@ -364,3 +366,61 @@ def prepare_int8(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConf
 INT8_ROUTES: Registry[Callable[..., Int8Plan]] = Registry("INT8 route")
 INT8_ROUTES.register("explicit")(_explicit)
 INT8_ROUTES.register("implicit")(_implicit)
+
+
+# -- sensitivity --------------------------------------------------------------------------
+SENSITIVITY_FILE = "int8_sensitivity.json"
+
+
+def _int8_sidecar(work_dir: Path) -> tuple[Path, dict]:
+    from ..sidecar import read_sidecar
+
+    if not work_dir.is_dir():
+        raise ModelError(f"work dir {work_dir} does not exist; pass the --work-dir of an INT8 `trtdeploy convert`")
+    for engine in sorted(p for p in work_dir.iterdir() if p.suffix in (".engine", ".plan", ".trt")):
+        sidecar = read_sidecar(engine) or {}
+        if sidecar.get("precision") == "int8":
+            return engine, sidecar
+    raise ModelError(f"{work_dir} holds no INT8 engine with a sidecar; convert with a *_tensorrt-int8_* config "
+                     f"and --work-dir {work_dir} first")
+
+
+def int8_sensitivity(work_dir: str | Path, num_samples: int = 32) -> dict:
+    """Per quantizable layer, the output error when only it is INT8 (ONNX Runtime, FP32 elsewhere), most
+    sensitive first, and a proposed set to keep in higher precision with the error it leaves.
+
+    Reads what an INT8 ``trtdeploy convert`` left in ``work_dir``; writes int8_sensitivity.json there.
+    """
+    from ...config import load_deploy_config
+
+    work_dir = Path(work_dir)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"--samples must be an integer >= 1, got {num_samples!r}")
+    engine, sidecar = _int8_sidecar(work_dir)
+    cfg = load_deploy_config(sidecar.get("deploy_config") or {})
+    onnx_path = work_dir / sidecar.get("onnx_file", "end2end.onnx")
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path} (the FP32 graph of {engine.name}) is missing; convert again")
+    calib_path = calibration_file_path(cfg, work_dir)
+    if not calib_path.is_file():
+        raise DatasetError(f"{calib_path} is missing; convert again with --calib-dataset-cfg to collect it")
+    model = onnx.load(str(onnx_path))
+    targets = quantize.quantization_targets(model)
+    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg)
+    inputs = _model_inputs(model)
+    with CalibrationFile(calib_path) as calib:
+        picks = np.unique(np.linspace(0, len(calib) - 1, min(num_samples, len(calib))).round().astype(int))
+        names = _name_map(calib, inputs)
+        feeds = [{m: calib.sample(int(i))[f] for m, f in names.items()} for i in picks]
+    scores = quantize.layer_sensitivity(model, targets, ranges, feeds)
+    keep = quantize.propose_high_precision(scores)
+    report = {
+        "engine": engine.name, "method": calib_method(cfg), "samples": len(feeds),
+        "metric": "relative L2 error of the outputs against FP32, mean over samples",
+        "layers": [{"node": t.node, "op_type": t.op_type, "error": err} for t, err in scores],
+        "all_int8_error": quantize.quantized_error(model, targets, ranges, feeds),
+        "proposed_exclude_nodes": [t.node for t in keep],
+        "error_with_proposal": quantize.quantized_error(model, [t for t in targets if t not in keep], ranges, feeds),
+    }
+    atomic_write_json(work_dir / SENSITIVITY_FILE, report)
+    return report
