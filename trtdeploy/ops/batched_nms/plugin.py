@@ -1,0 +1,92 @@
+"""TensorRT plugin for ``mmdeploy::TRTBatchedNMS`` (MMDeploy's node: names, fields, output order).
+
+Inputs: boxes [N, B, 1 or C, 4] float32 (x1, y1, x2, y2), scores [N, B, C] float32.
+Outputs: dets [N, keep_topk, 5] float32 (x1, y1, x2, y2, score), labels [N, keep_topk] int32,
+and with return_index=1 the box index [N, keep_topk] int32. Padding rows: dets 0, label -1,
+index -1. What is computed: ``reference.py`` (per-class top-k, greedy NMS, best keep_topk).
+``is_normalized`` is accepted for MMDeploy compatibility and changes nothing (IoU is
+torchvision's, no +1 pixel); ``clip_boxes=1`` clamps box coordinates to [0, 1] first.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..plugins import Field, PluginSpec, register_spec
+
+BATCHED_NMS_FIELDS = (
+    Field("background_label_id", "int", -1, lambda v: v >= -1, "-1 (no background class) or a class index"),
+    Field("num_classes", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (scores.shape[2])"),
+    Field("topk", "int", valid=lambda v: v >= -1 and v != 0,
+          expected="an integer >= 1 (candidates per class), or -1 for all"),
+    Field("keep_topk", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (detections per image)"),
+    Field("score_threshold", "float", 0.0, lambda v: v == v, "a number"),
+    Field("iou_threshold", "float", valid=lambda v: 0.0 <= v <= 1.0, expected="a number in [0, 1]"),
+    Field("is_normalized", "int", 0, lambda v: v in (0, 1), "0 or 1"),
+    Field("clip_boxes", "int", 0, lambda v: v in (0, 1), "0 or 1"),
+    Field("return_index", "int", 0, lambda v: v in (0, 1), "0 or 1"),
+)
+
+
+def candidates_per_class(values: Mapping, num_boxes: int) -> int:
+    topk = values["topk"]
+    return min(topk, num_boxes) if topk > 0 else num_boxes
+
+
+class BatchedNMSPlugin(PluginSpec):
+    name = "TRTBatchedNMS"
+    fields = BATCHED_NMS_FIELDS
+
+    def num_outputs(self, values: Mapping) -> int:
+        return 3 if values["return_index"] else 2
+
+    def output_dtypes(self, trt, values: Mapping, input_types: list) -> list:
+        return [trt.DataType.FLOAT] + [trt.DataType.INT32] * (self.num_outputs(values) - 1)
+
+    def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
+        return [trt.DataType.FLOAT] * num_inputs + self.output_dtypes(trt, values, [])
+
+    def output_shapes(self, trt, values: Mapping, inputs: list, exprs) -> list:
+        keep = exprs.constant(values["keep_topk"])
+        dets = trt.DimsExprs(3)
+        dets[0], dets[1], dets[2] = inputs[0][0], keep, exprs.constant(5)
+        outs = [dets]
+        for _ in range(self.num_outputs(values) - 1):
+            per_image = trt.DimsExprs(2)
+            per_image[0], per_image[1] = inputs[0][0], keep
+            outs.append(per_image)
+        return outs
+
+    def check_inputs(self, values: Mapping, shapes: list[tuple], where: str) -> None:
+        from ...errors import BuildError
+
+        if len(shapes) != 2 or len(shapes[0]) != 4 or len(shapes[1]) != 3 or shapes[0][3] not in (-1, 4):
+            raise BuildError(f"{where}: takes boxes [N, B, 1 or C, 4] and scores [N, B, C], got shapes {shapes}")
+        classes = shapes[1][2]
+        if classes != -1 and classes != values["num_classes"]:
+            raise BuildError(f"{where}: attribute 'num_classes' is {values['num_classes']} but scores have "
+                             f"{classes} classes (shape {list(shapes[1])}); export num_classes={classes}")
+        if shapes[0][2] not in (-1, 1, classes):
+            raise BuildError(f"{where}: boxes dimension 2 must be 1 (shared) or {classes} (per class), "
+                             f"got shape {list(shapes[0])}")
+
+    def workspace_size(self, values: Mapping, input_shapes: list[tuple], output_shapes: list[tuple]) -> int:
+        from .kernel import workspace_bytes
+
+        num_images, num_boxes, num_classes = input_shapes[1]
+        return workspace_bytes(num_images, num_classes, candidates_per_class(values, num_boxes))
+
+    def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
+        import torch
+
+        from .kernel import batched_nms
+
+        dets, labels, index = batched_nms(
+            inputs[0], inputs[1], topk=values["topk"], keep_topk=values["keep_topk"],
+            score_threshold=values["score_threshold"], iou_threshold=values["iou_threshold"],
+            background_label_id=values["background_label_id"], clip_boxes=bool(values["clip_boxes"]),
+            workspace=workspace, label_dtype=torch.int32)
+        for out, result in zip(outputs, (dets, labels, index)):
+            out.copy_(result)
+
+
+register_spec(BatchedNMSPlugin())

@@ -1,0 +1,437 @@
+"""TensorRT plugins written in Python (IPluginV3), one per custom op, with no compile step.
+
+Each op's ``plugin.py`` describes its plugin as a ``PluginSpec``: its fields (the ONNX
+node's attributes, typed and range-checked), output types and shapes, formats, workspace
+and ``enqueue``. This module turns a spec into IPluginV3 / IPluginCreatorV3One classes for
+one TensorRT module (``tensorrt`` and ``tensorrt_rtx`` share the API, not the base classes)
+and registers the creators.
+
+When: lazily, the first time trtdeploy imports a TensorRT module
+(``backends.tensorrt.compat.import_tensorrt`` calls ``register_plugins``), so ``import
+trtdeploy`` stays cheap. An engine stores only the plugin's name, version, namespace and
+serialized fields; loading it goes through ``import_tensorrt`` too, which registers the
+creators again in a fresh process before the engine is deserialized.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BuildError
+from ..registry import Registry
+from ..utils.logging import logger
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One plugin field, which is one attribute of the ONNX node: its type and the values it may take."""
+
+    name: str
+    kind: str                                  # "int", "float", "floats" or "string"
+    default: Any = REQUIRED
+    valid: Callable[[Any], bool] = lambda value: True
+    expected: str = ""                         # what ``valid`` accepts, in words
+
+    def check(self, value: Any, where: str) -> Any:
+        if not self.valid(value):
+            raise BuildError(f"{where}: attribute {self.name!r} is {value!r} but must be {self.expected}; "
+                             f"fix the attribute where the graph is exported")
+        return value
+
+
+# ONNX attribute type -> the field kinds it can carry (an INT may fill a float field).
+_ONNX_KINDS = {"INT": ("int", "float"), "FLOAT": ("float",), "FLOATS": ("floats",), "INTS": ("floats",),
+               "STRING": ("string",)}
+
+
+def _onnx_value(attr, kind: str):
+    from onnx import helper
+
+    value = helper.get_attribute_value(attr)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "floats":
+        return [float(v) for v in value]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_node_attributes(node, fields: Sequence[Field]) -> dict:
+    """The node's attributes as plugin field values: types checked, defaults filled, ranges checked."""
+    from onnx import AttributeProto
+
+    where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
+    known = {f.name: f for f in fields}
+    values = {}
+    for attr in node.attribute:
+        field = known.get(attr.name)
+        if field is None:
+            raise BuildError(f"{where}: unknown attribute {attr.name!r}; {node.op_type} takes {sorted(known)}")
+        onnx_type = AttributeProto.AttributeType.Name(attr.type)
+        if field.kind not in _ONNX_KINDS.get(onnx_type, ()):
+            raise BuildError(f"{where}: attribute {attr.name!r} must be of ONNX type "
+                             f"{_ONNX_TYPE_OF[field.kind]}, got {onnx_type}; export it with the right type")
+        values[attr.name] = _onnx_value(attr, field.kind)
+    return _complete(values, fields, where)
+
+
+_ONNX_TYPE_OF = {"int": "INT", "float": "FLOAT", "floats": "FLOATS", "string": "STRING"}
+
+
+def _complete(values: dict, fields: Sequence[Field], where: str) -> dict:
+    out = {}
+    for field in fields:
+        if field.name not in values:
+            if field.default is REQUIRED:
+                raise BuildError(f"{where}: required attribute {field.name!r} is missing; add it to the node")
+            out[field.name] = field.default
+        else:
+            out[field.name] = field.check(values[field.name], where)
+    return out
+
+
+def _plugin_field_value(field, kind: str):
+    data = np.asarray(field.data)
+    if kind == "string":
+        return bytes(data.astype(np.uint8)).split(b"\0")[0].decode()
+    if kind == "floats":
+        return [float(v) for v in data.reshape(-1)]
+    scalar = data.reshape(-1)[0]
+    return int(scalar) if kind == "int" else float(scalar)
+
+
+def read_plugin_fields(collection, fields: Sequence[Field], where: str) -> dict:
+    """Field values from a PluginFieldCollection (what the parser or the engine hands the creator)."""
+    known = {f.name: f for f in fields}
+    values = {f.name: _plugin_field_value(f, known[f.name].kind) for f in collection if f.name in known}
+    return _complete(values, fields, where)
+
+
+_NUMPY_OF = {"int": np.int32, "float": np.float32, "floats": np.float32}
+
+
+def to_plugin_fields(module, values: Mapping, fields: Sequence[Field]):
+    """A PluginFieldCollection that serializes ``values`` (what the engine stores for this plugin)."""
+    types = {"int": module.PluginFieldType.INT32, "float": module.PluginFieldType.FLOAT32,
+             "floats": module.PluginFieldType.FLOAT32, "string": module.PluginFieldType.CHAR}
+    out = []
+    for field in fields:
+        value = values[field.name]
+        if field.kind == "string":
+            data = np.frombuffer(value.encode() + b"\0", dtype=np.int8)
+        else:
+            data = np.atleast_1d(np.asarray(value, dtype=_NUMPY_OF[field.kind]))
+        out.append(module.PluginField(field.name, data, types[field.kind]))
+    return module.PluginFieldCollection(out)
+
+
+class PluginSpec:
+    """What one op's plugin computes; ``plugin.py`` subclasses this for each op.
+
+    Methods get the TensorRT module and the field values; they hold no TensorRT state,
+    so one spec serves ``tensorrt`` and ``tensorrt_rtx`` alike.
+    """
+
+    name: str = ""
+    version: str = "1"
+    namespace: str = "mmdeploy"
+    fields: tuple[Field, ...] = ()
+
+    def num_outputs(self, values: Mapping) -> int:
+        return 1
+
+    def output_dtypes(self, trt, values: Mapping, input_types: list) -> list:
+        return [input_types[0]] * self.num_outputs(values)
+
+    def output_shapes(self, trt, values: Mapping, inputs: list, exprs) -> list:
+        raise NotImplementedError
+
+    def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
+        """The one data type each input then output accepts, in order (linear format)."""
+        raise NotImplementedError
+
+    def check_inputs(self, values: Mapping, shapes: list[tuple], where: str) -> None:
+        """Raise BuildError when input ranks or fixed dims do not fit the op (called at configure time)."""
+
+    def workspace_size(self, values: Mapping, input_shapes: list[tuple], output_shapes: list[tuple]) -> int:
+        return 0
+
+    def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
+        """Run the op on the current (TensorRT's) stream: tensors over TensorRT's buffers, workspace bytes or None."""
+        raise NotImplementedError
+
+
+PLUGINS: Registry[PluginSpec] = Registry("TensorRT plugin")
+
+
+def register_spec(spec: PluginSpec) -> PluginSpec:
+    PLUGINS.register(f"{spec.namespace}::{spec.name}")(spec)
+    return spec
+
+
+# -- the bridge from a PluginSpec to TensorRT's Python plugin interface ---------------------------------
+# TensorRT data type name -> numpy type string of its buffers (the types our plugins take)
+_TYPESTRS = {"FLOAT": "<f4", "HALF": "<f2", "INT32": "<i4", "INT64": "<i8", "INT8": "|i1", "BOOL": "|b1",
+             "UINT8": "|u1"}
+
+
+class _DeviceBuffer:
+    """A CUDA pointer with a shape and type, readable by torch without a copy."""
+
+    def __init__(self, ptr: int, shape: tuple, typestr: str):
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": typestr, "data": (int(ptr), False),
+                                         "version": 2, "strides": None}
+
+
+def device_tensor(ptr: int, desc) -> "torch.Tensor":
+    """A torch tensor over one of TensorRT's buffers, without a copy."""
+    import torch
+
+    return torch.as_tensor(_DeviceBuffer(ptr, tuple(desc.dims), _TYPESTRS[desc.type.name]), device="cuda")
+
+
+def _make_classes(module):
+    """IPluginV3 and creator classes bound to one TensorRT module."""
+
+    class PythonPlugin(module.IPluginV3, module.IPluginV3OneCore, module.IPluginV3OneBuild,
+                       module.IPluginV3OneRuntime):
+        def __init__(self, spec: PluginSpec, values: dict, layer: str):
+            module.IPluginV3.__init__(self)
+            module.IPluginV3OneCore.__init__(self)
+            module.IPluginV3OneBuild.__init__(self)
+            module.IPluginV3OneRuntime.__init__(self)
+            self.spec, self.values, self.layer = spec, values, layer
+            self.num_outputs = spec.num_outputs(values)
+            self.plugin_name = spec.name
+            self.plugin_version = spec.version
+            self.plugin_namespace = spec.namespace
+            self.timing_cache_id = ""
+
+        def get_capability_interface(self, capability_type):
+            return self
+
+        def clone(self):
+            return PythonPlugin(self.spec, dict(self.values), self.layer)
+
+        def get_output_data_types(self, input_types):
+            return self.spec.output_dtypes(module, self.values, list(input_types))
+
+        def get_output_shapes(self, inputs, shape_inputs, expr_builder):
+            return self.spec.output_shapes(module, self.values, list(inputs), expr_builder)
+
+        def supports_format_combination(self, pos, in_out, num_inputs):
+            desc = in_out[pos]
+            wanted = self.spec.io_types(module, self.values, num_inputs)
+            return desc.format == module.TensorFormat.LINEAR and desc.type == wanted[pos]
+
+        def configure_plugin(self, inputs, outputs):
+            shapes = [tuple(d.desc.dims) for d in inputs]
+            self.spec.check_inputs(self.values, shapes, f"layer {self.layer} ({self.spec.namespace}::{self.spec.name})")
+
+        def on_shape_change(self, inputs, outputs):
+            pass
+
+        def get_workspace_size(self, inputs, outputs):
+            # the largest shapes of the profile: one workspace serves every shape it allows
+            return int(self.spec.workspace_size(self.values, [tuple(d.max) for d in inputs],
+                                                [tuple(d.max) for d in outputs]))
+
+        def get_valid_tactics(self):
+            return []
+
+        def set_tactic(self, tactic):
+            pass
+
+        def attach_to_context(self, context):
+            return self.clone()
+
+        def get_fields_to_serialize(self):
+            return to_plugin_fields(module, self.values, self.spec.fields)
+
+        def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
+            import torch
+
+            ins = [device_tensor(p, d) for p, d in zip(inputs, input_desc)]
+            outs = [device_tensor(p, d) for p, d in zip(outputs, output_desc)]
+            size = self.spec.workspace_size(self.values, [tuple(t.shape) for t in ins], [tuple(t.shape) for t in outs])
+            scratch = torch.as_tensor(_DeviceBuffer(workspace, (size,), "|u1"), device="cuda") if size else None
+            with torch.cuda.stream(torch.cuda.ExternalStream(int(stream))):
+                self.spec.enqueue(self.values, ins, outs, scratch)
+
+    class PythonPluginCreator(module.IPluginCreatorV3One):
+        def __init__(self, spec: PluginSpec):
+            module.IPluginCreatorV3One.__init__(self)
+            self.spec = spec
+            self.name = spec.name
+            self.plugin_version = spec.version
+            self.plugin_namespace = spec.namespace
+            self.field_names = module.PluginFieldCollection(
+                [module.PluginField(f.name) for f in spec.fields])
+
+        def create_plugin(self, name, field_collection, phase):
+            where = f"layer {name} ({self.spec.namespace}::{self.spec.name})"
+            try:
+                values = read_plugin_fields(field_collection, self.spec.fields, where)
+            except BuildError as e:
+                _creation_errors.append(str(e))
+                raise
+            return PythonPlugin(self.spec, values, name)
+
+    return PythonPlugin, PythonPluginCreator
+
+
+# Errors raised inside create_plugin reach TensorRT only as "creation failed"; the builder reads them here.
+_creation_errors: list[str] = []
+
+
+def last_creation_error() -> str | None:
+    return _creation_errors[-1] if _creation_errors else None
+
+
+# -- the library-name gap of TensorRT-RTX's parser ----------------------------------------------------
+# flavour -> (the Python package holding its shared libraries, the unversioned name its parser dlopens)
+LOADER_NAMES = {"tensorrt_rtx": ("tensorrt_rtx_libs", "libtensorrt_rtx.so"),
+                "tensorrt": ("tensorrt_libs", "libnvinfer.so")}
+LINK_DIR_ENV = "TRTDEPLOY_PLUGIN_LINK_DIR"
+
+
+def _versioned(folder: Path, unversioned: str) -> Path | None:
+    found = sorted(folder.glob(unversioned + ".*"))
+    return found[0] if found else None
+
+
+def ensure_loader_link(flavour: str) -> Path | None:
+    """Make the unversioned core library name resolvable for the ONNX parser, before it meets a plugin node.
+
+    TensorRT-RTX's parser dlopens ``libtensorrt_rtx.so`` (unversioned) when it meets a plugin
+    node and the wheel ships only ``libtensorrt_rtx.so.1``; the process aborts if the name does not
+    resolve. The parser searches its own folder (``$ORIGIN``), so we put a symlink there, created
+    atomically (temp name + rename) and only when missing: idempotent and safe between processes.
+    Where that folder is read-only, the link goes to ``$TRTDEPLOY_PLUGIN_LINK_DIR`` (default
+    ``~/.cache/trtdeploy/lib``), which must then be on LD_LIBRARY_PATH before Python starts; we
+    check that and say so rather than let the parser abort the process.
+    """
+    import importlib
+
+    if flavour not in LOADER_NAMES:
+        return None
+    package, unversioned = LOADER_NAMES[flavour]
+    try:
+        libs = Path(importlib.import_module(package).__file__).parent
+    except ImportError:
+        return None  # not a pip install: a tar install ships the unversioned names
+    if (libs / unversioned).exists():
+        return libs / unversioned
+    target = _versioned(libs, unversioned)
+    if target is None:
+        return None
+    link = _make_link(libs, unversioned, target)
+    if link is not None:
+        return link
+    fallback = Path(os.environ.get(LINK_DIR_ENV) or Path.home() / ".cache" / "trtdeploy" / "lib")
+    link = _make_link(fallback, unversioned, target)
+    on_path = str(fallback) in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    if link is None or not on_path:
+        raise BackendUnavailableError(
+            f"{libs} is read-only, so trtdeploy cannot add the {unversioned} link that {flavour}'s ONNX parser "
+            f"needs for plugins; run `export LD_LIBRARY_PATH={fallback}:$LD_LIBRARY_PATH` (trtdeploy has put the link "
+            f"there{'' if link else ' — create it with ln -s ' + str(target) + ' ' + str(fallback / unversioned)}) "
+            f"and start again")
+    return link
+
+
+def _make_link(folder: Path, name: str, target: Path) -> Path | None:
+    link = folder / name
+    if link.exists():
+        return link
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(target)
+        os.replace(tmp, link)  # atomic; a concurrent process making the same link is harmless
+    except OSError as e:
+        logger.debug("cannot create %s: %s", link, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    logger.info("linked %s -> %s (TensorRT's ONNX parser loads it by this name for plugins)", link, target.name)
+    return link
+
+
+# -- registration ----------------------------------------------------------------------------------
+_registered: dict[str, dict[str, Any]] = {}   # flavour -> plugin key -> creator (kept alive here)
+_lock = threading.Lock()
+
+
+def load_plugin_specs() -> None:
+    """Import every op folder's ``plugin.py`` (each registers its spec)."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as ops_path
+
+    for info in pkgutil.iter_modules(ops_path):
+        if info.ispkg:
+            with contextlib.suppress(ModuleNotFoundError):
+                importlib.import_module(f"{__package__}.{info.name}.plugin")
+
+
+def register_plugins(trt) -> dict[str, Any]:
+    """Register every op's plugin creator with ``trt`` (a compat.TensorRT); idempotent, thread-safe."""
+    with _lock:
+        done = _registered.setdefault(trt.flavour, {})
+        load_plugin_specs()
+        missing = [key for key in PLUGINS if key not in done]
+        if not missing:
+            return done
+        ensure_loader_link(trt.flavour)
+        _, creator_cls = _make_classes(trt.module)
+        registry = trt.module.get_plugin_registry()
+        for key in missing:
+            spec = PLUGINS.get(key)
+            if registry.get_creator(spec.name, spec.version, spec.namespace) is None:
+                creator = creator_cls(spec)
+                if not registry.register_creator(creator, spec.namespace):
+                    logger.warning("%s refused to register the plugin %s", trt.label, key)
+                    continue
+                done[key] = creator
+            else:
+                done[key] = registry.get_creator(spec.name, spec.version, spec.namespace)
+        logger.debug("registered TensorRT plugins with %s: %s", trt.label, ", ".join(done))
+        return done
+
+
+def plugin_status() -> list[dict]:
+    """For check-env: each plugin, its version, and whether it is registered with each installed flavour."""
+    from ..backends.tensorrt.compat import FLAVOURS, import_tensorrt
+
+    load_plugin_specs()
+    flavours = {}
+    for flavour in FLAVOURS:
+        try:
+            trt = import_tensorrt(flavour)
+        except BackendUnavailableError as e:
+            flavours[flavour] = str(e)
+            continue
+        creators = register_plugins(trt)
+        registry = trt.module.get_plugin_registry()
+        flavours[flavour] = {key: registry.get_creator(PLUGINS.get(key).name, PLUGINS.get(key).version,
+                                                       PLUGINS.get(key).namespace) is not None and key in creators
+                             for key in PLUGINS}
+    rows = []
+    for key, spec in PLUGINS.items():
+        registered = {f: (v.get(key, False) if isinstance(v, dict) else "not installed") for f, v in flavours.items()}
+        rows.append({"plugin": key, "name": spec.name, "version": spec.version, "namespace": spec.namespace,
+                     "registered": registered})
+    return rows
