@@ -67,10 +67,35 @@ class Task:
         return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
 
 
+def fit_image(image, size_hw: tuple[int, int], mean, std, keep_ratio: bool,
+              pad_value: float = 0.0) -> tuple[np.ndarray, dict]:
+    """Resize ``image`` into ``size_hw`` (keeping its aspect ratio if asked), normalise, pad bottom/right.
+
+    Shared by run, test and calibration so every backend sees the same tensor; ``meta``
+    says how to map results back (``scale`` = input pixels per original pixel, y then x).
+    """
+    from ..utils.image import as_rgb_array, resize
+
+    img = as_rgb_array(image)
+    h, w = int(size_hw[0]), int(size_hw[1])
+    oh, ow = img.shape[:2]
+    if keep_ratio:
+        ratio = min(h / oh, w / ow)
+        rh, rw = min(h, max(1, round(oh * ratio))), min(w, max(1, round(ow * ratio)))
+    else:
+        rh, rw = h, w
+    resized = resize(img, (rh, rw)).astype(np.float32)
+    resized = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    batch = np.full((1, 3, h, w), pad_value, np.float32)
+    batch[0, :, :rh, :rw] = resized.transpose(2, 0, 1)
+    meta = {"orig_shape": [oh, ow], "valid_shape": [rh, rw], "scale": [rh / oh, rw / ow]}
+    return batch, meta
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 
 
 def get_task(name: str) -> type[Task]:
-    from . import classification  # noqa: F401  (registration on import)
+    from . import classification, detection, segmentation  # noqa: F401  (registration on import)
 
     return TASKS.get(name, field="codebase_config.task")

@@ -1,0 +1,7 @@
+_base_ = ['./detection_static.py']
+onnx_config = dict(
+    dynamic_axes={
+        'input': {0: 'batch', 2: 'height', 3: 'width'},
+        'dets': {0: 'batch'},
+        'labels': {0: 'batch'},
+    })

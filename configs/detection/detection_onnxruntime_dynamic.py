@@ -1,0 +1,1 @@
+_base_ = ['./detection_dynamic.py', '../_base_/backends/onnxruntime.py']

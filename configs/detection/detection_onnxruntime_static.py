@@ -1,0 +1,2 @@
+_base_ = ['./detection_static.py', '../_base_/backends/onnxruntime.py']
+onnx_config = dict(input_shape=[1344, 800])

@@ -1,0 +1,1 @@
+_base_ = ['./instance-seg_dynamic.py', '../_base_/backends/onnxruntime.py']

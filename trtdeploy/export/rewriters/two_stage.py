@@ -1,0 +1,109 @@
+"""Faster / Mask R-CNN: region proposals, box head and mask head as fixed-size batched graphs.
+
+The RPN keeps ``post_nms_top_n`` proposals per image (padded ones are marked invalid), the
+box head runs on all of them and the final per-class NMS ignores the padded ones; the mask
+head runs on the ``keep_top_k`` detections. RoI pooling goes through the multi-level
+RoIAlign op, NMS through the batched NMS op.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
+from torchvision.ops.poolers import _filter_input, _setup_scales
+
+from ..rewriter import FUNCTION_REWRITER
+from .candidates import INVALID_SCORE, class_scores, padded_detections
+
+
+class Proposals(NamedTuple):
+    """What the rewritten RPN hands the rewritten RoI heads: boxes [N, P, 4], which are real, and P."""
+
+    boxes: torch.Tensor
+    valid: torch.Tensor
+    count: int
+
+
+def _big_enough(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+def _rois(boxes: torch.Tensor) -> torch.Tensor:
+    """[N, K, 4] boxes -> [N*K, 5] RoIs (batch index, x1, y1, x2, y2)."""
+    index = torch.arange(boxes.shape[0], device=boxes.device, dtype=boxes.dtype)
+    index = index.view(-1, 1, 1).expand(-1, boxes.shape[1], 1)
+    return torch.cat([index, boxes], dim=2).reshape(-1, 5)
+
+
+@FUNCTION_REWRITER.register("torchvision.models.detection.rpn.RegionProposalNetwork.forward")
+def rpn_forward(ctx, self, images, features, targets=None):
+    features = list(features.values())
+    objectness, deltas = self.head(features)
+    anchors = self.anchor_generator(images, features)[0]  # the same anchors for every image of the batch
+    per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]
+    num_images = features[0].shape[0]
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    objectness = objectness.reshape(num_images, -1)
+    deltas = deltas.reshape(num_images, -1, 4)
+
+    # torchvision: top pre_nms_top_n per level, decode, clip, drop small and low boxes, NMS per level.
+    top_n = self.pre_nms_top_n()
+    scores, levels, boxes = [], [], []
+    for level, (obj, delta, anchor) in enumerate(zip(objectness.split(per_level, 1), deltas.split(per_level, 1),
+                                                     anchors.split(per_level, 0))):
+        top, idx = obj.topk(det_utils._topk_min(obj, top_n, 1), dim=1)
+        picked = delta.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4))
+        decoded = self.box_coder.decode_single(picked.reshape(-1, 4), anchor[idx].reshape(-1, 4))
+        scores.append(torch.sigmoid(top))
+        levels.append(torch.full_like(idx, level))
+        boxes.append(decoded.reshape(picked.shape))
+    scores, levels, boxes = torch.cat(scores, 1), torch.cat(levels, 1), torch.cat(boxes, 1)
+    boxes = box_ops.clip_boxes_to_image(boxes, images.image_sizes[0])
+    valid = _big_enough(boxes, self.min_size) & (scores >= self.score_thresh)
+    dets, labels = padded_detections(ctx, boxes.unsqueeze(2), class_scores(scores, levels, valid, len(per_level)),
+                                     score_threshold=INVALID_SCORE / 2,  # `valid` applied torchvision's >=
+                                     iou_threshold=self.nms_thresh, keep_top_k=self.post_nms_top_n(),
+                                     max_candidates=len(per_level) * top_n, configured=False)
+    return Proposals(dets[..., :4], labels >= 0, self.post_nms_top_n()), {}
+
+
+@FUNCTION_REWRITER.register("torchvision.ops.poolers.MultiScaleRoIAlign.forward")
+def multiscale_roi_align_forward(ctx, self, x, boxes, image_shapes):
+    """Takes RoIs [R, 5] (batch index first) instead of a list of boxes per image."""
+    from ...ops.multi_level_roi_align import multi_level_roi_align
+
+    features = _filter_input(x, self.featmap_names)
+    if self.scales is None or self.map_levels is None:
+        self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
+                                                     self.canonical_level)
+    return multi_level_roi_align(features, boxes, output_size=self.output_size,
+                                 featmap_strides=[round(1 / s) for s in self.scales],
+                                 sampling_ratio=self.sampling_ratio, aligned=False,
+                                 canonical_scale=self.canonical_scale, canonical_level=self.canonical_level)
+
+
+@FUNCTION_REWRITER.register("torchvision.models.detection.roi_heads.RoIHeads.forward")
+def roi_heads_forward(ctx, self, features, proposals, image_shapes, targets=None):
+    num_images, num_proposals = proposals.boxes.shape[:2]
+    rois = _rois(proposals.boxes)
+    class_logits, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, rois, image_shapes)))
+    num_classes = class_logits.shape[-1]
+    boxes = self.box_coder.decode_single(box_regression, rois[:, 1:]).reshape(num_images, num_proposals, num_classes, 4)
+    boxes = box_ops.clip_boxes_to_image(boxes, image_shapes[0])
+    scores = torch.softmax(class_logits, -1).reshape(num_images, num_proposals, num_classes)
+    # torchvision: drop the background class, low scores and boxes under 1e-2 px, then NMS per class.
+    foreground = torch.arange(num_classes, device=scores.device) > 0
+    valid = (scores > self.score_thresh) & _big_enough(boxes, 1e-2) & proposals.valid.unsqueeze(-1) & foreground
+    per_class = torch.where(valid, scores, torch.full_like(scores, INVALID_SCORE))
+    dets, labels = padded_detections(ctx, boxes, per_class, score_threshold=self.score_thresh,
+                                     iou_threshold=self.nms_thresh, keep_top_k=self.detections_per_img,
+                                     max_candidates=proposals.count * (num_classes - 1))
+    if not self.has_mask():
+        return (dets, labels), {}
+    mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, _rois(dets[..., :4]), image_shapes)))
+    picked = labels.clamp(min=0).reshape(-1, 1, 1, 1).expand(-1, 1, *mask_logits.shape[-2:])
+    masks = mask_logits.gather(1, picked).sigmoid()
+    return (dets, labels, masks.reshape(num_images, -1, *mask_logits.shape[-2:])), {}

@@ -1,0 +1,295 @@
+"""Object detection and instance segmentation for torchvision detectors.
+
+The graph takes the batch this task's pipeline made (resize keeping the aspect ratio,
+normalise, pad bottom/right to the input size) and returns MMDeploy's layout:
+``dets`` [N, K, 5] (x1, y1, x2, y2, score in input pixels), ``labels`` [N, K] (torchvision's
+class ids; padding rows have score 0 and label -1) and, for Mask R-CNN, ``masks``
+[N, K, 28, 28] (the probability of each box's own class). ``codebase_config.post_processing``
+(MMDeploy's keys) sets the detector's thresholds for the export and for the PyTorch
+comparison alike: score_threshold, iou_threshold, keep_top_k, and pre_top_k (a cap on the
+NMS candidates). confidence_threshold and max_output_boxes_per_class have no counterpart
+in torchvision's detectors and are accepted for compatibility only.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import ModelError
+from ..utils.fileio import atomic_write
+from ..utils.image import as_rgb_array
+from .base import TASKS, Task, fit_image
+from .classification import IMAGENET_MEAN, IMAGENET_STD
+
+# MMDeploy's post_processing key -> the attribute torchvision's detectors read.
+POST_PROCESSING_ATTRS = {"score_threshold": "score_thresh", "iou_threshold": "nms_thresh",
+                         "keep_top_k": "detections_per_img"}
+
+
+@dataclass(frozen=True)
+class DetectorFamily:
+    """What the task needs to know about one torchvision detector family."""
+
+    class_path: str
+    num_classes: Callable[[Any], int]
+    thresholds_owner: Callable[[Any], Any]       # the module holding score_thresh, nms_thresh, ...
+    post_processing: Callable[[Any], list[Callable]]  # the functions the export must rewrite
+
+
+def _method(obj, name: str) -> Callable:
+    return getattr(type(obj), name)
+
+
+DETECTOR_FAMILIES = (
+    DetectorFamily("torchvision.models.detection.retinanet.RetinaNet",
+                   lambda m: m.head.classification_head.num_classes, lambda m: m,
+                   lambda m: [_method(m, "postprocess_detections")]),
+    DetectorFamily("torchvision.models.detection.fcos.FCOS",
+                   lambda m: m.head.classification_head.num_classes, lambda m: m,
+                   lambda m: [_method(m, "postprocess_detections")]),
+    DetectorFamily("torchvision.models.detection.ssd.SSD",
+                   lambda m: m.head.classification_head.num_columns, lambda m: m,
+                   lambda m: [_method(m, "postprocess_detections")]),
+    DetectorFamily("torchvision.models.detection.generalized_rcnn.GeneralizedRCNN",
+                   lambda m: m.roi_heads.box_predictor.cls_score.out_features, lambda m: m.roi_heads,
+                   lambda m: [_method(m.rpn, "forward"), _method(m.roi_heads, "forward"),
+                              _method(m.roi_heads.box_roi_pool, "forward")]),
+)
+
+
+def _import(path: str):
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def detector_classes() -> tuple[type, ...]:
+    return tuple(_import(f.class_path) for f in DETECTOR_FAMILIES)
+
+
+def family_of(model) -> DetectorFamily | None:
+    return next((f for f in DETECTOR_FAMILIES if isinstance(model, _import(f.class_path))), None)
+
+
+def coco_categories() -> list[str]:
+    """torchvision's 91 COCO ids (0 is the background, some ids are 'N/A')."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+    return list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+
+
+def class_palette(n: int) -> np.ndarray:
+    """A fixed, well-spread RGB colour per class id (the same in every picture)."""
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    import colorsys
+
+    return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 0.95)] for h in hues], np.uint8)
+
+
+@contextlib.contextmanager
+def preprocessed_input(model) -> Iterator[None]:
+    """Run a torchvision detector eagerly on an already pre-processed batch (no resize, no normalise).
+
+    The detector's own post-processing stays as it is, and its masks stay unpasted
+    [K, 1, M, M], so its output is the reference for the exported graph.
+    """
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    class AlreadyPreprocessed(torch.nn.Module):
+        def forward(self, images, targets=None):
+            return ImageList(images, [tuple(images.shape[-2:])] * len(images)), targets
+
+        def postprocess(self, result, image_shapes, original_image_sizes):
+            return result
+
+    original = model.transform
+    model.transform = AlreadyPreprocessed()
+    try:
+        yield
+    finally:
+        model.transform = original
+
+
+@TASKS.register("ObjectDetection")
+class ObjectDetection(Task):
+    name = "ObjectDetection"
+    default_input_shape = (1, 3, 800, 1344)
+    with_masks = False
+
+    @property
+    def post_processing(self) -> dict:
+        return dict(self.settings.get("post_processing") or {})
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "keep_ratio": True, "pad_value": 0.0,
+                **dict(self.settings.get("preprocess") or {})}
+
+    # -- export -----------------------------------------------------------
+    def check_model(self, model) -> None:
+        from ..export import FUNCTION_REWRITER
+        from ..export import rewriters  # noqa: F401  (registers the rewriters)
+
+        kind = type(model).__name__
+        family = family_of(model)
+        if family is None:
+            raise ModelError(f"{kind} is not a torchvision detector (RetinaNet, FCOS, SSD, Faster/Mask R-CNN) but "
+                             f"codebase_config.task is {self.name!r}; use a configs/classification or "
+                             f"configs/segmentation deploy config")
+        roi_heads = getattr(model, "roi_heads", None)
+        if roi_heads is not None and roi_heads.keypoint_predictor is not None:
+            raise ModelError(f"{kind} predicts keypoints, which trtdeploy cannot export yet; "
+                             f"deploy a Faster or Mask R-CNN")
+        has_masks = roi_heads is not None and roi_heads.has_mask()
+        if has_masks != self.with_masks:
+            raise ModelError(
+                f"{kind} {'has' if has_masks else 'has no'} mask head but codebase_config.task is {self.name!r}; use a "
+                f"configs/{'instance-seg' if has_masks else 'detection'} deploy config")
+        for fn in family.post_processing(model):
+            target = f"{fn.__module__}.{fn.__qualname__}"
+            if target not in FUNCTION_REWRITER.targets():
+                raise ModelError(f"{kind}'s post-processing {target} has no rewriter, so it cannot become a fixed-size "
+                                 f"graph; register one with @FUNCTION_REWRITER.register({target!r}) "
+                                 f"(see trtdeploy/export/rewriters/)")
+
+    def configure(self, model) -> None:
+        """Set the detector's thresholds from post_processing, so eager and exported runs agree."""
+        owner = family_of(model).thresholds_owner(model)
+        for key, attr in POST_PROCESSING_ATTRS.items():
+            if key in self.post_processing:
+                setattr(owner, attr, self.post_processing[key])
+
+    def torch_wrapper(self, model):
+        from ..export.rewriters import DetectorGraph
+
+        self.configure(model)
+        return DetectorGraph(model)
+
+    def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
+        """The detector's own eager output on the same pre-processed batch, padded like the graph's."""
+        import torch
+
+        self.configure(model)
+        device = next(model.parameters()).device
+        with torch.no_grad(), preprocessed_input(model):
+            results = model(torch.from_numpy(batch).to(device))
+        keep_top_k = family_of(model).thresholds_owner(model).detections_per_img
+        return padded_outputs(results, keep_top_k, output_names)
+
+    def sidecar_facts(self, model, model_spec: Any) -> dict:
+        names = self.settings.get("class_names")
+        num_classes = family_of(model).num_classes(model)
+        if names is None:
+            coco = coco_categories()
+            names = coco if num_classes == len(coco) else [f"class_{i}" for i in range(num_classes)]
+        transform = model.transform
+        preprocess = {**self.preprocess_cfg, "mean": [255.0 * v for v in transform.image_mean],
+                      "std": [255.0 * v for v in transform.image_std], **dict(self.settings.get("preprocess") or {})}
+        owner = family_of(model).thresholds_owner(model)
+        applied = {key: getattr(owner, attr) for key, attr in POST_PROCESSING_ATTRS.items()}
+        return {"task": self.name, "class_names": list(names), "num_classes": num_classes,
+                "preprocess": preprocess, "post_processing": {**self.post_processing, **applied}}
+
+    # -- inference --------------------------------------------------------
+    def preprocess(self, image, input_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+        cfg = self.preprocess_cfg
+        return fit_image(image, input_shape[-2:], cfg["mean"], cfg["std"], cfg["keep_ratio"], cfg["pad_value"])
+
+    def postprocess(self, outputs: Mapping[str, np.ndarray], meta: dict) -> list[dict]:
+        """Per image: boxes in original-image pixels, scores, labels, names (and pasted boolean masks)."""
+        dets, labels = np.asarray(outputs["dets"]), np.asarray(outputs["labels"])
+        sy, sx = meta["scale"]
+        oh, ow = meta["orig_shape"]
+        results = []
+        for i in range(len(dets)):
+            keep = labels[i] >= 0
+            boxes = dets[i, keep, :4] / np.array([sx, sy, sx, sy], np.float32)
+            boxes = np.clip(boxes, 0, [ow, oh, ow, oh]).astype(np.float32)
+            result = {"boxes": boxes, "scores": dets[i, keep, 4].astype(np.float32),
+                      "labels": labels[i, keep].astype(np.int64),
+                      "names": [self._name(int(c)) for c in labels[i, keep]]}
+            if "masks" in outputs:
+                result["masks"] = paste_masks(np.asarray(outputs["masks"])[i, keep], boxes, (oh, ow))
+            results.append(result)
+        return results
+
+    def _name(self, idx: int) -> str:
+        names = self.settings.get("class_names")
+        return names[idx] if names and 0 <= idx < len(names) else f"class_{idx}"
+
+    def format_result(self, result, limit: int = 20) -> str:
+        det = result[0]
+        lines = [f"  {len(det['scores'])} detections" + (f" (best {limit} shown)" if len(det["scores"]) > limit else "")]
+        for j in range(min(limit, len(det["scores"]))):
+            x1, y1, x2, y2 = (float(v) for v in det["boxes"][j])
+            lines.append(f"  {det['names'][j]} (class {int(det['labels'][j])}): {float(det['scores'][j]):.3f} "
+                         f"at [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+        return "\n".join(lines)
+
+    def visualize(self, image, result, out_path: str | Path, limit: int = 100) -> None:
+        """Draw masks (tinted), boxes, class names and scores over the image."""
+        from PIL import Image, ImageDraw
+
+        img = as_rgb_array(image).astype(np.float32)
+        det = result[0]
+        shown = range(min(limit, len(det["scores"])))
+        palette = class_palette(max([int(c) for c in det["labels"]] + [0]) + 1)
+        for j in reversed(shown):
+            if "masks" in det:
+                m = det["masks"][j]
+                img[m] = 0.5 * img[m] + 0.5 * palette[int(det["labels"][j])]
+        im = Image.fromarray(img.astype(np.uint8))
+        draw = ImageDraw.Draw(im)
+        for j in reversed(shown):
+            colour = tuple(int(c) for c in palette[int(det["labels"][j])])
+            x1, y1, x2, y2 = (float(v) for v in det["boxes"][j])
+            draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+            text = f"{det['names'][j]} {float(det['scores'][j]):.2f}"
+            ty = max(0.0, y1 - 12)
+            draw.rectangle([x1, ty, x1 + 6 * len(text) + 4, ty + 12], fill=colour)
+            draw.text((x1 + 2, ty), text, fill=(0, 0, 0))
+        with atomic_write(out_path, "wb") as f:
+            im.save(f, format="PNG" if str(out_path).lower().endswith(".png") else "JPEG")
+
+
+@TASKS.register("InstanceSegmentation")
+class InstanceSegmentation(ObjectDetection):
+    name = "InstanceSegmentation"
+    with_masks = True
+
+
+def padded_outputs(results: list[dict], keep_top_k: int, output_names: list[str]) -> dict[str, np.ndarray]:
+    """torchvision's list of per-image dicts -> the graph's padded arrays (score 0, label -1 in padding)."""
+    n = len(results)
+    dets = np.zeros((n, keep_top_k, 5), np.float32)
+    labels = np.full((n, keep_top_k), -1, np.int64)
+    arrays = {"dets": dets, "labels": labels}
+    if any("masks" in r for r in results):
+        size = results[0]["masks"].shape[-2:]
+        arrays["masks"] = np.zeros((n, keep_top_k, *size), np.float32)
+    for i, r in enumerate(results):
+        k = min(keep_top_k, len(r["scores"]))
+        dets[i, :k, :4] = r["boxes"][:k].cpu().numpy()
+        dets[i, :k, 4] = r["scores"][:k].cpu().numpy()
+        labels[i, :k] = r["labels"][:k].cpu().numpy()
+        if "masks" in arrays:
+            arrays["masks"][i, :k] = r["masks"][:k, 0].cpu().numpy()
+    return {name: arrays[key] for name, key in zip(output_names, ("dets", "labels", "masks"))}
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, image_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """[K, M, M] box-relative probabilities -> [K, H, W] booleans, pasted the way torchvision pastes them."""
+    import torch
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    if len(masks) == 0:
+        return np.zeros((0, *image_hw), bool)
+    pasted = paste_masks_in_image(torch.from_numpy(np.ascontiguousarray(masks[:, None], np.float32)),
+                                  torch.from_numpy(boxes), image_hw)
+    return (pasted[:, 0] >= threshold).numpy()
