@@ -15,6 +15,7 @@ from ..errors import TrtDeployError
 from ..utils.logging import LOG_LEVELS, logger, setup_logging
 
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"trtdeploy {args.command}: interrupted; no partial file was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of ours: say so in one line; the traceback is one flag away
+        if args.log_level == "debug":
+            logger.exception("internal error")
+        print(f"trtdeploy {args.command}: internal error ({type(e).__name__}: {e}); no partial file was left "
+              f"behind; rerun with --log-level debug and report the traceback", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def _progress_monitor(trt: TensorRT, cancel: threading.Event):
 
 @contextlib.contextmanager
 def _interrupt_cancels(cancel: threading.Event) -> Iterator[None]:
-    """Turn Ctrl-C during the (blocking, C++) build into a cancellation request."""
+    """Turn Ctrl-C or SIGTERM during the (blocking, C++) build into a cancellation request."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -93,11 +93,12 @@ def _interrupt_cancels(cancel: threading.Event) -> Iterator[None]:
     def handler(signum, frame):
         cancel.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger) -> None:
@@ -139,6 +140,17 @@ def resolve_profiles(cfg: DeployConfig, inputs: list[TensorSpec],
     return profiles
 
 
+def check_timing_cache_path(path: str | None) -> None:
+    """Refuse a timing-cache path we could not write, before the build rather than after it."""
+    if not path:
+        return
+    cache_file = Path(path)
+    if cache_file.is_dir():
+        raise ConfigError(f"backend_config.common_config.timing_cache={path} is a directory; name a file, "
+                          f"e.g. {cache_file / 'timing.cache'}")
+    ensure_writable_dir(cache_file.parent)
+
+
 @contextlib.contextmanager
 def _timing_cache(trt: TensorRT, builder_config, path: str | None) -> Iterator[None]:
     """Load a persistent timing cache before the build and save it (atomically) after."""
@@ -146,10 +158,6 @@ def _timing_cache(trt: TensorRT, builder_config, path: str | None) -> Iterator[N
         yield
         return
     cache_file = Path(path)
-    if cache_file.is_dir():
-        raise ConfigError(f"backend_config.common_config.timing_cache={path} is a directory; name a file, "
-                          f"e.g. {cache_file / 'timing.cache'}")
-    ensure_writable_dir(cache_file.parent)  # fail now, not after a long build
     blob = b""
     if cache_file.is_file():
         try:
@@ -183,6 +191,7 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
 
     ``configure(builder_config, network)`` adds what a precision needs (INT8 flag, calibrator).
     """
+    check_timing_cache_path(cfg.common.get("timing_cache"))
     mod = trt.module
     trt_logger = make_logger(trt)
     builder = mod.Builder(trt_logger)
