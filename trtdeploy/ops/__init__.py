@@ -21,6 +21,7 @@ class CustomOp:
     register_plugin: Optional[Callable] = None  # called with a compat.TensorRT to register the creator
     ort_impl: Optional[Callable] = None          # registers the ONNX Runtime implementation
     attributes: dict = field(default_factory=dict)
+    lower: Optional[Callable] = None             # plugin-free lowering: lower(node, passes.lower_custom_ops.Emitter)
 
 
 CUSTOM_OPS: Registry[CustomOp] = Registry("custom op")
@@ -29,6 +30,16 @@ CUSTOM_OPS: Registry[CustomOp] = Registry("custom op")
 def register_op(op: CustomOp) -> CustomOp:
     CUSTOM_OPS.register(f"{op.domain}::{op.op_type}")(op)
     return op
+
+
+def load_ops() -> None:
+    """Import every ``ops/<op>/`` package so that each registers itself (once)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def plugin_for(domain: str, op_type: str) -> CustomOp | None:

@@ -1,0 +1,70 @@
+"""Plugin-free ``mmdeploy::MMCVMultiLevelRoiAlign``: per-RoI level by threshold tests, then one RoIAlign.
+
+The level is torchvision's LevelMapper, ``floor(4 + log2(sqrt(area) / s0) + 1e-6)`` clamped,
+with s0 = finest_scale * 2**(4 - k_min). ONNX has no log2, so instead of taking a logarithm
+the lowering compares ``sqrt(area) / s0`` with per-level thresholds found with torch's own
+float32 ``log2`` at lowering time: the same level as torchvision for every float32 input.
+All levels are then pooled by a single RoIAlign over one table of all maps (``roi_align.lowering``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from ...errors import BuildError
+from ...passes.lower_custom_ops import Emitter, attributes
+from ..roi_align.lowering import emit_roi_align
+from .function import CANONICAL_LEVEL
+
+EPS = 1e-6
+
+
+def level_thresholds(k_min: int, k_max: int, canonical_level: int = CANONICAL_LEVEL) -> np.ndarray:
+    """For k in k_min+1..k_max: the least float32 ``a`` with floor(level0 + log2(a) + eps) >= k in torch float32."""
+    import torch
+
+    def level(a: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(a)
+        return torch.floor(canonical_level + torch.log2(t) + torch.tensor(EPS, dtype=t.dtype)).numpy()
+
+    found = []
+    for k in range(k_min + 1, k_max + 1):
+        guess = np.float32(2.0 ** (k - canonical_level - EPS))
+        window = guess.view(np.int32) + np.arange(-256, 257, dtype=np.int32)   # float32 neighbours of the guess
+        candidates = window.view(np.float32)
+        reached = np.nonzero(level(candidates) >= k)[0]
+        if not len(reached) or reached[0] == 0:
+            raise AssertionError(f"no float32 level threshold near {guess} for level {k}")
+        found.append(candidates[reached[0]])
+    return np.asarray(found, np.float32)
+
+
+def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
+    a = attributes(node)
+    where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
+    if int(a.get("pool_mode", 1)) != 1:
+        raise BuildError(f"{where}: pool_mode=0 (max) has no plugin-free lowering; torchvision pools with avg (1)")
+    if float(a.get("roi_scale_factor", 1.0)) != 1.0:
+        raise BuildError(f"{where}: roi_scale_factor={a['roi_scale_factor']} has no plugin-free lowering; export "
+                         f"with roi_scale_factor=1")
+    strides = [float(s) for s in a["featmap_strides"]]
+    features = list(node.input[1:])
+    if len(strides) != len(features):
+        raise BuildError(f"{where}: {len(features)} feature inputs but {len(strides)} featmap_strides")
+    rois = node.input[0]
+    k_min, k_max = (int(round(math.log2(s))) for s in (strides[0], strides[-1]))
+    s0 = float(a.get("finest_scale", 56)) * 2.0 ** (CANONICAL_LEVEL - k_min)
+    _, x1, y1, x2, y2 = e.op("Split", rois, e.i64([1] * 5), axis=1, outputs=5)
+    area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))
+    ratio = e.op("Div", e.op("Sqrt", area), e.const(np.float32(s0)))                     # [R, 1]
+    if len(strides) > 1:
+        above = e.op("GreaterOrEqual", ratio, e.const(level_thresholds(k_min, k_max)))     # [R, L-1]
+        level = e.reduce("ReduceSum", e.op("Cast", above, to=TensorProto.INT64), [1], keepdims=0)
+    else:
+        level = None
+    out = emit_roi_align(e, features, [1.0 / s for s in strides], rois, level, int(a["output_height"]),
+                         int(a["output_width"]), int(a.get("sampling_ratio", 0)), bool(a.get("aligned", 0)))
+    e.output(out, node.output[0])
