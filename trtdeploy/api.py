@@ -106,6 +106,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
         inputs = task.example_inputs(cfg, device)
         proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)
+        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"))
     with stage(f"[{next(n)}/{steps}] simplify and check the graph"):
         if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
             proto = passes.simplify(proto)
