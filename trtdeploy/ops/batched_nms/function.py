@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import nms  # imported before any trace: its import fails inside one
 
 from ...errors import ConfigError
 
@@ -38,8 +39,6 @@ def multiclass_nms_reference(boxes: Tensor, scores: Tensor, *, iou_threshold: fl
                              pre_top_k: int, keep_top_k: int, background_label_id: int = -1,
                              return_index: bool = False) -> tuple[Tensor, ...]:
     """The eager result, from ``torchvision.ops.nms`` on offset boxes (torchvision's batched_nms trick)."""
-    from torchvision.ops import nms
-
     n_images, n_boxes, n_classes = scores.shape
     per_class_boxes = boxes if boxes.dim() == 4 else boxes.unsqueeze(2)
     dets = scores.new_zeros(n_images, keep_top_k, 5)

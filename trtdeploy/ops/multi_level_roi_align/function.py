@@ -15,6 +15,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torchvision.ops import roi_align as tv_roi_align  # imported before any trace: its import fails inside one
+from torchvision.ops.poolers import LevelMapper
 
 from ...errors import ConfigError
 from ..roi_align.function import pair
@@ -36,9 +38,6 @@ def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, ou
                                     featmap_strides: Sequence[float], sampling_ratio: int, aligned: bool,
                                     canonical_scale: float, canonical_level: int) -> Tensor:
     """torchvision's MultiScaleRoIAlign pooling for ``rois [R, 5]`` with known strides."""
-    from torchvision.ops import roi_align as tv_roi_align
-    from torchvision.ops.poolers import LevelMapper
-
     k_min, k_max = (int(round(math.log2(s))) for s in (featmap_strides[0], featmap_strides[-1]))
     levels = LevelMapper(k_min, k_max, canonical_scale, canonical_level)([rois[:, 1:]])
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *output_size))

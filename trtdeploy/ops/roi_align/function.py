@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import roi_align as tv_roi_align  # imported before any trace: its import fails inside one
 
 from ...errors import ConfigError
 
@@ -28,8 +29,6 @@ class MMCVRoIAlign(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        from torchvision.ops import roi_align as tv_roi_align
-
         return tv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
