@@ -42,7 +42,9 @@ def load_ops() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-def plugin_for(domain: str, op_type: str) -> CustomOp | None:
-    key = f"{domain}::{op_type}"
-    op = CUSTOM_OPS._items.get(key)
-    return op if op is not None and op.plugin_name else None
+def plugin_for(domain: str, op_type: str):
+    """The TensorRT plugin spec (``ops/<op>/plugin.py``) that builds ``domain::op_type``, or None."""
+    from .plugins import PLUGINS, load_plugin_specs
+
+    load_plugin_specs()
+    return PLUGINS._items.get(f"{domain}::{op_type}")

@@ -109,10 +109,23 @@ def _plugin_field_value(field, kind: str):
     return int(scalar) if kind == "int" else float(scalar)
 
 
+# field kind -> the PluginFieldType names that may carry it (ONNX INT arrives as INT32, FLOAT as FLOAT32)
+_PLUGIN_TYPES = {"int": ("INT32", "INT64", "INT16", "INT8"), "float": ("FLOAT32", "FLOAT64", "FLOAT16", "INT32"),
+                 "floats": ("FLOAT32", "FLOAT64", "INT32"), "string": ("CHAR",)}
+
+
 def read_plugin_fields(collection, fields: Sequence[Field], where: str) -> dict:
     """Field values from a PluginFieldCollection (what the parser or the engine hands the creator)."""
     known = {f.name: f for f in fields}
-    values = {f.name: _plugin_field_value(f, known[f.name].kind) for f in collection if f.name in known}
+    values = {}
+    for plugin_field in collection:
+        field = known.get(plugin_field.name)
+        if field is None:
+            continue
+        if plugin_field.type.name not in _PLUGIN_TYPES[field.kind]:
+            raise BuildError(f"{where}: attribute {field.name!r} must be of ONNX type {_ONNX_TYPE_OF[field.kind]}, "
+                             f"got {plugin_field.type.name}; export it with the right type")
+        values[field.name] = _plugin_field_value(plugin_field, field.kind)
     return _complete(values, fields, where)
 
 
@@ -229,7 +242,7 @@ def _make_classes(module):
             return self.spec.output_shapes(module, self.values, list(inputs), expr_builder)
 
         def supports_format_combination(self, pos, in_out, num_inputs):
-            desc = in_out[pos]
+            desc = in_out[pos].desc
             wanted = self.spec.io_types(module, self.values, num_inputs)
             return desc.format == module.TensorFormat.LINEAR and desc.type == wanted[pos]
 
@@ -358,7 +371,7 @@ def _make_link(folder: Path, name: str, target: Path) -> Path | None:
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        tmp.symlink_to(target)
+        tmp.symlink_to(target.name if target.parent == folder else target)
         os.replace(tmp, link)  # atomic; a concurrent process making the same link is harmless
     except OSError as e:
         logger.debug("cannot create %s: %s", link, e)
@@ -387,15 +400,29 @@ def load_plugin_specs() -> None:
                 importlib.import_module(f"{__package__}.{info.name}.plugin")
 
 
-def register_plugins(trt) -> dict[str, Any]:
-    """Register every op's plugin creator with ``trt`` (a compat.TensorRT); idempotent, thread-safe."""
+def register_plugins(trt=None) -> dict[str, Any]:
+    """Register every op's plugin creator with ``trt`` (a compat.TensorRT, default: the one trtdeploy uses).
+
+    Idempotent and thread-safe; returns the creators by plugin key.
+    """
+    if trt is None:
+        from ..backends.tensorrt.compat import import_tensorrt
+
+        trt = import_tensorrt()
     with _lock:
         done = _registered.setdefault(trt.flavour, {})
         load_plugin_specs()
         missing = [key for key in PLUGINS if key not in done]
         if not missing:
             return done
-        ensure_loader_link(trt.flavour)
+        if not hasattr(trt.module, "IPluginV3OneRuntime"):
+            logger.warning("%s has no IPluginV3 (TensorRT >= 10 has); trtdeploy's plugins are not registered and "
+                           "graphs with custom ops need the plugin-free route", trt.label)
+            return done
+        try:
+            ensure_loader_link(trt.flavour)
+        except BackendUnavailableError as e:
+            logger.warning("%s", e)  # building a graph with plugins raises it again, before parsing
         _, creator_cls = _make_classes(trt.module)
         registry = trt.module.get_plugin_registry()
         for key in missing:
@@ -435,3 +462,84 @@ def plugin_status() -> list[dict]:
         rows.append({"plugin": key, "name": spec.name, "version": spec.version, "namespace": spec.namespace,
                      "registered": registered})
     return rows
+
+
+# -- what the TensorRT backend asks before a build and before an engine load --------------------------
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def custom_nodes(model) -> list:
+    """The graph's nodes outside the standard ONNX domain (subgraphs included)."""
+    def walk(graph):
+        for node in graph.node:
+            if node.domain not in STANDARD_DOMAINS:
+                yield node
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from walk(sub)
+    return list(walk(model.graph))
+
+
+def plugin_op_types(model) -> list[str]:
+    """Op types of the graph's custom nodes (kept FP32 by the FP16 pass: the plugins take FP32)."""
+    return sorted({node.op_type for node in custom_nodes(model)})
+
+
+def known_plugins() -> str:
+    load_plugin_specs()
+    return ", ".join(f"{key} v{spec.version}" for key, spec in PLUGINS.items())
+
+
+def unknown_op_hint() -> str:
+    return (f"trtdeploy has TensorRT plugins only for {known_plugins()}; lower it with a rewriter into standard ONNX "
+            f"ops or add an ops/<op>/plugin.py")
+
+
+def check_plugin_nodes(model) -> list[str]:
+    """Check every custom node against its plugin (known op, attribute types and ranges); the plugin keys used."""
+    from ..errors import UnsupportedOpError
+
+    load_plugin_specs()
+    used = []
+    for node in custom_nodes(model):
+        key = f"{node.domain}::{node.op_type}"
+        if key not in PLUGINS:
+            raise UnsupportedOpError(f"node {node.name or '<unnamed>'} is the custom op {node.op_type} of domain "
+                                     f"{node.domain!r}, which no TensorRT plugin serves; {unknown_op_hint()}")
+        read_node_attributes(node, PLUGINS.get(key).fields)
+        used.append(key)
+    return sorted(set(used))
+
+
+def prepare_plugin_build(trt, model) -> list[str]:
+    """Before parsing a graph with custom nodes: check them, bridge the library name, register the plugins."""
+    used = check_plugin_nodes(model)
+    if used:
+        ensure_loader_link(trt.flavour)  # raises a clear error rather than letting the parser abort the process
+        register_plugins(trt)
+    return used
+
+
+REGISTER_HINT = ("trtdeploy registers its plugins when it imports TensorRT (trtdeploy.load does this); in your own "
+                 "code call `from trtdeploy.ops.plugins import register_plugins; register_plugins()` before "
+                 "deserializing the engine")
+
+
+def check_engine_plugins(trt, sidecar: Mapping, path: Path) -> None:
+    """Refuse to load an engine whose plugins (listed in its sidecar) are not registered with ``trt``."""
+    from ..errors import ModelError
+
+    needed = list(sidecar.get("plugins") or [])
+    if not needed:
+        return
+    register_plugins(trt)
+    registry = trt.module.get_plugin_registry()
+    missing = []
+    for key in needed:
+        namespace, name = key.split("::", 1)
+        spec = PLUGINS._items.get(key)
+        if spec is None or registry.get_creator(name, spec.version, namespace) is None:
+            missing.append(key)
+    if missing:
+        raise ModelError(f"{path.name} needs the TensorRT plugin(s) {', '.join(missing)}, which are not registered "
+                         f"with {trt.label}; {REGISTER_HINT}")

@@ -15,6 +15,7 @@ from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
 from ..base import BACKENDS, Backend, BuildResult, Runner
 from ..sidecar import read_sidecar
+from ...ops.plugins import check_engine_plugins, plugin_op_types, prepare_plugin_build
 from .compat import INSTALL_HINT, import_tensorrt
 
 # Standard ONNX ops a flavour parses but cannot build (measured with tensorrt_rtx 1.7 on the CPU),
@@ -51,10 +52,11 @@ class TensorRTBackend(Backend):
                               "hint": table[node.op_type]})
             elif node.domain not in ("", "ai.onnx"):
                 from ...ops import plugin_for  # custom ops need a registered plugin
+                from ...ops.plugins import unknown_op_hint
 
                 if plugin_for(node.domain, node.op_type) is None:
                     found.append({"name": node.name, "op_type": node.op_type, "domain": node.domain,
-                                  "hint": "no TensorRT plugin is registered for it"})
+                                  "hint": f"no TensorRT plugin serves it: {unknown_op_hint()}"})
         return found
 
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResult:
@@ -66,6 +68,7 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError(f"{trt.label} builds only strongly typed networks; "
                                           f"remove backend_config.common_config.strongly_typed=False")
         model = read_onnx(onnx_path, load_external_data=False)
+        plugins = prepare_plugin_build(trt, model)  # custom nodes checked, plugins registered, before parsing
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
         shapes = cfg_default_shapes(cfg, default_shapes)
@@ -79,12 +82,14 @@ class TensorRTBackend(Backend):
         elif cfg.fp16 and strongly_typed:
             # Strongly typed TensorRT takes FP16 from the graph's tensor types.
             source = Path(work_dir) / f"{source.stem}_fp16.onnx"
-            atomic_write_bytes(source, to_fp16(onnx.load(str(onnx_path))).SerializeToString())
+            # our plugins take FP32: their nodes stay FP32, with casts around them
+            atomic_write_bytes(source, to_fp16(onnx.load(str(onnx_path)), block_list=plugin_op_types(model))
+                               .SerializeToString())
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
         facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
                              configure=int8.configure if int8 else None)
         facts.update(flavour=trt.flavour, backend_version=trt.version, precision=cfg.precision,
-                     built_from=source.name, **(int8.facts if int8 else {}))
+                     built_from=source.name, plugins=plugins, **(int8.facts if int8 else {}))
         return BuildResult(engine_path, facts)
 
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cuda") -> Runner:
@@ -94,6 +99,7 @@ class TensorRTBackend(Backend):
         sidecar = dict(sidecar or read_sidecar(path, required=True))
         check_engine_file(Path(path), sidecar)
         check_engine_compatible(trt, sidecar, Path(path))
+        check_engine_plugins(trt, sidecar, Path(path))
         return TensorRTRunner(trt, Path(path), sidecar, device)
 
     def describe(self) -> dict:

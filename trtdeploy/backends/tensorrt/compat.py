@@ -251,6 +251,9 @@ def import_tensorrt(prefer: str | None = None) -> TensorRT:
                                "to use it", tar.root, tar.flavour, found.label, found.how, tar.root)
             logger.debug("using %s from %s (%s), library %s (%s)", found.label, found.origin, found.how,
                          found.library, found.library_how)
+            from ...ops.plugins import register_plugins  # here, so that `import trtdeploy` stays cheap
+
+            register_plugins(found)
             return found
     raise _not_installed(order, tar)
 

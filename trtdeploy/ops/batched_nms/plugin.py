@@ -1,9 +1,11 @@
 """TensorRT plugin for ``mmdeploy::TRTBatchedNMS`` (MMDeploy's node: names, fields, output order).
 
 Inputs: boxes [N, B, 1 or C, 4] float32 (x1, y1, x2, y2), scores [N, B, C] float32.
-Outputs: dets [N, keep_topk, 5] float32 (x1, y1, x2, y2, score), labels [N, keep_topk] int32,
-and with return_index=1 the box index [N, keep_topk] int32. Padding rows: dets 0, label -1,
-index -1. What is computed: ``reference.py`` (per-class top-k, greedy NMS, best keep_topk).
+Outputs: dets [N, keep_topk, 5] float32 (x1, y1, x2, y2, score), labels [N, keep_topk] int64
+and, with return_index=1, the box index [N, keep_topk] int64. int64 because the exported graph
+declares them so and TensorRT >= 10 refuses a graph output whose plugin type differs. Padding
+rows: dets 0, label -1, index -1. What is computed: ``function.py``'s semantics, in ``reference.py``'s steps (the best
+``topk`` (box, class) pairs, class-aware greedy NMS, the first ``keep_topk`` survivors).
 ``is_normalized`` is accepted for MMDeploy compatibility and changes nothing (IoU is
 torchvision's, no +1 pixel); ``clip_boxes=1`` clamps box coordinates to [0, 1] first.
 """
@@ -17,7 +19,7 @@ BATCHED_NMS_FIELDS = (
     Field("background_label_id", "int", -1, lambda v: v >= -1, "-1 (no background class) or a class index"),
     Field("num_classes", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (scores.shape[2])"),
     Field("topk", "int", valid=lambda v: v >= -1 and v != 0,
-          expected="an integer >= 1 (candidates per class), or -1 for all"),
+          expected="an integer >= 1 (candidates per image, over all classes), or -1 for all"),
     Field("keep_topk", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (detections per image)"),
     Field("score_threshold", "float", 0.0, lambda v: v == v, "a number"),
     Field("iou_threshold", "float", valid=lambda v: 0.0 <= v <= 1.0, expected="a number in [0, 1]"),
@@ -27,9 +29,9 @@ BATCHED_NMS_FIELDS = (
 )
 
 
-def candidates_per_class(values: Mapping, num_boxes: int) -> int:
-    topk = values["topk"]
-    return min(topk, num_boxes) if topk > 0 else num_boxes
+def candidates_per_image(values: Mapping, num_boxes: int, num_classes: int) -> int:
+    topk, pairs = values["topk"], num_boxes * num_classes
+    return min(topk, pairs) if topk > 0 else pairs
 
 
 class BatchedNMSPlugin(PluginSpec):
@@ -40,7 +42,7 @@ class BatchedNMSPlugin(PluginSpec):
         return 3 if values["return_index"] else 2
 
     def output_dtypes(self, trt, values: Mapping, input_types: list) -> list:
-        return [trt.DataType.FLOAT] + [trt.DataType.INT32] * (self.num_outputs(values) - 1)
+        return [trt.DataType.FLOAT] + [trt.DataType.INT64] * (self.num_outputs(values) - 1)
 
     def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
         return [trt.DataType.FLOAT] * num_inputs + self.output_dtypes(trt, values, [])
@@ -73,18 +75,16 @@ class BatchedNMSPlugin(PluginSpec):
         from .kernel import workspace_bytes
 
         num_images, num_boxes, num_classes = input_shapes[1]
-        return workspace_bytes(num_images, num_classes, candidates_per_class(values, num_boxes))
+        return workspace_bytes(num_images, candidates_per_image(values, num_boxes, num_classes))
 
     def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
-        import torch
-
         from .kernel import batched_nms
 
         dets, labels, index = batched_nms(
             inputs[0], inputs[1], topk=values["topk"], keep_topk=values["keep_topk"],
             score_threshold=values["score_threshold"], iou_threshold=values["iou_threshold"],
             background_label_id=values["background_label_id"], clip_boxes=bool(values["clip_boxes"]),
-            workspace=workspace, label_dtype=torch.int32)
+            workspace=workspace)
         for out, result in zip(outputs, (dets, labels, index)):
             out.copy_(result)
 
