@@ -114,12 +114,19 @@ def lowerings() -> dict[str, Callable]:
 def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx.ModelProto:
     """Replace every custom node that has a plugin-free lowering by standard ONNX ops.
 
-    ``route`` is ``backend_config.custom_ops``; until the plugin route exists every route lowers.
+    ``route`` is ``backend_config.custom_ops``: 'plugin-free' and 'auto' lower every node that has a
+    lowering ('auto' because it builds everywhere and needs nothing at run time); 'plugin' keeps
+    the nodes that have a TensorRT plugin (and ONNX Runtime implementation) and lowers the rest.
     The model is changed in place and returned; domains no node uses any more are dropped.
     """
     if route not in ROUTES:
         raise ConfigError(f"backend_config.custom_ops must be one of {', '.join(ROUTES)}, got {route!r}")
     table = lowerings()
+    if route == "plugin":
+        from ..ops.plugins import PLUGINS, load_plugin_specs
+
+        load_plugin_specs()
+        table = {key: lower for key, lower in table.items() if key not in PLUGINS}
     if not any(f"{n.domain}::{n.op_type}" in table for n in model.graph.node):
         return model
     opset = model_opset(model)
