@@ -92,7 +92,8 @@ def load_checkpoint(model, checkpoint: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelError(f"checkpoint {path} cannot be read as a PyTorch state dict ({type(e).__name__}: {e}); "
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's unpickler errors span many lines
+        raise ModelError(f"checkpoint {path} cannot be read as a PyTorch state dict ({type(e).__name__}: {first}); "
                          f"save it with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "model_state_dict"):
