@@ -232,8 +232,9 @@ class TritonServer:
         self.repo = Path(repo).resolve()
         self.endpoints = endpoints
         self.log_file = Path(log_file)
+        models = repository_models(self.repo)  # a bad repository is reported before any server is installed
         self.install = install or find_server()
-        self.models, self.skipped = loadable(repository_models(self.repo), self.install.python_only)
+        self.models, self.skipped = loadable(models, self.install.python_only)
         if not self.models:
             raise ModelError(f"{self.repo}: no model can be loaded by this server: "
                              + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))

@@ -173,7 +173,7 @@ class Pipeline(Stage):
     def _answer(self, outputs: Answer, metas: list[dict]) -> Answer:
         if isinstance(outputs, Exception):
             return outputs
-        results = [self.model.task.postprocess({k: v[i:i + 1] for k, v in outputs.items()}, meta)
+        results = [self.model.task.postprocess({k: v[i:i + 1] for k, v in outputs.items()}, meta)[0]
                    for i, meta in enumerate(metas)]
         return self.outputs.to_tensors(results)
 
@@ -252,7 +252,7 @@ class Postprocess(Stage):
         for request in requests:
             try:
                 metas = [json.loads(bytes(row[0])) for row in request[META]]
-                results = [self.model.task.postprocess({k: request[k][i:i + 1] for k in self.output_names}, meta)
+                results = [self.model.task.postprocess({k: request[k][i:i + 1] for k in self.output_names}, meta)[0]
                            for i, meta in enumerate(metas)]
                 answers.append(self.outputs.to_tensors(results))
             except Exception as e:
