@@ -1,0 +1,102 @@
+"""Issue 7: `trtdeploy test` end to end on ONNX Runtime, with the TensorRT-RTX engine listed as unable to run here."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import trtdeploy
+from conftest import CONFIGS, run_cli
+from trtdeploy.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def labelled_folder(tiny_classifier, tmp_path_factory):
+    """Six random images filed so that the model is right on exactly four: top-1 must be 4/6."""
+    root = tmp_path_factory.mktemp("folder")
+    model = trtdeploy.load(tiny_classifier["work"] / "end2end.onnx")
+    rng = np.random.default_rng(0)
+    classes = ["class_0", "class_1", "class_2"]  # sorted folder i is class i (the model has no class names)
+    for name in classes:
+        (root / name).mkdir()
+    for i in range(6):
+        image = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        predicted = model.predict(image)[0][0][0]
+        label = predicted if i < 4 else (predicted + 1) % 3
+        Image.fromarray(image).save(root / classes[label] / f"{i}.png")
+    model.close()
+    return root
+
+
+def test_accuracy_table_across_backends(tiny_classifier, labelled_folder, tmp_path):
+    work = tiny_classifier["work"]
+    out = tmp_path / "results.json"
+    proc = run_cli("test", tiny_classifier["cfg"], tiny_classifier["model"], work / "end2end.onnx",
+                   work / "end2end.engine", "--dataset", labelled_folder, "--out", out)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"dataset: {labelled_folder} (6 images)"
+    rows = {line.split("  ")[0].strip(): line for line in lines[3:7]}
+    assert set(rows) == {f"pytorch fp32 ({tiny_classifier['model']})", "onnxruntime fp32 (end2end.onnx)",
+                         "tensorrt fp16 (end2end.engine)", "onnxruntime fp16 (end2end_fp16.onnx, graph of end2end.engine)"}
+    assert "cannot run here (no GPU)" in rows["tensorrt fp16 (end2end.engine)"]
+    assert "needs an NVIDIA GPU" in proc.stdout  # the full reason is printed under the table
+    data = json.loads(out.read_text())
+    by_target = {r["target"]: r for r in data["results"]}
+    for target, row in by_target.items():
+        if row["status"] == "ok":
+            assert row["scores"]["top-1"] == pytest.approx(400 / 6), target
+            assert row["scores"]["top-5"] == 100.0 and row["images"] == 6 and row["latency_ms"] > 0
+    assert by_target["tensorrt fp16 (end2end.engine)"]["scores"] == {}
+
+
+def test_max_images_and_leaving_pytorch_out(tiny_classifier, labelled_folder):
+    proc = run_cli("test", tiny_classifier["cfg"], "none", tiny_classifier["work"] / "end2end.onnx",
+                   "--dataset", labelled_folder, "--max-images", "2")
+    assert "(2 images)" in proc.stdout and "pytorch" not in proc.stdout
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    """Run the CLI in this process (no TensorRT build involved); returns (exit code, stderr)."""
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_bad_input(tiny_classifier, labelled_folder, tmp_path, capsys):
+    work = tiny_classifier["work"]
+    cfg, model = tiny_classifier["cfg"], tiny_classifier["model"]
+
+    code, err = _cli(capsys, "test", cfg, model, work / "end2end.onnx", "--dataset", tmp_path / "nowhere")
+    assert code == 7 and "dataset" in err and "does not exist" in err
+
+    renamed = tmp_path / "renamed.py"
+    renamed.write_text(f"_base_ = ['{CONFIGS}/classification/classification_onnxruntime_static.py']\n"
+                       f"onnx_config = dict(input_names=['image'])\n")
+    code, err = _cli(capsys, "test", renamed, model, work / "end2end.onnx", "--dataset", labelled_folder)
+    assert code == 2 and "input_names is ['image'] but" in err and "has inputs ['input']" in err
+
+    code, err = _cli(capsys, "test", cfg, model, work / "missing.onnx", "--dataset", labelled_folder)
+    assert code == 3 and "missing.onnx does not exist" in err
+
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "gone.jpg"}], "categories": [{"id": 1, "name": "a"}]}))
+    code, err = _cli(capsys, "test", cfg, model, work / "end2end.onnx", "--dataset", coco)
+    assert code == 7 and "gone.jpg" in err and "--img-prefix" in err
+
+    code, err = _cli(capsys, "test", cfg, model, work / "end2end.onnx", "--dataset", labelled_folder, "--max-images", "0")
+    assert code == 7 and "--max-images must be at least 1" in err
+
+    engine_alone = tmp_path / "alone" / "end2end.engine"
+    engine_alone.parent.mkdir()
+    shutil.copy(work / "end2end.engine", engine_alone)
+    code, err = _cli(capsys, "test", cfg, model, engine_alone, "--dataset", labelled_folder)
+    assert code == 3 and "has no sidecar" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "coco.json", "renamed.py"]  # no half-written file
+
+
+def test_tensorrt_not_installed_says_how_to_install(tiny_classifier, labelled_folder):
+    proc = run_cli("test", tiny_classifier["cfg"], tiny_classifier["model"], tiny_classifier["work"] / "end2end.engine",
+                   "--dataset", labelled_folder, check=False, env={"TRTDEPLOY_TENSORRT": "tensorrt"})
+    assert proc.returncode == 5 and "pip install tensorrt" in proc.stderr
