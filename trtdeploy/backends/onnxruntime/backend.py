@@ -28,12 +28,16 @@ class OnnxRuntimeRunner(Runner):
 
         opts = session_options or ort.SessionOptions()
         opts.log_severity_level = 3
+        providers = providers or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"ONNX Runtime cannot load {path}: {first}") from None
+            if "is not a registered function/op" not in str(e):
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ModelError(f"ONNX Runtime cannot load {path}: {first}") from None
+            from ...ops.ort_ops import session_for  # custom nodes (mmdeploy::*): register their implementations
+
+            self.session = session_for(Path(path), opts, providers)
         super().__init__([_spec(a) for a in self.session.get_inputs()],
                          [_spec(a) for a in self.session.get_outputs()], profiles, source=str(path))
 

@@ -89,4 +89,4 @@ class BatchedNMSPlugin(PluginSpec):
             out.copy_(result)
 
 
-register_spec(BatchedNMSPlugin())
+PLUGIN = register_spec(BatchedNMSPlugin())

@@ -1,8 +1,12 @@
-"""Multi-level RoIAlign (``mmdeploy::MMCVMultiLevelRoiAlign``): torch-level function and plugin-free lowering."""
+"""Multi-level RoIAlign (``mmdeploy::MMCVMultiLevelRoiAlign``): torch-level function, plugin-free lowering,
+TensorRT plugin (``plugin.py``) and ONNX Runtime implementation (``ort.py``)."""
 from .. import CustomOp, register_op
 from .function import DOMAIN, OP_TYPE, multi_level_roi_align
 from .lowering import lower_multi_level_roi_align
+from .ort import KERNEL as ORT_KERNEL
+from .plugin import PLUGIN
 
-OP = register_op(CustomOp(DOMAIN, OP_TYPE, lower=lower_multi_level_roi_align))
+OP = register_op(CustomOp(DOMAIN, OP_TYPE, lower=lower_multi_level_roi_align, plugin_name=PLUGIN.name,
+                            plugin_version=PLUGIN.version, ort_impl=ORT_KERNEL.compute))
 
 __all__ = ["multi_level_roi_align", "OP"]

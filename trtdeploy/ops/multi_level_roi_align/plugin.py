@@ -66,4 +66,4 @@ class MultiLevelRoiAlignPlugin(PluginSpec):
                               out=outputs[0])
 
 
-register_spec(MultiLevelRoiAlignPlugin())
+PLUGIN = register_spec(MultiLevelRoiAlignPlugin())

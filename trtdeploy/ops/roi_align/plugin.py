@@ -63,5 +63,5 @@ class MMCVRoiAlignPlugin(RoIAlignPlugin):
     namespace = "mmcv"
 
 
-register_spec(RoIAlignPlugin())
+PLUGIN = register_spec(RoIAlignPlugin())
 register_spec(MMCVRoiAlignPlugin())

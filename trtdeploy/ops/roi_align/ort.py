@@ -1,0 +1,19 @@
+"""``mmdeploy::MMCVRoIAlign`` (and MMDeploy's ``mmcv::MMCVRoiAlign``) on ONNX Runtime: torchvision's roi_align."""
+from __future__ import annotations
+
+import torch
+
+from ..ort_ops import OrtKernel, register_kernel
+from .plugin import ROI_ALIGN_FIELDS
+
+
+def compute(values: dict, features, rois):
+    from torchvision.ops import roi_align
+
+    out = roi_align(torch.from_numpy(features), torch.from_numpy(rois), (values["output_height"], values["output_width"]),
+                    values["spatial_scale"], values["sampling_ratio"], bool(values["aligned"]))
+    return [out.numpy()]
+
+
+KERNEL = register_kernel(OrtKernel("mmdeploy", "MMCVRoIAlign", 2, ("float32",), ROI_ALIGN_FIELDS, compute))
+register_kernel(OrtKernel("mmcv", "MMCVRoiAlign", 2, ("float32",), ROI_ALIGN_FIELDS, compute))  # MMDeploy's spelling
