@@ -26,13 +26,13 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
     if path.stat().st_size == 0:
         raise ModelError(f"ONNX file {path} is empty (an interrupted write?); export it again")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
-    except FileNotFoundError as e:
-        raise ModelError(f"ONNX file {path} refers to external data {Path(e.filename or '').name or e} that is "
-                         f"missing; keep the data files beside the model") from None
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError, RuntimeWarning, UnicodeError...
         raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); it is truncated "
                          f"or another format: export it again") from None
+    _check_external_data(model, path)
+    if load_external_data:
+        onnx.load_external_data_for_model(model, str(path.parent))
     if not model.graph.node or not model.graph.output:
         raise ModelError(f"{path} has no graph (no nodes or no outputs); it is truncated or not an ONNX model: "
                          f"export it again")
@@ -44,6 +44,17 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{path} is not a valid ONNX model: {first[:300]}; export it again") from None
     return model
+
+
+def _check_external_data(model, path: Path) -> None:
+    """Weights kept in files beside the model must be there (copying only the .onnx is a common slip)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    wanted = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    missing = sorted(loc for loc in wanted if not (path.parent / loc).is_file())
+    if missing:
+        raise ModelError(f"{path} keeps its weights in external data files {missing} that are missing beside it; "
+                         f"copy them into {path.parent} with the model")
 
 
 def _check_opset(model, path: Path) -> None:
