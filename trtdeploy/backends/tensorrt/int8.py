@@ -391,13 +391,14 @@ def int8_sensitivity(work_dir: str | Path, num_samples: int = 32) -> dict:
 
     Reads what an INT8 ``trtdeploy convert`` left in ``work_dir``; writes int8_sensitivity.json there.
     """
-    from ...config import load_deploy_config
-
     work_dir = Path(work_dir)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"--samples must be an integer >= 1, got {num_samples!r}")
     engine, sidecar = _int8_sidecar(work_dir)
-    cfg = load_deploy_config(sidecar.get("deploy_config") or {})
+    # Only the calibration settings matter here; they are recorded in the engine's sidecar.
+    recorded = (sidecar.get("deploy_config") or {}).get("calib_config") or {}
+    cfg = DeployConfig({"onnx_config": {}, "backend_config": {"type": "tensorrt"}, "calib_config": recorded},
+                       source=f"{engine}.json")
     onnx_path = work_dir / sidecar.get("onnx_file", "end2end.onnx")
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path} (the FP32 graph of {engine.name}) is missing; convert again")
