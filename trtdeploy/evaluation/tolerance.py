@@ -16,14 +16,14 @@ DEFAULTS = {"atol": 1e-4, "rtol": 1e-3, "cosine": 0.999}
 BOUNDS = {"atol": (0.0, math.inf), "rtol": (0.0, math.inf), "cosine": (-1.0, 1.0)}
 
 
-def _number(text: str, kind: str, where: str) -> float:
+def _number(text: str, kind: str, where: str, written: str | None = None) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     low, high = BOUNDS[kind]
     if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"{where}: {text!r} is not a valid {kind} tolerance; write a number in [{low}, {high}], "
+        raise ConfigError(f"{where}: {text if written is None else written!r} is not a valid {kind} tolerance; write a number in [{low}, {high}], "
                           f"e.g. --{kind} 1e-3 or --{kind} OUTPUT:1e-3")
     return value
 
@@ -46,7 +46,7 @@ def parse_tolerance(values: Iterable[str] | str | float | Mapping | None, kind: 
         name, sep, number = item.rpartition(":")
         if sep and not name:
             raise ConfigError(f"{where}: {item!r} has no output name before ':'; write OUTPUT:{number} or {number}")
-        parsed[name] = _number(number, kind, where)
+        parsed[name] = _number(number, kind, where, item)
     return parsed
 
 
