@@ -9,7 +9,7 @@ solution. The Loop runs at most K sweeps and stops at the first fixed point (on 
 detections, a handful). IoU is computed with torchvision's float32 expression on the
 class-offset boxes, so keep sets equal ``torchvision.ops.batched_nms``'s.
 
-Without ``topk`` (<= 0) all B*C pairs are candidates and K is the graph's B*C.
+Without ``topk`` (<= 0) all B*C pairs are candidates and K is the graph's B*C + 1.
 """
 from __future__ import annotations
 
@@ -53,26 +53,27 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     allowed = e.op("Not", e.op("Equal", cls_ids, e.i64(int(a.get("background_label_id", -1)))))
     ok = e.op("And", e.op("Greater", scores, f(np.float32(a["score_threshold"]))), allowed)
     flat = e.op("Reshape", e.op("Where", ok, scores, neg_inf), e.i64([0, -1]))
-    if pre_top_k > 0:
-        n_images = e.dim(scores, 0)
-        pad = e.op("ConstantOfShape", e.op("Concat", n_images, e.i64([pre_top_k]), axis=0),
-                   value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
-        flat = e.op("Concat", flat, pad, axis=1)  # so TopK's k is a constant even when B*C < topk
-        k = e.i64([pre_top_k])
-    else:
-        k = e.dim(flat, 1)
+    # Pad with -inf pairs so that TopK's k is a constant (topk) even when B*C < topk, and K >= 1.
+    pad = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), e.i64([max(pre_top_k, 1)]), axis=0),
+               value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
+    flat = e.op("Concat", flat, pad, axis=1)
+    k = e.i64([pre_top_k]) if pre_top_k > 0 else e.dim(flat, 1)
     cand_score, cand_id = e.op("TopK", flat, k, axis=1, largest=1, sorted=1, outputs=2)
     valid = e.op("Greater", cand_score, neg_inf)
-    n_pairs = e.op("Mul", e.dim(scores, 1), n_classes)
-    cand_id = e.op("Min", cand_id, e.op("Sub", n_pairs, e.i64(1)))  # padding ids -> any real pair
     cls = e.op("Mod", cand_id, n_classes)
     box_id = e.op("Div", cand_id, n_classes)
 
-    # 2. Candidate boxes: boxes [N, B, 1 or C, 4] -> rows box * Cb + class % Cb of [N, B*Cb, 4].
+    # 2. Candidate boxes: boxes [N, B, 1 or C, 4] -> rows box * Cb + class % Cb of [N, B*Cb, 4], plus a
+    #    zero row that padding pairs read.
     n_box_classes = e.dim(boxes, 2)
-    row = e.op("Add", e.op("Mul", box_id, n_box_classes), e.op("Mod", cls, n_box_classes))
+    table = e.op("Reshape", boxes, e.i64([0, -1, 4]))
+    zero_row = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), e.i64([1, 4]), axis=0),
+                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    is_pair = e.op("Less", cand_id, e.op("Mul", e.dim(scores, 1), n_classes))
+    row = e.op("Where", is_pair, e.op("Add", e.op("Mul", box_id, n_box_classes), e.op("Mod", cls, n_box_classes)),
+               e.dim(table, 1))
     rows4 = e.op("Expand", e.unsqueeze(row, [2]), e.op("Concat", e.op("Shape", row), e.i64([4]), axis=0))
-    cand_boxes = e.op("GatherElements", e.op("Reshape", boxes, e.i64([0, -1, 4])), rows4, axis=1)
+    cand_boxes = e.op("GatherElements", e.op("Concat", table, zero_row, axis=1), rows4, axis=1)
 
     # 3. torchvision's coordinate trick: offset = class * (max coordinate of the candidates + 1).
     valid3 = e.unsqueeze(valid, [2])

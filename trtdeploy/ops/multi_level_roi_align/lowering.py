@@ -67,4 +67,6 @@ def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
         level = None
     out = emit_roi_align(e, features, [1.0 / s for s in strides], rois, level, int(a["output_height"]),
                          int(a["output_width"]), int(a.get("sampling_ratio", 0)), bool(a.get("aligned", 0)))
-    e.output(out, node.output[0])
+    # sqrt of a negative area (x2 < x1 xor y2 < y1) is NaN: torchvision maps such a RoI to no level, output 0.
+    mapped = e.op("Not", e.op("IsNaN", e.op("Reshape", ratio, e.i64([-1, 1, 1, 1]))))
+    e.output(e.op("Where", mapped, out, e.const(0.0)), node.output[0])

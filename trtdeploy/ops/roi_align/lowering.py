@@ -114,7 +114,8 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
         for x_tap, wx in ((x_low, hx), (x_high, lx)):
             index = body.op("Where", ok, body.op("Add", body.op("Add", row, body.unsqueeze(x_tap, [1])), first),
                             zero_row)
-            weight = body.op("Mul", body.unsqueeze(wy, [2]), body.unsqueeze(wx, [1]))            # [R, PH, PW]
+            weight = body.op("Where", ok, body.op("Mul", body.unsqueeze(wy, [2]), body.unsqueeze(wx, [1])),
+                             body.const(0.0))                                  # [R, PH, PW]; 0, never NaN, when out
             tap = body.op("Mul", body.unsqueeze(weight, [3]), body.op("Gather", table, index, axis=0))
             total = body.op("Add", total, tap)                                                  # [R, PH, PW, C]
     acc_out = body.op("Add", acc_in, total)
