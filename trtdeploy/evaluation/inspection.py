@@ -119,7 +119,7 @@ def _engine_from_tensorrt(path: Path) -> tuple[dict | None, str]:
     trt_logger = make_logger(trt)
     engine = mod.Runtime(trt_logger).deserialize_cuda_engine(path.read_bytes())
     if engine is None:
-        return None, f"{trt.label} cannot deserialize it here: {'; '.join(dict.fromkeys(trt_logger.errors[-2:])) or 'no reason given'}"
+        return None, f"{trt.label} cannot deserialize it here: {trt_logger.errors[0] if trt_logger.errors else 'no reason given'}"
     io = {"inputs": [], "outputs": []}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
