@@ -17,7 +17,7 @@ def test_profile_shapes_percentiles_layers_and_plot(tiny_classifier, tmp_path):
     assert "tensorrt fp16 (end2end.engine): cannot run here (no GPU)" in proc.stdout
     assert "slowest layers of onnxruntime fp32 (end2end.onnx)" in proc.stdout
     results = {r["target"]: r for r in json.loads(out.read_text())["results"]}
-    stand_in = results["onnxruntime fp16 (end2end_fp16.onnx, graph of end2end.engine)"]
+    stand_in = results["onnxruntime fp16 (end2end_fp16.onnx, stand-in for end2end.engine)"]
     # The engine's profile (min 1x3x224x224, opt 4x3x224x224, max 16x3x320x320) sets the shapes of its graph.
     assert [s["shapes"]["input"] for s in stand_in["latency"]] == [[1, 3, 224, 224], [4, 3, 224, 224], [16, 3, 320, 320]]
     for s in stand_in["latency"]:

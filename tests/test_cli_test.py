@@ -40,7 +40,7 @@ def test_accuracy_table_across_backends(tiny_classifier, labelled_folder, tmp_pa
     assert lines[0] == f"dataset: {labelled_folder} (6 images)"
     rows = {line.split("  ")[0].strip(): line for line in lines[3:7]}
     assert set(rows) == {f"pytorch fp32 ({tiny_classifier['model']})", "onnxruntime fp32 (end2end.onnx)",
-                         "tensorrt fp16 (end2end.engine)", "onnxruntime fp16 (end2end_fp16.onnx, graph of end2end.engine)"}
+                         "tensorrt fp16 (end2end.engine)", "onnxruntime fp16 (end2end_fp16.onnx, stand-in for end2end.engine)"}
     assert "cannot run here (no GPU)" in rows["tensorrt fp16 (end2end.engine)"]
     assert "needs an NVIDIA GPU" in proc.stdout  # the full reason is printed under the table
     data = json.loads(out.read_text())

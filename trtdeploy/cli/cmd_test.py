@@ -11,7 +11,7 @@ def register(sub, common) -> None:
                     "(classification, image folder <class>/<image>), COCO bbox/segm mAP (detection and instance "
                     "segmentation, COCO JSON) or mIoU (semantic segmentation, COCO JSON with segmentations), with the "
                     "mean inference time per image. An engine that cannot run here is listed with the reason, and "
-                    "the ONNX graph it was built from is tested on ONNX Runtime in its place.",
+                    "the ONNX graph it was built from (for INT8, its FP32-scale Q/DQ twin) is tested on ONNX Runtime in its place.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  trtdeploy test configs/classification/classification_onnxruntime_dynamic.py "
                "torchvision://resnet18 work_dirs/r18/end2end.onnx --checkpoint r18.pth --dataset data/val")

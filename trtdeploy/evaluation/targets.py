@@ -35,7 +35,7 @@ class Target:
     model: DeployedModel | None = None
     reason: str = ""        # why it cannot run here, in full
     why: str = ""           # the same in a few words ("no GPU")
-    stands_in_for: str = ""  # the engine whose graph this ONNX file is
+    stands_in_for: str = ""  # the engine this ONNX file is checked in place of
 
     @property
     def runnable(self) -> bool:
@@ -44,7 +44,7 @@ class Target:
     @property
     def label(self) -> str:
         name = Path(self.source).name if self.backend != "pytorch" else self.source
-        note = f", graph of {self.stands_in_for}" if self.stands_in_for else ""
+        note = f", stand-in for {self.stands_in_for}" if self.stands_in_for else ""
         precision = f" {self.precision}" if self.precision else ""
         return f"{self.backend}{precision} ({name}{note})"
 
@@ -110,13 +110,15 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
         model = load(path, deploy_cfg=cfg, device=device)
     except (BackendUnavailableError, EngineCompatibilityError) as e:
         targets = [Target(backend.name, str(path), precision, reason=str(e), why=CANNOT_RUN[type(e)])]
-        built_from = path.with_name(sidecar["built_from"]) if sidecar.get("built_from") else None
-        if stand_in and built_from is not None and built_from.suffix == ".onnx" and built_from.is_file():
-            model = load(built_from, deploy_cfg=cfg, device="cpu")
+        # The graph ONNX Runtime checks in the engine's place: its FP32-scale twin (INT8), else what it was built from.
+        twin_name = sidecar.get("check_with") or sidecar.get("built_from")
+        twin = path.with_name(twin_name) if twin_name else None
+        if stand_in and twin is not None and twin.suffix == ".onnx" and twin.is_file():
+            model = load(twin, deploy_cfg=cfg, device="cpu")
             model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes", "task", "class_names",
                                                           "preprocess") if k in sidecar})
             model.runner.profiles = model.runner.profiles or profiles_from_json(sidecar.get("profiles"))
-            targets.append(Target("onnxruntime", str(built_from), precision, model, stands_in_for=path.name))
+            targets.append(Target("onnxruntime", str(twin), precision, model, stands_in_for=path.name))
         return targets
     if cfg is not None:
         check_config_matches(cfg, model.runner.inputs, path)
