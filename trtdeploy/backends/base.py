@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import DeployConfig, ShapeRange
-from ..errors import BackendUnavailableError, ShapeError
+from ..errors import BackendUnavailableError, ModelError, ShapeError, TrtDeployError
 from ..registry import Registry
 
 
@@ -69,7 +69,15 @@ class Runner(ABC):
         return [s.name for s in self.outputs]
 
     def __call__(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
-        return self._infer(self.check_inputs(feed))
+        checked = self.check_inputs(feed)
+        try:
+            return self._infer(checked)
+        except TrtDeployError:
+            raise
+        except Exception as e:  # the backend's own exception types stop here
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelError(f"{self.source}: the backend failed to run the model ({type(e).__name__}: {first[:300]}); "
+                             f"check the model with `trtdeploy inspect` and convert it again") from e
 
     def __enter__(self) -> "Runner":
         return self
@@ -208,5 +216,4 @@ def backend_for_file(path: str | Path) -> Backend:
         if suffix in backend.file_suffixes:
             return backend()
     known = sorted(s for _, b in BACKENDS.items() for s in b.file_suffixes)
-    from ..errors import ModelError
     raise ModelError(f"cannot tell the backend of {path}: its suffix must be one of {known}")
