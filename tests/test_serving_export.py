@@ -187,3 +187,22 @@ def test_detection_answers_round_trip_with_padding():
         assert got["names"] == want["names"]
         np.testing.assert_array_equal(got["boxes"], want["boxes"])
         np.testing.assert_array_equal(got["labels"], want["labels"])
+
+
+def test_kubernetes_manifest_runs_replicas_sharing_one_repository():
+    import yaml
+
+    from conftest import REPO
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/triton.yaml").read_text())}
+    assert set(docs) == {"PersistentVolumeClaim", "Deployment", "Service"}
+    assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    spec = docs["Deployment"]["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert spec["replicas"] > 1 and "--model-repository=/models" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    claim = next(v for v in pod["volumes"] if v["name"] == "models")["persistentVolumeClaim"]
+    assert claim["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"] and claim["readOnly"]
+    assert {p["port"] for p in docs["Service"]["spec"]["ports"]} == {8000, 8001, 8002}
+    assert docs["Service"]["spec"]["selector"] == spec["selector"]["matchLabels"]
