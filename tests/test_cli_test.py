@@ -100,3 +100,44 @@ def test_tensorrt_not_installed_says_how_to_install(tiny_classifier, labelled_fo
     proc = run_cli("test", tiny_classifier["cfg"], tiny_classifier["model"], tiny_classifier["work"] / "end2end.engine",
                    "--dataset", labelled_folder, check=False, env={"TRTDEPLOY_TENSORRT": "tensorrt"})
     assert proc.returncode == 5 and "pip install tensorrt" in proc.stderr
+
+
+CONSTANT_SEGMENTER = '''
+import torch
+
+
+def build():
+    """Class 1 everywhere: a 1x1 convolution with zero weights and bias (0, 5, 0)."""
+    conv = torch.nn.Conv2d(3, 3, 1)
+    torch.nn.init.zeros_(conv.weight)
+    with torch.no_grad():
+        conv.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    return conv
+'''
+
+
+def test_segmentation_miou_end_to_end(tmp_path):
+    """One 'cat' (category 1) rectangle over a quarter of each image; the model says class 1 everywhere:
+    IoU(cat) = 1/4, IoU(background) = 0, so mIoU = 12.5 % and pixel accuracy 25 %, on every backend."""
+    (tmp_path / "seg.py").write_text(CONSTANT_SEGMENTER)
+    cfg = tmp_path / "deploy.py"
+    cfg.write_text(f"_base_ = ['{CONFIGS}/segmentation/segmentation_onnxruntime_static-512x1024.py']\n"
+                   f"onnx_config = dict(input_shape=[64, 48])\n")
+    run_cli("convert", cfg, f"{tmp_path / 'seg.py'}:build", "--work-dir", tmp_path / "w")
+    images, anns = [], []
+    for i in (1, 2):
+        Image.new("RGB", (80, 60), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 80, "height": 60})
+        x, y = 10 * i, 5 * i
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [x, y, 40, 30], "area": 1200, "iscrowd": 0,
+                     "segmentation": [[x, y, x + 40, y, x + 40, y + 30, x, y + 30]]})
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}))
+    out = tmp_path / "res.json"
+    proc = run_cli("test", cfg, f"{tmp_path / 'seg.py'}:build", tmp_path / "w/end2end.onnx", "--dataset", ann_file,
+                   "--out", out)
+    assert "mIoU" in proc.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [r["backend"] for r in rows] == ["pytorch", "onnxruntime"]
+    for row in rows:
+        assert row["scores"] == {"mIoU": pytest.approx(12.5), "aAcc": pytest.approx(25.0)}
