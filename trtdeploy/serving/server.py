@@ -4,7 +4,7 @@ Two kinds of server:
 - ``tritonserver`` on PATH (NVIDIA's container or a full install): every backend, every model.
 - the one bundled in the ``nvidia-pytriton`` wheel (Python backend only), installed on first use
   into its own virtual environment under ``$TRTDEPLOY_SERVE_HOME`` (default ~/.cache/trtdeploy/triton).
-  That venv sees this Python's packages (trtdeploy, onnxruntime, pillow) but holds numpy < 2:
+  That venv sees this environment's packages (trtdeploy, onnxruntime, pillow) but holds numpy < 2:
   the Python backend's stub passes tensors through numpy's 1.x C API, and under numpy 2 its
   ``as_numpy()``/``Tensor()`` silently return zeros or empty arrays (see benchmarks/RESULTS.md).
 """
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -66,7 +68,9 @@ def find_server(install: bool = True) -> ServerInstall:
 
 
 def bundled_server(install: bool = True) -> ServerInstall:
-    venv = serve_home() / f"venv-py{sys.version_info.major}{sys.version_info.minor}"
+    # One venv per Python environment: it borrows that environment's packages (see _install_bundled).
+    host = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    venv = serve_home() / f"venv-py{sys.version_info.major}{sys.version_info.minor}-{host}"
     ready = venv / ".trtdeploy-ready"
     if not ready.exists():
         if not install:
@@ -102,7 +106,7 @@ def _install_bundled(venv: Path, ready: Path) -> None:
             return
         shutil.rmtree(venv, ignore_errors=True)
         logger.info("installing the bundled Triton server into %s (first use, about 75 MB from PyPI) ...", venv)
-        steps = [[sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        steps = [[sys.executable, "-m", "venv", str(venv)],
                  [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                   "--no-deps", PYTRITON, SERVER_NUMPY],
                  [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]]
@@ -115,6 +119,11 @@ def _install_bundled(venv: Path, ready: Path) -> None:
                 raise BackendUnavailableError(f"installing the bundled Triton server failed at `{' '.join(cmd[-3:])}` "
                                               f"({last[0]}); {INSTALL_HINT}")
             out = proc.stdout
+        # The server's Python sees this environment's packages (trtdeploy, editable or not, onnxruntime, pillow)
+        # after its own, so its numpy < 2 wins; this works whether or not this environment is itself a venv.
+        host_sites = [p for p in site.getsitepackages() if Path(p).is_dir()]
+        (Path(out.strip()) / "trtdeploy-host.pth").write_text(
+            "".join(f"import site; site.addsitedir({p!r})\n" for p in host_sites))
         tmp = ready.with_suffix(".tmp")
         tmp.write_text(out.strip() + "\n")
         os.replace(tmp, ready)
