@@ -101,6 +101,12 @@ def _interrupt_cancels(cancel: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _one_line(text: str, limit: int = 1000) -> str:
+    """TensorRT's messages span lines; ours are one line (and bounded: a fuzzed graph can fail at every node)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger) -> None:
     """Parse ONNX into ``network``; on failure list every failing node with the parser's reason."""
     parser = trt.module.OnnxParser(network, trt_logger)
@@ -112,8 +118,8 @@ def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger) -> None:
         err = parser.get_error(i)
         node = getattr(err, "node_name", lambda: "")() or f"node #{err.node()}"
         op = getattr(err, "node_operator", lambda: "")()
-        problems.append(f"{node}{f' ({op})' if op else ''}: {err.desc().strip()}")
-    detail = "; ".join(problems) or "; ".join(trt_logger.errors[-3:]) or "unknown parser error"
+        problems.append(f"{node}{f' ({op})' if op else ''}: {err.desc()}")
+    detail = _one_line("; ".join(problems) or "; ".join(trt_logger.errors[-3:]) or "unknown parser error")
     cls = UnsupportedOpError if any("plugin" in p.lower() or "unsupported" in p.lower() or "no importer" in p.lower()
                                     for p in problems) else BuildError
     raise cls(f"{trt.label} cannot parse {onnx_path.name}: {detail}")
@@ -222,7 +228,7 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
     if cancel.is_set():
         raise KeyboardInterrupt
     if serialized is None:
-        detail = "; ".join(dict.fromkeys(trt_logger.errors[-3:])) or "no reason given"
+        detail = _one_line("; ".join(dict.fromkeys(trt_logger.errors[-3:])) or "no reason given")
         hint = next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), "")
         raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}{hint}")
     engine = memoryview(serialized)
