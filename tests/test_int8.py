@@ -97,6 +97,9 @@ def test_range_methods_clip_outliers_that_minmax_keeps():
     assert minmax == amax
     assert 2.0 < entropy < 15.0  # clipped far below the single outlier, above most of the mass
     assert abs(pct - np.percentile(values, 99.9)) < 2 * amax / 2048
+    relu = np.concatenate([np.zeros(700_000), np.abs(rng.normal(0, 1, 300_000))])  # mostly exact zeros
+    hist, _ = np.histogram(relu, bins=2048, range=(0, relu.max()))
+    assert quantize.RANGE_METHODS.get("entropy").threshold(hist, float(relu.max()), {}) > 2.5  # zeros don't pull it down
     with pytest.raises(ConfigError, match="percentile must be in"):
         quantize.RANGE_METHODS.get("percentile").threshold(hist, amax, {"percentile": 150})
     with pytest.raises(ConfigError, match="unknown calibration method 'entropie'.*did you mean 'entropy'"):

@@ -109,6 +109,10 @@ def _percentile(hist: np.ndarray, amax: float, opts: Mapping) -> float:
 def _entropy(hist: np.ndarray, amax: float, opts: Mapping) -> float:
     """The threshold whose 128-level quantized histogram is closest (KL divergence) to the clipped original."""
     hist = hist.astype(np.float64)
+    if len(hist) > 1:
+        # Exact zeros (after ReLU, padding) pile up in bin 0 and would pull the threshold down; weigh
+        # that bin like its neighbour.
+        hist[0] = hist[1]
     bins, levels = len(hist), INT8_MAX + 1
     tail = np.cumsum(hist[::-1])[::-1]  # tail[i] = sum(hist[i:])
     best_kl, best_i = np.inf, bins
