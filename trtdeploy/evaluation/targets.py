@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..api import DeployedModel, load
+from ..api import DeployedModel, load, task_for
 from ..backends.base import Runner, TensorSpec, backend_for_file, profiles_from_json
 from ..backends.sidecar import read_sidecar
 from ..config import DeployConfig, load_deploy_config
@@ -115,8 +115,8 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
         twin = path.with_name(twin_name) if twin_name else None
         if stand_in and twin is not None and twin.suffix == ".onnx" and twin.is_file():
             model = load(twin, deploy_cfg=cfg, device="cpu")
-            model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes", "task", "class_names",
-                                                          "preprocess") if k in sidecar})
+            model.task = task_for(sidecar, cfg)  # the twin has no sidecar of its own: the engine's tells the task
+            model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes") if k in sidecar})
             model.runner.profiles = model.runner.profiles or profiles_from_json(sidecar.get("profiles"))
             targets.append(Target("onnxruntime", str(twin), precision, model, stands_in_for=path.name))
         return targets
