@@ -223,10 +223,11 @@ class Normalize(Transform):
         self.to_rgb = to_rgb
 
     def __call__(self, results: Results) -> Results:
-        img = results["img"].astype(np.float32)
-        if self.to_rgb:
-            img = img[..., ::-1]
-        results["img"] = (img - self.mean) / self.std
+        img = results["img"]
+        img = (img[..., ::-1] if self.to_rgb else img).astype(np.float32)  # a fresh array: safe to work in place
+        img -= self.mean
+        img *= 1.0 / self.std
+        results["img"] = img
         results["img_norm_cfg"] = dict(mean=self.mean.tolist(), std=self.std.tolist(), to_rgb=self.to_rgb)
         return results
 
