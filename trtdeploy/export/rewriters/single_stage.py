@@ -57,6 +57,30 @@ def fcos_postprocess_detections(ctx, self, head_outputs, anchors, image_shapes):
                              self.box_coder.decode)
 
 
+@FUNCTION_REWRITER.register("torchvision.models.detection.anchor_utils.DefaultBoxGenerator.forward")
+def default_box_generator_forward(ctx, self, image_list, feature_maps):
+    """SSD's default boxes from the traced image and feature sizes (torchvision bakes them into constants).
+
+    Returns one anchor set: the images of a batch share their size.
+    """
+    dtype, device = feature_maps[0].dtype, feature_maps[0].device
+    image_hw = torch._shape_as_tensor(image_list.tensors)[-2:].to(dtype)
+    centers, sizes = [], []
+    for k, fmap in enumerate(feature_maps):
+        grid_hw = torch._shape_as_tensor(fmap)[-2:]
+        steps_hw = image_hw / self.steps[k] if self.steps is not None else grid_hw.to(dtype)
+        shift_y = (torch.arange(grid_hw[0], device=device).to(dtype) + 0.5) / steps_hw[0]
+        shift_x = (torch.arange(grid_hw[1], device=device).to(dtype) + 0.5) / steps_hw[1]
+        grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
+        pairs = self._wh_pairs[k].clamp(min=0, max=1) if self.clip else self._wh_pairs[k]
+        cells = torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1)
+        centers.append(cells.unsqueeze(1).expand(-1, len(pairs), 2).reshape(-1, 2))
+        sizes.append(pairs.to(device, dtype).unsqueeze(0).expand(cells.shape[0], -1, -1).reshape(-1, 2))
+    centers, sizes = torch.cat(centers), torch.cat(sizes)
+    image_wh = image_hw.flip(0)
+    return [torch.cat(((centers - 0.5 * sizes) * image_wh, (centers + 0.5 * sizes) * image_wh), dim=-1)]
+
+
 @FUNCTION_REWRITER.register("torchvision.models.detection.ssd.SSD.postprocess_detections")
 def ssd_postprocess_detections(ctx, self, head_outputs, image_anchors, image_shapes):
     deltas = head_outputs["bbox_regression"]
@@ -68,7 +92,7 @@ def ssd_postprocess_detections(ctx, self, head_outputs, image_anchors, image_sha
     num_classes = scores.shape[-1]
     by_class = scores.transpose(1, 2)
     _, top_idx = by_class.topk(det_utils._topk_min(by_class, self.topk_candidates, 2), dim=2)
-    in_top = torch.zeros_like(by_class, dtype=torch.bool).scatter(2, top_idx, True).transpose(1, 2)
+    in_top = torch.zeros_like(by_class).scatter(2, top_idx, 1.0).transpose(1, 2) > 0
     foreground = torch.arange(num_classes, device=scores.device) > 0
     valid = in_top & (scores > self.score_thresh) & foreground
     per_class = torch.where(valid, scores, torch.full_like(scores, INVALID_SCORE))
