@@ -165,6 +165,19 @@ def _unreadable_images(env: Env) -> Path:
     return _image_folder_cfg(env, folder)
 
 
+def _calibration_outside_profile(env: Env):
+    from trtdeploy.backends.tensorrt.int8 import check_calibration_shapes
+    from trtdeploy.calibration import CalibrationFile
+    from trtdeploy.calibration.h5file import write_calibration_file
+    from trtdeploy.config import ShapeRange
+
+    path = env.scratch / "calib_data.h5"
+    write_calibration_file(path, "input", [np.zeros((3, 200, 200), np.float32)] * 2, "test")
+    static = ShapeRange((1, 3, 224, 224), (1, 3, 224, 224), (1, 3, 224, 224))
+    with CalibrationFile(path) as calib:
+        check_calibration_shapes(calib, {"input": (1, 3, 224, 224)}, {"input": static})
+
+
 def _sm90(env: Env) -> Path:
     env.monkeypatch.setattr("trtdeploy.backends.tensorrt.backend.current_compute_capability", lambda: (9, 0))
     return env.engine_copy()
@@ -330,6 +343,8 @@ CASES = [
          lambda e: _run_with_profile(e, np.zeros((3, 224, 224), np.float32))),
     Case("shape-wrong-input-name", "shape", ShapeError, r"missing \['input'\], unexpected \['image'\]",
          lambda e: _run_with_profile(e, {"image": np.zeros((1, 3, 224, 224), np.float32)})),
+    Case("shape-calibration-sample-outside-profile", "shape", ShapeError,
+         r"dimension 2 is 200, outside the engine profile \[224, 224\]", _calibration_outside_profile),
     # -- calibration datasets and caches -----------------------------------------------------------------
     Case("dataset-config-missing", "dataset", ConfigError, "does not exist",
          lambda e: _calibrate(e, e.scratch / "no_dataset.py")),
