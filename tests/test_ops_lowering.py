@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -20,7 +21,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trtdeploy.errors import BuildError, ConfigError
 from trtdeploy.ops.batched_nms import multiclass_nms
-from trtdeploy.ops.batched_nms.lowering import torchvision_iou_threshold
+from trtdeploy.ops.batched_nms import lowering as nms_lowering
+from trtdeploy.ops.batched_nms.lowering import BLOCK, torchvision_iou_threshold
 from trtdeploy.ops.multi_level_roi_align import multi_level_roi_align
 from trtdeploy.ops.roi_align import roi_align
 from trtdeploy.passes import lower_custom_ops
@@ -44,11 +46,13 @@ def lowered_session(module: torch.nn.Module, args: tuple, names: list[str], dyna
 # ---------------------------------------------------------------- batched NMS
 
 NMS_GRAPHS = {
-    # name: (per-class boxes, settings)
-    "shared": (False, dict(iou_threshold=0.5, score_threshold=0.3, pre_top_k=40, keep_top_k=25)),
+    # name: (per-class boxes, settings, candidates per block of the lowering's Loop)
+    "shared": (False, dict(iou_threshold=0.5, score_threshold=0.3, pre_top_k=40, keep_top_k=25), BLOCK),
     # 0.6 is not a float32: exercises the double-precision comparison torchvision makes.
     "per_class": (True, dict(iou_threshold=0.6, score_threshold=0.0, pre_top_k=-1, keep_top_k=12,
-                             background_label_id=0, return_index=True)),
+                             background_label_id=0, return_index=True), BLOCK),
+    # Blocks of 4 candidates: many blocks, carried over, and the early stop once keep_top_k are found.
+    "small_blocks": (False, dict(iou_threshold=0.5, score_threshold=0.3, pre_top_k=50, keep_top_k=6), 4),
 }
 
 
@@ -63,10 +67,11 @@ class NMSModule(torch.nn.Module):
 
 @functools.lru_cache(maxsize=None)
 def nms_session(name: str) -> ort.InferenceSession:
-    per_class, kwargs = NMS_GRAPHS[name]
+    per_class, kwargs, block = NMS_GRAPHS[name]
     boxes = torch.rand(1, 6, 3, 4) if per_class else torch.rand(1, 6, 4)
     dyn = {"boxes": {0: "n", 1: "b", **({2: "c"} if per_class else {})}, "scores": {0: "n", 1: "b", 2: "c"}}
-    return lowered_session(NMSModule(kwargs), (boxes, torch.rand(1, 6, 3)), ["boxes", "scores"], dyn)
+    with mock.patch.object(nms_lowering, "BLOCK", block):
+        return lowered_session(NMSModule(kwargs), (boxes, torch.rand(1, 6, 3)), ["boxes", "scores"], dyn)
 
 
 def torchvision_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, score_threshold: float,
@@ -118,7 +123,7 @@ def box_sets(draw, per_class: bool):
 
 
 def check_nms(name: str, boxes: np.ndarray, scores: np.ndarray) -> None:
-    per_class, kwargs = NMS_GRAPHS[name]
+    per_class, kwargs, _ = NMS_GRAPHS[name]
     outputs = nms_session(name).run(None, {"boxes": boxes, "scores": scores})
     dets, labels = outputs[0], outputs[1]
     expected = torchvision_nms(torch.from_numpy(boxes), torch.from_numpy(scores), **kwargs)
@@ -151,6 +156,12 @@ def test_nms_per_class_boxes_matches_torchvision(case):
     check_nms("per_class", *case)
 
 
+@SETTINGS
+@given(box_sets(per_class=False))
+def test_nms_in_many_blocks_matches_torchvision(case):
+    check_nms("small_blocks", *case)
+
+
 def test_nms_long_suppression_chain_is_exact():
     """A chain where each box overlaps the next: greedy keeps every other box, needing many sweeps."""
     n = 30
@@ -158,6 +169,7 @@ def test_nms_long_suppression_chain_is_exact():
     boxes = np.stack([x, np.zeros(n), x + 10, np.full(n, 10)], -1)[None].astype(np.float32)
     scores = np.linspace(0.9, 0.4, n, dtype=np.float32)[None, :, None]
     check_nms("shared", boxes, scores)
+    check_nms("small_blocks", boxes, scores)
     labels = nms_session("shared").run(None, {"boxes": boxes, "scores": scores})[1]
     # 10 px wide boxes 2 px apart: IoU(i, i+1) = 8/12 > 0.5, IoU(i, i+2) = 6/14 < 0.5, so greedy keeps 0, 2, 4, ...
     assert (labels >= 0).sum() == 15

@@ -1,15 +1,18 @@
-"""Plugin-free ``mmdeploy::TRTBatchedNMS``: TopK, GatherElements, an IoU matrix and a bounded Loop.
+"""Plugin-free ``mmdeploy::TRTBatchedNMS``: TopK, Gathers and a bounded Loop of block sweeps.
 
-Exact greedy NMS without a sequential scan over boxes: with candidates sorted by score,
-greedy ``keep[i] = valid[i] and no kept j < i of i's class overlaps i``, which depends only
-on ``j < i``. The Jacobi sweep ``keep <- valid & not any(S @ keep)`` (S: the strictly
-lower-triangular overlap matrix) therefore fixes one more leading position per sweep: after
-K sweeps it equals greedy NMS, and any fixed point reached earlier is that same unique
-solution. The Loop runs at most K sweeps and stops at the first fixed point (on real
-detections, a handful). IoU is computed with torchvision's float32 expression on the
-class-offset boxes, so keep sets equal ``torchvision.ops.batched_nms``'s.
+Exact greedy NMS without a sequential scan over boxes. With the K candidates sorted by score,
+greedy ``keep[i] = valid[i] and no kept j < i of i's class overlaps i`` depends only on
+``j < i``. Candidates are processed in blocks of ``BLOCK``; for the current block, with all
+earlier blocks final, the Jacobi sweep ``keep[block] <- valid & not any(overlap with a kept,
+earlier candidate)`` fixes at least one more leading position of the block per sweep, so it
+reaches greedy's answer in at most BLOCK sweeps, and the first sweep that changes nothing
+proves it (the fixed point is unique). Then the next block starts. Each sweep only compares
+the block with the kept candidates so far (at most keep_topk - 1 before the block, plus the
+block), and the Loop stops as soon as every image has keep_topk survivors: the work follows
+the detections, not K squared. Trip bound: (K / BLOCK) * (BLOCK + 1).
 
-Without ``topk`` (<= 0) all B*C pairs are candidates and K is the graph's B*C + 1.
+IoU is computed with torchvision's float32 expression on the class-offset boxes, so keep sets
+equal ``torchvision.ops.batched_nms``'s. Without ``topk`` (<= 0) all B*C pairs are candidates.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ...errors import BuildError
 from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
 
 LOWEST = np.finfo(np.float32).min
+BLOCK = 128  # candidates per block: small enough that a sweep is cheap, large enough for few Loop trips
 
 
 def torchvision_iou_threshold(value: float) -> np.float32:
@@ -49,17 +53,27 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
 
     # 1. Candidates: score > threshold, not background; TopK over the flattened (box, class) pairs.
     n_classes = e.dim(scores, 2)
-    cls_ids = e.op("Range", e.i64(0), e.squeeze(n_classes, [0]), e.i64(1))
-    allowed = e.op("Not", e.op("Equal", cls_ids, e.i64(int(a.get("background_label_id", -1)))))
-    ok = e.op("And", e.op("Greater", scores, f(np.float32(a["score_threshold"]))), allowed)
-    flat = e.op("Reshape", e.op("Where", ok, scores, neg_inf), e.i64([0, -1]))
-    # Pad with -inf pairs so that TopK's k is a constant (topk) even when B*C < topk, and K >= 1.
-    pad = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), e.i64([max(pre_top_k, 1)]), axis=0),
+    threshold = f(np.float32(a["score_threshold"]))
+    background = int(a.get("background_label_id", -1))
+    if background >= 0:  # else no masking: pairs at or below the threshold sort after every candidate anyway
+        allowed = e.op("Not", e.op("Equal", e.op("Range", e.i64(0), e.squeeze(n_classes, [0]), e.i64(1)),
+                                   e.i64(background)))
+        scores = e.op("Where", e.op("And", e.op("Greater", scores, threshold), allowed), scores, neg_inf)
+    flat = e.op("Reshape", scores, e.i64([0, -1]))
+    # Pad with -inf pairs so that TopK's k (K, a multiple of BLOCK) always fits and K >= BLOCK.
+    if pre_top_k > 0:
+        n_cand = e.i64([-(-pre_top_k // BLOCK) * BLOCK])
+    else:
+        blocks = e.op("Div", e.op("Add", e.dim(flat, 1), e.i64([BLOCK - 1])), e.i64([BLOCK]))
+        n_cand = e.op("Mul", e.op("Max", blocks, e.i64([1])), e.i64([BLOCK]))
+    pad = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), n_cand, axis=0),
                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
-    flat = e.op("Concat", flat, pad, axis=1)
-    k = e.i64([pre_top_k]) if pre_top_k > 0 else e.dim(flat, 1)
-    cand_score, cand_id = e.op("TopK", flat, k, axis=1, largest=1, sorted=1, outputs=2)
-    valid = e.op("Greater", cand_score, neg_inf)
+    cand_score, cand_id = e.op("TopK", e.op("Concat", flat, pad, axis=1), n_cand, axis=1, largest=1, sorted=1,
+                               outputs=2)
+    rank = e.op("Range", e.i64(0), e.squeeze(n_cand, [0]), e.i64(1))                        # [K]
+    valid = e.op("Greater", cand_score, threshold)
+    if pre_top_k > 0:
+        valid = e.op("And", valid, e.op("Less", rank, e.i64(pre_top_k)))
     cls = e.op("Mod", cand_id, n_classes)
     box_id = e.op("Div", cand_id, n_classes)
 
@@ -81,37 +95,58 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     offset = e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.op("Add", max_coord, f(1.0)))
     nms_boxes = e.op("Add", cand_boxes, e.unsqueeze(offset, [2]))
 
-    # 4. Overlaps, with torchvision's float32 arithmetic: inter / (area_i + area_j - inter) > threshold.
     x1, y1, x2, y2 = e.op("Split", nms_boxes, e.i64([1, 1, 1, 1]), axis=2, outputs=4)
-    area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))           # [N, K, 1]
+    area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))                            # [N, K, 1]
+    nms_table = e.op("Concat", nms_boxes, area, axis=2)                                     # [N, K, 5]
 
-    def pairwise(op_type, col):                                              # [N, K, K]: (i, j)
-        return e.op(op_type, col, e.op("Transpose", col, perm=[0, 2, 1]))
-
-    zero = f(0.0)
-    w = e.op("Max", e.op("Sub", pairwise("Min", x2), pairwise("Max", x1)), zero)
-    h = e.op("Max", e.op("Sub", pairwise("Min", y2), pairwise("Max", y1)), zero)
-    inter = e.op("Mul", w, h)
-    union = e.op("Sub", e.op("Add", area, e.op("Transpose", area, perm=[0, 2, 1])), inter)
-    overlaps = e.op("Greater", e.op("Div", inter, union), f(torchvision_iou_threshold(a["iou_threshold"])))
-    rank = e.op("Range", e.i64(0), e.squeeze(e.dim(cand_score, 1), [0]), e.i64(1))
-    earlier = e.op("Less", rank, e.unsqueeze(rank, [1]))                    # [K, K]: j < i
-    suppressors = e.op("Cast", e.op("And", overlaps, earlier), to=TensorProto.FLOAT)
-
-    # 5. Fixed-point sweeps in a Loop: keep <- valid & not (suppressors @ keep > 0), until unchanged.
-    body = e.sub()
-    keep_in = body.name("keep_in")
-    hits = body.op("MatMul", suppressors, body.op("Cast", body.unsqueeze(keep_in, [2]), to=TensorProto.FLOAT))
-    keep_out = body.op("And", valid, body.op("Not", body.squeeze(body.op("Greater", hits, body.const(0.0)), [2])))
-    changed = body.op("Cast", body.reduce("ReduceMax", body.op("Cast", body.op("Xor", keep_in, keep_out),
-                                                                to=TensorProto.INT32), [0, 1], keepdims=0),
-                      to=TensorProto.BOOL)
-    cond_in = body.name("cond_in")
-    graph = body.graph("nms_sweeps", [scalar_input(body.name("iter"), TensorProto.INT64),
-                                      scalar_input(cond_in, TensorProto.BOOL),
-                                      tensor_input(keep_in, TensorProto.BOOL)], [changed, keep_out])
-    trips = e.squeeze(e.dim(cand_score, 1), [0])
-    keep = e.op("Loop", trips, e.const(True, np.bool_), valid, body=graph)
+    # 4. Block sweeps. State: the block index and keep [N, K] (valid beyond the current block).
+    b = e.sub()
+    block_in, keep_in = b.name("block_in"), b.name("keep_in")
+    start = b.op("Mul", block_in, b.i64(BLOCK))
+    rows = b.op("Add", start, b.i64(np.arange(BLOCK)))                                    # [BLOCK]
+    block_end = b.op("Add", start, b.i64(BLOCK))
+    seen = b.op("And", keep_in, b.op("Less", rank, block_end))
+    n_kept_slots = b.op("Min", b.i64([keep_top_k + BLOCK]), n_cand)
+    kept_key, kept_rank = b.op("TopK", b.op("Where", seen, b.op("Neg", b.op("Cast", rank, to=TensorProto.FLOAT)),
+                                            b.const(-np.inf)), n_kept_slots, axis=1, outputs=2)   # [N, M]
+    kept = b.op("Greater", kept_key, b.const(-np.inf))
+    kept_rows = b.op("Expand", b.unsqueeze(kept_rank, [2]),
+                     b.op("Concat", b.op("Shape", kept_rank), b.i64([5]), axis=0))
+    other = b.op("GatherElements", nms_table, kept_rows, axis=1)                            # [N, M, 5]
+    this = b.op("Gather", nms_table, rows, axis=1)                                          # [N, BLOCK, 5]
+    ox1, oy1, ox2, oy2, o_area = b.op("Split", b.op("Transpose", other, perm=[0, 2, 1]), b.i64([1] * 5), axis=1,
+                                      outputs=5)                                            # [N, 1, M]
+    tx1, ty1, tx2, ty2, t_area = b.op("Split", this, b.i64([1] * 5), axis=2, outputs=5)     # [N, BLOCK, 1]
+    zero = b.const(0.0)
+    w = b.op("Max", b.op("Sub", b.op("Min", tx2, ox2), b.op("Max", tx1, ox1)), zero)
+    h = b.op("Max", b.op("Sub", b.op("Min", ty2, oy2), b.op("Max", ty1, oy1)), zero)
+    inter = b.op("Mul", w, h)                                                               # [N, BLOCK, M]
+    iou = b.op("Div", inter, b.op("Sub", b.op("Add", t_area, o_area), inter))
+    earlier = b.op("Less", b.unsqueeze(kept_rank, [1]), b.unsqueeze(rows, [0, 2]))
+    suppressing = b.op("And", b.op("And", b.op("Greater", iou, b.const(torchvision_iou_threshold(a["iou_threshold"]))),
+                                   earlier), b.unsqueeze(kept, [1]))
+    hit = b.op("Cast", b.reduce("ReduceMax", b.op("Cast", suppressing, to=TensorProto.INT32), [2], keepdims=0),
+               to=TensorProto.BOOL)                                                         # [N, BLOCK]
+    new_block = b.op("And", b.op("Gather", valid, rows, axis=1), b.op("Not", hit))
+    old_block = b.op("Gather", keep_in, rows, axis=1)
+    block_rows = b.op("Expand", b.unsqueeze(rows, [0]), b.op("Shape", new_block))
+    keep_out = b.op("ScatterElements", keep_in, block_rows, new_block, axis=1)
+    converged = b.op("Not", b.op("Cast", b.reduce("ReduceMax", b.op("Cast", b.op("Xor", new_block, old_block),
+                                                                    to=TensorProto.INT32), [0, 1], keepdims=0),
+                                 to=TensorProto.BOOL))
+    block_out = b.op("Add", block_in, b.op("Cast", converged, to=TensorProto.INT64))
+    done_rows = b.op("Less", rank, b.op("Mul", block_out, b.i64(BLOCK)))
+    n_kept = b.reduce("ReduceSum", b.op("Cast", b.op("And", keep_out, done_rows), to=TensorProto.INT64), [1], 0)
+    enough = b.op("GreaterOrEqual", b.reduce("ReduceMin", n_kept, [0], keepdims=0), b.i64(keep_top_k))
+    n_blocks = b.squeeze(b.op("Div", n_cand, b.i64([BLOCK])), [0])
+    go_on = b.op("And", b.op("Less", block_out, n_blocks), b.op("Not", enough))
+    graph = b.graph("nms_block_sweeps", [scalar_input(b.name("iter"), TensorProto.INT64),
+                                         scalar_input(b.name("cond"), TensorProto.BOOL),
+                                         scalar_input(block_in, TensorProto.INT64),
+                                         tensor_input(keep_in, TensorProto.BOOL)], [go_on, block_out, keep_out])
+    max_trips = e.squeeze(e.op("Mul", e.op("Div", n_cand, e.i64([BLOCK])), e.i64([BLOCK + 1])), [0])
+    last_block, keep = e.op("Loop", max_trips, e.const(True, np.bool_), e.i64(0), valid, body=graph, outputs=2)
+    keep = e.op("And", keep, e.op("Less", rank, e.op("Mul", last_block, e.i64(BLOCK))))
 
     # 6. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits).
     rank_key = e.op("Where", keep, e.op("Neg", e.op("Cast", rank, to=TensorProto.FLOAT)), neg_inf)
@@ -124,7 +159,7 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     det_boxes = e.op("GatherElements", cand_boxes, pos4, axis=1)
     det_scores = e.unsqueeze(e.op("GatherElements", cand_score, pos, axis=1), [2])
     dets = e.op("Concat", det_boxes, det_scores, axis=2)
-    e.output(e.op("Where", e.unsqueeze(found, [2]), dets, zero), node.output[0])
+    e.output(e.op("Where", e.unsqueeze(found, [2]), dets, f(0.0)), node.output[0])
     minus_one = e.i64(-1)
     e.output(e.op("Where", found, e.op("GatherElements", cls, pos, axis=1), minus_one), node.output[1])
     if len(node.output) > 2 and node.output[2]:
