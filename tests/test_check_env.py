@@ -157,3 +157,17 @@ def test_wrong_tensorrt_dir_fails_convert_before_export(tmp_path):
     assert proc.returncode == BackendUnavailableError.exit_code
     assert f"TENSORRT_DIR={tmp_path} is not a TensorRT install" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_where_tensorrt_came_from(tmp_path, monkeypatch):
+    from trtdeploy.backends.tensorrt.compat import library_source, module_source
+
+    monkeypatch.setenv("TENSORRT_DIR", str(tmp_path))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/trt/lib")
+    assert module_source("/usr/lib/python3/dist-packages/tensorrt") == "system"  # JetPack's apt package
+    assert module_source("/venv/lib/python3.11/site-packages/tensorrt") == "pip"
+    assert module_source(str(tmp_path / "python" / "tensorrt")) == "TENSORRT_DIR"
+    assert library_source("/usr/lib/aarch64-linux-gnu/libnvinfer.so.10") == "system"
+    assert library_source("/opt/trt/lib/libnvinfer.so.10") == "LD_LIBRARY_PATH"
+    assert library_source(str(tmp_path / "lib" / "libnvinfer.so.10")) == "TENSORRT_DIR"
+    assert library_source("/venv/lib/python3.11/site-packages/tensorrt_libs/libnvinfer.so.10") == "pip"

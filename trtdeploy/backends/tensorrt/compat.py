@@ -34,7 +34,7 @@ class TensorRT:
     flavour: str           # "tensorrt" or "tensorrt_rtx"
     version: str
     origin: str            # where the module was loaded from
-    how: str               # "pip", "TENSORRT_DIR" or "PYTHONPATH"
+    how: str               # "pip", "TENSORRT_DIR", "system" (apt, JetPack) or "PYTHONPATH"
     library: str | None = None   # the core shared library the process mapped
     library_how: str = "unknown"  # "TENSORRT_DIR", "LD_LIBRARY_PATH", "pip" or "system"
 
@@ -197,6 +197,19 @@ def library_source(path: str | None) -> str:
     return "system"
 
 
+def module_source(origin: str) -> str:
+    """How Python found the module: a tar's wheel under TENSORRT_DIR, apt (JetPack), pip, or PYTHONPATH."""
+    folder = Path(origin).resolve()
+    trt_dir = os.environ.get("TENSORRT_DIR")
+    if trt_dir and folder.is_relative_to(Path(trt_dir).resolve()):
+        return "TENSORRT_DIR"
+    if folder.is_relative_to("/usr/lib/python3/dist-packages"):
+        return "system"
+    if "site-packages" in folder.parts or "dist-packages" in folder.parts:
+        return "pip"
+    return "PYTHONPATH"
+
+
 def _import(flavour: str) -> TensorRT | None:
     try:
         module = importlib.import_module(flavour)
@@ -206,11 +219,9 @@ def _import(flavour: str) -> TensorRT | None:
         raise BackendUnavailableError(f"importing {flavour} failed ({type(e).__name__}: {e}); "
                                       f"reinstall it: {INSTALL_HINT}") from None
     origin = str(Path(module.__file__).parent)
-    trt_dir = os.environ.get("TENSORRT_DIR")
-    how = "TENSORRT_DIR" if trt_dir and Path(origin).resolve().is_relative_to(Path(trt_dir).resolve()) else (
-        "pip" if "site-packages" in origin or "dist-packages" in origin else "PYTHONPATH")
     library = loaded_library(flavour)
-    return TensorRT(module, flavour, _version_of(module), origin, how, library, library_source(library))
+    return TensorRT(module, flavour, _version_of(module), origin, module_source(origin), library,
+                    library_source(library))
 
 
 def _not_installed(order: tuple[str, ...], tar: TarInstall | None) -> BackendUnavailableError:
