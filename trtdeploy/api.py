@@ -201,6 +201,7 @@ def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
                                       or artefact.stem + ".onnx")
         logger.warning("%s; checking the same graph (%s) on ONNX Runtime instead", e, fallback.name)
         model = load(fallback, device="cpu")
+        model.task = task_for(sidecar)  # an FP16/INT8 twin has no sidecar of its own: the engine's says the task
         model.sidecar.update({k: v for k, v in sidecar.items() if k in ("profiles", "export_shapes")})
         return model, f"onnxruntime ({fallback.name}, standing in for {artefact.name})"
 
