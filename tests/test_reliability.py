@@ -27,8 +27,8 @@ import trtdeploy
 from trtdeploy.backends.base import build_from_onnx
 from trtdeploy.calibration import prepare_calibration_file
 from trtdeploy.config import load_deploy_config
-from trtdeploy.errors import (ConfigError, DatasetError, EngineCompatibilityError, ModelError, ShapeError,
-                              TrtDeployError, UnsupportedOpError, WorkDirError)
+from trtdeploy.errors import (ConfigError, DatasetError, EngineCompatibilityError, InputError, ModelError,
+                              ShapeError, TrtDeployError, UnsupportedOpError, WorkDirError)
 from trtdeploy.utils.fileio import TEMP_MARK
 
 from conftest import CONFIGS, DEMO_IMG
@@ -343,6 +343,8 @@ CASES = [
          lambda e: _run_with_profile(e, np.zeros((3, 224, 224), np.float32))),
     Case("shape-wrong-input-name", "shape", ShapeError, r"missing \['input'\], unexpected \['image'\]",
          lambda e: _run_with_profile(e, {"image": np.zeros((1, 3, 224, 224), np.float32)})),
+    Case("input-not-numeric", "shape", InputError, "input 'input' cannot be read as a float32 array",
+         lambda e: _run_with_profile(e, {"input": [["a", "b"]]})),
     Case("shape-calibration-sample-outside-profile", "shape", ShapeError,
          r"dimension 2 is 200, outside the engine profile \[224, 224\]", _calibration_outside_profile),
     # -- calibration datasets and caches -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import DeployConfig, ShapeRange
-from ..errors import BackendUnavailableError, ModelError, ShapeError, TrtDeployError
+from ..errors import BackendUnavailableError, InputError, ModelError, ShapeError, TrtDeployError
 from ..registry import Registry
 
 
@@ -106,7 +106,11 @@ class Runner(ABC):
                              f"missing {missing}, unexpected {unknown}")
         out = {}
         for spec in self.inputs:
-            arr = np.ascontiguousarray(np.asarray(feed[spec.name]), dtype=np.dtype(spec.dtype))
+            try:
+                arr = np.ascontiguousarray(np.asarray(feed[spec.name]), dtype=np.dtype(spec.dtype))
+            except (TypeError, ValueError) as e:
+                raise InputError(f"{self.source}: input {spec.name!r} cannot be read as a {spec.dtype} array "
+                                 f"({type(e).__name__}: {e}); pass a numeric array of shape {spec.shape}") from None
             if arr.ndim != len(spec.shape):
                 raise ShapeError(f"{self.source}: input {spec.name!r} must have rank {len(spec.shape)} "
                                  f"(shape {spec.shape}), got shape {list(arr.shape)}")

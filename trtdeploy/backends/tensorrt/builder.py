@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
-from ...utils.fileio import atomic_write_bytes, ensure_writable_dir
+from ...utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
 from ...utils.logging import logger
 from ..base import TensorSpec, profiles_to_json
 from .compat import TensorRT
@@ -155,6 +155,7 @@ def check_timing_cache_path(path: str | None) -> None:
         raise ConfigError(f"backend_config.common_config.timing_cache={path} is a directory; name a file, "
                           f"e.g. {cache_file / 'timing.cache'}")
     ensure_writable_dir(cache_file.parent)
+    clean_stale_temps(cache_file.parent)  # a cache shared between work dirs lives outside them
 
 
 @contextlib.contextmanager
