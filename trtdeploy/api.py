@@ -183,8 +183,7 @@ def compare_on_image(torch_model, task: Task, artefact: Path, image, device: str
         theirs = task.torch_outputs(torch_model, batch, deployed.runner.output_names)
     finally:
         deployed.close()
-    diff = max(float(np.max(np.abs(ours[k].astype(np.float64) - theirs[k].astype(np.float64))))
-               if ours[k].size else 0.0 for k in ours)
+    diff = task.output_difference(ours, theirs)
     return {"backend": label, "result": task.postprocess(ours, meta), "torch_result": task.postprocess(theirs, meta),
             "max_abs_diff": diff, "formatted": task.format_result(task.postprocess(ours, meta)),
             "torch_formatted": task.format_result(task.postprocess(theirs, meta))}

@@ -55,6 +55,11 @@ class Task:
     def visualize(self, image: np.ndarray, result: Any, out_path: str | Path) -> None:
         raise NotImplementedError
 
+    def output_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> float:
+        """How far the deployed outputs are from PyTorch's: the largest absolute difference."""
+        return max((float(np.max(np.abs(ours[k].astype(np.float64) - theirs[k].astype(np.float64))))
+                    if ours[k].size else 0.0 for k in ours), default=0.0)
+
     def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
         """Run the eager model the way the exported graph runs."""
         import torch
