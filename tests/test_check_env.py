@@ -67,6 +67,15 @@ def test_a_broken_required_package_fails_the_default_job(monkeypatch, capsys):
     assert bad and bad[0]["required"] and "pip install 'torchvision==0." in bad[0]["fix"]
 
 
+def test_a_bug_of_ours_is_one_line_with_exit_70(monkeypatch, capsys):
+    def broken():
+        raise RuntimeError("boom")
+    monkeypatch.setattr(env, "check_environment", broken)
+    assert main(["check-env"]) == 70
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: boom)" in err and "--log-level debug" in err and "Traceback" not in err
+
+
 def test_jetson_is_recognised(tmp_path, monkeypatch):
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64\n")

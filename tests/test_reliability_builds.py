@@ -53,6 +53,20 @@ def blocking_monitor(trt, cancel):
 builder._progress_monitor = blocking_monitor
 """
 
+# The real progress monitor, slowed down so that a signal surely arrives while TensorRT builds.
+SLOW_BUILD = """
+real_monitor = builder._progress_monitor
+def slow_monitor(trt, cancel):
+    monitor = real_monitor(trt, cancel)
+    class Slow(type(monitor)):
+        def step_complete(self, phase_name, step):
+            print("BUILDING", flush=True)
+            time.sleep(2)
+            return super().step_complete(phase_name, step)
+    return Slow()
+builder._progress_monitor = slow_monitor
+"""
+
 # fsync is the last step before the rename: the engine's temp file is complete but not in place.
 BLOCK_IN_ENGINE_WRITE = """
 real_fsync = os.fsync
@@ -117,6 +131,20 @@ def assert_previous_engine_intact(previous: dict) -> None:
 def test_sigkill_during_the_build_keeps_the_previous_engine(previous):
     proc = start_child(BLOCK_IN_BUILD, previous["work"], previous["model"])
     kill_at(proc, "BUILDING")
+    assert_previous_engine_intact(previous)
+    assert not list(previous["work"].glob(f"*{TEMP_MARK}"))
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_build_cancels_it_and_keeps_the_previous_engine(previous):
+    proc = start_child(SLOW_BUILD, previous["work"], previous["model"])
+    for line in proc.stdout:
+        if "BUILDING" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; no partial file was left behind" in stderr
     assert_previous_engine_intact(previous)
     assert not list(previous["work"].glob(f"*{TEMP_MARK}"))
 
