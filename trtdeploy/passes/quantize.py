@@ -193,6 +193,15 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
 
 
 # -- Q/DQ insertion ----------------------------------------------------------------------
+def _inputs_used(graph: onnx.GraphProto) -> Iterator[str]:
+    """Every tensor name a node reads, subgraphs (If/Loop bodies read outer names) included."""
+    for node in graph.node:
+        yield from node.input
+        for attr in node.attribute:
+            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
+                yield from _inputs_used(sub)
+
+
 # A zero range (a dead channel or activation) still needs a positive scale, one FP16 can hold too.
 MIN_AMAX = 1e-4
 
@@ -247,8 +256,8 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)
-    used = {i for n in graph.node for i in n.input}
-    kept = [i for i in graph.initializer if i.name in used]
+    used = set(_inputs_used(graph))
+    kept = [i for i in graph.initializer if i.name in used]  # drops the float weights now stored as INT8
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return out
@@ -259,7 +268,8 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
 
     Q/DQ nodes take FP16 inputs and scales from opset 19 on, so the graph is moved to opset 19
     first: DequantizeLinear then feeds the FP16 Conv directly, the pattern TensorRT fuses.
-    ``keep_fp32_nodes`` (fnmatch patterns of node names) stay in FP32.
+    What follows the last INT8 layer (box decoding, NMS, score thresholds) stays in FP32, as do
+    ``keep_fp32_nodes`` (fnmatch patterns of node names).
     """
     from onnx import version_converter
 
@@ -272,8 +282,75 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
         except Exception as e:  # the converter has no adapter for some op
             raise BuildError(f"cannot move the INT8 graph to ONNX opset 19 for FP16 Q/DQ ({e}); "
                              f"set onnx_config.opset_version=19 or common_config.fp16_mode=False") from None
-    names = [n.name for n in model.graph.node if _matches(n.name, keep_fp32_nodes)]
-    return to_fp16(model, keep_nodes=names)
+    feeds_int8 = _upstream_of(model.graph, {n.name for n in model.graph.node if n.op_type in WEIGHT_AXIS
+                                            and any(i.endswith("_dequantized") for i in n.input[1:2])})
+    kept = [n for n in model.graph.node if _matches(n.name, keep_fp32_nodes) or n.name not in feeds_int8]
+    converted = to_fp16(model, keep_nodes=[name for n in kept for name in _names_within(n)])
+    _restore_fp32_outer_constants(model, converted, {n.name for n in kept})
+    return converted
+
+
+def _restore_fp32_outer_constants(original: onnx.ModelProto, converted: onnx.ModelProto, kept: set[str]) -> None:
+    """Make FP32 subgraphs (a Loop body kept in FP32) read FP32 values from the outer graph.
+
+    The FP16 converter looks at top-level consumers only: it turns constants read only inside such a
+    body into FP16 and casts outer tensors the body reads to FP16, so TensorRT would meet mixed-type
+    nodes. Constants get an FP32 copy; casts read only there cast to FP32 instead.
+    """
+    was_float = {i.name for i in original.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    now = {i.name: i for i in converted.graph.initializer}
+    cast_of = {n.output[0]: n for n in converted.graph.node if n.op_type == "Cast"}
+    read_at_top = {i for n in converted.graph.node if n.name not in kept for i in n.input}
+    copies: dict[str, str] = {}
+    for node in converted.graph.node:
+        if node.name not in kept:
+            continue
+        for attr in node.attribute:
+            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
+                for inner in _all_nodes(sub):
+                    for k, name in enumerate(inner.input):
+                        init = now.get(name)
+                        if name in was_float and init is not None and init.data_type == onnx.TensorProto.FLOAT16:
+                            if name not in copies:
+                                copies[name] = f"{name}_fp32"
+                                value = numpy_helper.to_array(init).astype(np.float32)
+                                converted.graph.initializer.append(numpy_helper.from_array(value, copies[name]))
+                            inner.input[k] = copies[name]
+                        elif name in cast_of and name not in read_at_top:
+                            for a in cast_of[name].attribute:
+                                if a.name == "to" and a.i == onnx.TensorProto.FLOAT16:
+                                    a.i = onnx.TensorProto.FLOAT
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
+def _names_within(node: onnx.NodeProto) -> Iterator[str]:
+    """A node's name and those of the nodes in its subgraphs (a Loop kept in FP32 keeps its body too)."""
+    yield node.name
+    for attr in node.attribute:
+        for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
+            for inner in sub.node:
+                yield from _names_within(inner)
+
+
+def _upstream_of(graph: onnx.GraphProto, targets: set[str]) -> set[str]:
+    """Names of ``targets`` and of every node whose output reaches one of them."""
+    producer = {o: n for n in graph.node for o in n.output}
+    seen: set[str] = set()
+    stack = [n for n in graph.node if n.name in targets]
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(producer[i] for i in node.input if i in producer)
+    return seen
 
 
 # -- sensitivity ---------------------------------------------------------------------------
