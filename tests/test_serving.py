@@ -100,7 +100,7 @@ def images(tmp_path_factory) -> list[Path]:
     return [DEMO_IMG, png]
 
 
-def _client(protocol: str, served: Served):
+def client_for(protocol: str, served: Served):
     import tritonclient.grpc as grpc
     import tritonclient.http as http
 
@@ -109,11 +109,12 @@ def _client(protocol: str, served: Served):
     return module, module.InferenceServerClient(f"127.0.0.1:{port}")
 
 
-def _ask(module, client, model: str, encoded: list[bytes]) -> list:
+def ask(module, client, model: str, encoded: list[bytes], task: str = "Classification") -> list:
+    """Send encoded images in one request; returns one result per image, as ``Task.postprocess`` rows."""
     inp = module.InferInput("image", [len(encoded), 1], "BYTES")
     inp.set_data_from_numpy(np.array([[b] for b in encoded], dtype=object))
     result = client.infer(model, [inp])
-    outputs = task_outputs("Classification")
+    outputs = task_outputs(task)
     return outputs.from_tensors({t.name: result.as_numpy(t.name) for t in outputs.tensors})
 
 
@@ -129,16 +130,16 @@ def test_answers_equal_trtdeploy_run(served, resnet18_ort, images, protocol):
     from trtdeploy.api import load
 
     task = load(resnet18_ort / "end2end.onnx").task
-    module, client = _client(protocol, served)
+    module, client = client_for(protocol, served)
     for image in images:
         expected = run_cli("run", resnet18_ort / "end2end.onnx", "--input", image).stdout.rstrip("\n")
         for model in (MODEL, f"{MODEL}_ensemble"):
-            (row,) = _ask(module, client, model, [image.read_bytes()])
+            (row,) = ask(module, client, model, [image.read_bytes()])
             assert task.format_result([row]) == expected, (model, image.name)
     # Two images in one request run as one batch inside the model: same classes, same probabilities.
-    both = _ask(module, client, MODEL, [p.read_bytes() for p in images])
+    both = ask(module, client, MODEL, [p.read_bytes() for p in images])
     for row, image in zip(both, images):
-        (alone,) = _ask(module, client, MODEL, [image.read_bytes()])
+        (alone,) = ask(module, client, MODEL, [image.read_bytes()])
         assert [i for i, _, _ in row] == [i for i, _, _ in alone]
         np.testing.assert_allclose([p for _, _, p in row], [p for _, _, p in alone], rtol=1e-4)
     client.close()
@@ -148,7 +149,7 @@ def test_answers_equal_trtdeploy_run(served, resnet18_ort, images, protocol):
 def test_bad_requests_get_clear_errors_and_server_keeps_serving(served, protocol):
     from tritonclient.utils import InferenceServerException
 
-    module, client = _client(protocol, served)
+    module, client = client_for(protocol, served)
     wrong_dtype = module.InferInput("image", [1, 1], "FP32")
     wrong_dtype.set_data_from_numpy(np.zeros((1, 1), np.float32))
     wrong_shape = module.InferInput("image", [1, 2], "BYTES")
@@ -166,7 +167,7 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(served, protocol
             client.infer(model, [inp])
         assert needle in err.value.message(), (model, err.value.message())
     assert client.is_server_ready()
-    assert _ask(module, client, MODEL, [DEMO_IMG.read_bytes()])[0]  # still answering
+    assert ask(module, client, MODEL, [DEMO_IMG.read_bytes()])[0]  # still answering
     client.close()
 
 
