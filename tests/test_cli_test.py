@@ -141,3 +141,57 @@ def test_segmentation_miou_end_to_end(tmp_path):
     assert [r["backend"] for r in rows] == ["pytorch", "onnxruntime"]
     for row in rows:
         assert row["scores"] == {"mIoU": pytest.approx(12.5), "aAcc": pytest.approx(25.0)}
+
+
+SPREAD_SSDLITE = '''
+import torch
+import torchvision
+
+
+def build():
+    """SSDlite, 3 classes, re-drawn so that scores differ (torchvision's random init gives every box the same score)."""
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+    for p in model.head.classification_head.parameters():
+        p.data.mul_(0.3)
+    return model
+'''
+
+
+@pytest.mark.slow
+def test_detection_map_end_to_end(tmp_path):
+    """SSDlite on a COCO set whose ground truth is ONNX Runtime's own top detections (category ids 11-13 named after
+    the model's classes, so labels map by name): ONNX Runtime must score bbox mAP 100 and PyTorch agree."""
+    cfg = tmp_path / "deploy.py"
+    cfg.write_text(f"_base_ = ['{CONFIGS}/detection/detection_onnxruntime_static.py']\n"
+                   f"onnx_config = dict(input_shape=[320, 320])\n")
+    (tmp_path / "det.py").write_text(SPREAD_SSDLITE)
+    spec = f"{tmp_path / 'det.py'}:build"
+    run_cli("convert", cfg, spec, "--work-dir", tmp_path / "w")
+    model = trtdeploy.load(tmp_path / "w/end2end.onnx")
+    rng = np.random.default_rng(0)
+    images, found = [], []
+    for i in (1, 2):
+        Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 320, "height": 240})
+        det = model.predict(tmp_path / f"{i}.jpg")[0]
+        found += [(float(s), i, [float(v) for v in b], int(c)) for b, s, c in zip(det["boxes"], det["scores"], det["labels"])]
+    model.close()
+    found.sort(key=lambda d: -d[0])
+    # Cut where the scores have a gap, so that every detection above the cut is ground truth.
+    cut = next(k for k in range(3, len(found)) if found[k - 1][0] - found[k][0] > 1e-4)
+    truth = found[:cut]
+    anns = [{"id": k + 1, "image_id": img, "category_id": 10 + label, "bbox": [x1, y1, x2 - x1, y2 - y1],
+             "area": (x2 - x1) * (y2 - y1), "iscrowd": 0} for k, (_, img, (x1, y1, x2, y2), label) in enumerate(truth)]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns,
+                                    "categories": [{"id": 10 + c, "name": f"class_{c}"} for c in (1, 2, 3)]}))
+    out = tmp_path / "res.json"
+    proc = run_cli("test", cfg, spec, tmp_path / "w/end2end.onnx", "--dataset", ann_file, "--out", out)
+    assert "bbox mAP" in proc.stdout
+    torch_row, ort_row = json.loads(out.read_text())["results"]
+    assert ort_row["backend"] == "onnxruntime" and ort_row["scores"]["bbox mAP"] == pytest.approx(100.0)
+    assert torch_row["backend"] == "pytorch" and torch_row["scores"]["bbox mAP"] >= 99.0
