@@ -225,5 +225,11 @@ def test_config_that_disagrees_with_the_model_file():
     renamed = load_deploy_config({"onnx_config": {"input_names": ["image"]}, "backend_config": {"type": "onnxruntime"}})
     with pytest.raises(ConfigError, match=r"input_names is \['image'\] but end2end.onnx has inputs \['input'\]"):
         check_config_matches(renamed, inputs, "end2end.onnx")
-    check_config_matches(load_deploy_config(CONFIGS / "classification/classification_onnxruntime_dynamic.py"),
-                         inputs, "end2end.onnx")
+    classification = load_deploy_config(CONFIGS / "classification/classification_onnxruntime_dynamic.py")
+    check_config_matches(classification, inputs, "end2end.onnx", [TensorSpec("output", "float32", [-1, 1000])],
+                         "Classification")
+    detection = load_deploy_config(CONFIGS / "detection/detection_onnxruntime_dynamic.py")
+    with pytest.raises(ConfigError, match=r"task is 'ObjectDetection' but end2end.onnx was converted as a 'Classification'"):
+        check_config_matches(detection, inputs, "end2end.onnx", task="Classification")
+    with pytest.raises(ConfigError, match=r"output_names is \['dets', 'labels'\] but end2end.onnx has outputs \['output'\]"):
+        check_config_matches(detection, inputs, "end2end.onnx", [TensorSpec("output", "float32", [-1, 1000])])

@@ -66,12 +66,21 @@ class TorchRunner(Runner):
         return self.task.torch_outputs(self.module, batch, self.output_names)
 
 
-def check_config_matches(cfg: DeployConfig, inputs: list[TensorSpec], source: str | os.PathLike) -> None:
-    """Refuse a deploy config whose input names or shapes disagree with the model file's."""
+def check_config_matches(cfg: DeployConfig, inputs: list[TensorSpec], source: str | os.PathLike,
+                         outputs: list[TensorSpec] | None = None, task: str | None = None) -> None:
+    """Refuse a deploy config whose task, input/output names or shapes disagree with the model file's."""
+    declared_task = (cfg.raw.get("codebase_config") or {}).get("task")
+    if task and declared_task and declared_task != task:
+        raise ConfigError(f"{cfg.source}: codebase_config.task is {declared_task!r} but {source} was converted as a "
+                          f"{task!r} model; pass the deploy config the file was converted with")
     names = [s.name for s in inputs]
     if sorted(cfg.input_names[:len(names)]) != sorted(names):
         raise ConfigError(f"{cfg.source}: onnx_config.input_names is {cfg.input_names} but {source} has inputs "
                           f"{names}; pass the deploy config the file was converted with")
+    out_names = [s.name for s in outputs or []]
+    if out_names and sorted(cfg.output_names) != sorted(out_names):
+        raise ConfigError(f"{cfg.source}: onnx_config.output_names is {cfg.output_names} but {source} has outputs "
+                          f"{out_names}; pass the deploy config the file was converted with")
     by_name = {s.name: s for s in inputs}
     for i, profile in enumerate(cfg.profiles):
         for name, rng in profile.items():
@@ -105,7 +114,7 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
     precision = sidecar.get("precision", "")
     cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
     if cfg is not None and sidecar.get("inputs"):
-        check_config_matches(cfg, _specs(sidecar["inputs"]), path)
+        check_config_matches(cfg, _specs(sidecar["inputs"]), path, _specs(sidecar.get("outputs")), sidecar.get("task"))
     try:
         model = load(path, deploy_cfg=cfg, device=device)
     except (BackendUnavailableError, EngineCompatibilityError) as e:
@@ -121,7 +130,7 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
             targets.append(Target("onnxruntime", str(twin), precision, model, stands_in_for=path.name))
         return targets
     if cfg is not None:
-        check_config_matches(cfg, model.runner.inputs, path)
+        check_config_matches(cfg, model.runner.inputs, path, model.runner.outputs)
     return [Target(backend.name, str(path), precision, model)]
 
 
