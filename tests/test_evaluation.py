@@ -199,19 +199,28 @@ def test_bisect_fp32_against_its_fp16_graph(tmp_path):
 def test_inspect_onnx_lists_custom_ops_and_backend_support(tmp_path):
     nodes = [helper.make_node("Relu", ["input"], ["r"], name="relu"),
              helper.make_node("NonZero", ["r"], ["nz"], name="find"),
-             helper.make_node("Frobnicate", ["r"], ["output"], name="frob", domain="acme")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+             helper.make_node("Frobnicate", ["r"], ["output"], name="frob", domain="acme"),
+             helper.make_node("MMCVRoIAlign", ["feat", "rois"], ["pooled"], name="pool", domain="mmdeploy",
+                              output_height=2, output_width=2, spatial_scale=1.0, sampling_ratio=2, mode="avg",
+                              aligned=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4]),
+                                           helper.make_tensor_value_info("feat", TensorProto.FLOAT, [1, 2, 8, 8]),
+                                           helper.make_tensor_value_info("rois", TensorProto.FLOAT, [3, 5])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4]),
-                               helper.make_tensor_value_info("nz", TensorProto.INT64, [2, "n"])])
+                               helper.make_tensor_value_info("nz", TensorProto.INT64, [2, "n"]),
+                               helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [3, 2, 2, 2])])
     path = tmp_path / "custom.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1)]),
-              str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1),
+                                                      helper.make_opsetid("mmdeploy", 1)]), str(path))
     info = inspect_file(path)
-    assert info["opsets"] == {"ai.onnx": 17, "acme": 1}
-    assert info["op_histogram"] == {"Relu": 1, "NonZero": 1, "acme::Frobnicate": 1}
+    assert info["opsets"] == {"ai.onnx": 17, "acme": 1, "mmdeploy": 1}
+    assert info["op_histogram"] == {"Relu": 1, "NonZero": 1, "acme::Frobnicate": 1, "mmdeploy::MMCVRoIAlign": 1}
     assert info["outputs"][1] == {"name": "nz", "dtype": "int64", "shape": [2, "n"]}
-    assert info["custom_ops"] == [{"op": "acme::Frobnicate", "count": 1, "registered": False,
-                                   "tensorrt_plugin": False, "onnxruntime_impl": False}]
+    assert info["custom_ops"] == [
+        {"op": "acme::Frobnicate", "count": 1, "registered": False, "tensorrt_plugin": False,
+         "plugin_free_lowering": False, "onnxruntime_impl": False},
+        {"op": "mmdeploy::MMCVRoIAlign", "count": 1, "registered": True, "tensorrt_plugin": True,
+         "plugin_free_lowering": True, "onnxruntime_impl": True}]
     trt = info["backends"]["tensorrt"]
     assert trt["installed"] and not trt["supported"]
     assert {n["name"] for n in trt["unsupported_nodes"]} == {"find", "frob"}

@@ -64,16 +64,19 @@ def _backend_support(model) -> dict:
 
 
 def _custom_ops(nodes) -> list[dict]:
-    """Nodes outside the standard ONNX domains, and what trtdeploy.ops knows about each."""
-    from ..ops import CUSTOM_OPS
+    """Nodes outside the standard ONNX domains, and what trtdeploy.ops has for each: a TensorRT plugin,
+    a plugin-free lowering into standard ops, an ONNX Runtime implementation."""
+    from ..ops import CUSTOM_OPS, load_ops, plugin_for
 
+    load_ops()
     counts = collections.Counter((n.domain, n.op_type) for n in nodes if n.domain not in ("", "ai.onnx"))
     found = []
     for (domain, op_type), count in sorted(counts.items()):
         key = f"{domain}::{op_type}"
         op = CUSTOM_OPS.get(key) if key in CUSTOM_OPS else None
         found.append({"op": key, "count": count, "registered": op is not None,
-                      "tensorrt_plugin": bool(op and op.plugin_name),
+                      "tensorrt_plugin": plugin_for(domain, op_type) is not None,
+                      "plugin_free_lowering": bool(op and op.lower),
                       "onnxruntime_impl": bool(op and op.ort_impl)})
     return found
 
@@ -188,9 +191,10 @@ def format_inspection(info: dict) -> str:
         lines.append(format_table(["op", "count"], list(info["op_histogram"].items())))
         if info["custom_ops"]:
             lines.append("\ncustom ops:")
-            lines.append(format_table(["op", "count", "registered", "TensorRT plugin", "ONNX Runtime impl"],
-                                      [[c["op"], c["count"], c["registered"], c["tensorrt_plugin"], c["onnxruntime_impl"]]
-                                       for c in info["custom_ops"]]))
+            lines.append(format_table(["op", "count", "registered", "TensorRT plugin", "plugin-free lowering",
+                                       "ONNX Runtime impl"],
+                                      [[c["op"], c["count"], c["registered"], c["tensorrt_plugin"],
+                                        c["plugin_free_lowering"], c["onnxruntime_impl"]] for c in info["custom_ops"]]))
         lines.append("\nbackends:")
         for name, s in info["backends"].items():
             if not s["installed"]:
