@@ -19,6 +19,7 @@ from trtdeploy.backends.tensorrt.options import apply_builder_options
 from trtdeploy.config import DeployConfig
 from trtdeploy.config.deploy_config import normalize_compute_capability
 from trtdeploy.errors import ConfigError, EngineCompatibilityError, ShapeError
+from trtdeploy.utils.logging import logger
 
 BASE = {"onnx_config": {"input_names": ["input"], "output_names": ["output"]}, "backend_config": {"type": "tensorrt"}}
 
@@ -55,19 +56,34 @@ class RecordingBuilderConfig:
         self.flags.add(flag.name)
 
 
+class ListHandler(logging.Handler):
+    """Collects trtdeploy's warnings whatever the CLI did to the logger's propagation."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 TRT8_0 = fake_tensorrt("8.0.3", ["CUBLAS", "CUBLAS_LT", "CUDNN"], ["FP16", "INT8"], hardware_levels=False)
 TRT10 = fake_tensorrt("10.13.0", ["CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"],
                       ["FP16", "INT8", "VERSION_COMPATIBLE"], hardware_levels=True)
 
 
-def test_tensorrt_8_0_warns_with_the_version_that_added_each_option(caplog):
+def test_tensorrt_8_0_warns_with_the_version_that_added_each_option():
     config = RecordingBuilderConfig(with_levels=False)
     common = {"tactic_sources": ["-CUBLAS_LT", "+JIT_CONVOLUTIONS"], "builder_optimization_level": 4,
               "version_compatible": True, "hardware_compatibility_level": "AMPERE_PLUS",
               "compute_capabilities": ["8.6"], "profiling_verbosity": "detailed"}
-    with caplog.at_level(logging.WARNING, logger="trtdeploy"):
+    records = ListHandler()
+    logger.addHandler(records)
+    try:
         notes = apply_builder_options(TRT8_0, config, common)
-    text = caplog.text
+    finally:
+        logger.removeHandler(records)
+    text = "\n".join(records.messages)
     assert "TacticSource.JIT_CONVOLUTIONS is added in TensorRT 8.5" in text
     assert "optimization levels were added in TensorRT 8.6" in text
     assert "BuilderFlag.VERSION_COMPATIBLE was added in TensorRT 8.6" in text
