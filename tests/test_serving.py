@@ -68,9 +68,10 @@ class Served:
         self.proc.kill()
         raise AssertionError("trtdeploy serve did not get ready:\n" + "".join(self.lines) + self.proc.stdout.read())
 
-    def stop(self) -> tuple[int, str]:
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        """Ctrl-C (or ``sig``) the serve command; returns its exit code and everything it printed."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         out, _ = self.proc.communicate(timeout=120)
         return self.proc.returncode, "".join(self.lines) + out
 

@@ -6,13 +6,15 @@ tests make it (re-estimated BatchNorm, widened class logits) so its answers are 
 """
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
 import trtdeploy
 from conftest import run_cli
 from test_detection import build, ort_config  # the detection tests' decisive random detector and small config
-from test_serving import Served, ask, client_for, images  # noqa: F401  (images is a fixture)
+from test_serving import Served, _processes_mentioning, _shm, ask, client_for, images  # noqa: F401  (images is a fixture)
 
 pytestmark = pytest.mark.slow
 DETECTOR = "ssdlite320_mobilenet_v3_large"
@@ -62,6 +64,8 @@ def test_detections_equal_trtdeploy_run(served_detector, detector_work, images, 
     deployed.close()
 
 
-def test_detector_server_stops_cleanly(served_detector):
-    code, text = served_detector.stop()
+def test_detector_server_stops_cleanly_on_sigterm(served_detector):
+    code, text = served_detector.stop(signal.SIGTERM)
     assert code == 0 and "server stopped (exit code 0)" in text, text
+    assert _processes_mentioning(str(served_detector.repo)) == []
+    assert _shm() - served_detector.shm_before == set()

@@ -5,6 +5,7 @@ No server runs here (see test_serving.py); engines are built with TensorRT-RTX i
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -206,3 +207,21 @@ def test_kubernetes_manifest_runs_replicas_sharing_one_repository():
     assert claim["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"] and claim["readOnly"]
     assert {p["port"] for p in docs["Service"]["spec"]["ports"]} == {8000, 8001, 8002}
     assert docs["Service"]["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+
+def test_bundled_server_loads_only_what_it_can_and_a_full_server_loads_all(resnet18_ort, engine_work, tmp_path):
+    from trtdeploy.serving.repository import export_triton
+    from trtdeploy.serving.server import Endpoints, ServerInstall, TritonServer
+
+    repo = tmp_path / "repo"
+    export_triton(engine_work, repo, name="sq", ensemble=True, ensemble_model="tensorrt_plan")
+    endpoints = Endpoints("127.0.0.1", 18000, 18001, 18002)
+    bundled = TritonServer(repo, endpoints, tmp_path / "log", ServerInstall(Path("/b/tritonserver"), python_only=True))
+    assert bundled.models == ["sq", "sq_postprocess", "sq_preprocess"]
+    assert set(bundled.skipped) == {"sq_onnx", "sq_trt", "sq_ensemble"}
+    assert "its step model(s) sq_trt cannot be loaded here" in bundled.skipped["sq_ensemble"]
+    cmd = bundled.command()
+    assert cmd[cmd.index("--model-control-mode") + 1] == "explicit" and "--load-model=sq" in cmd
+    assert "--http-address" in cmd and cmd[cmd.index("--http-address") + 1] == "127.0.0.1"
+    full = TritonServer(repo, endpoints, tmp_path / "log", ServerInstall(Path("/opt/tritonserver/bin/tritonserver")))
+    assert not full.skipped and "--model-control-mode" not in full.command()
