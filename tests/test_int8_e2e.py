@@ -132,3 +132,37 @@ def test_calibration_images_that_do_not_fit_a_static_profile(tmp_path, tiny):
     assert proc.returncode == 4, proc.stderr
     assert "differing sizes" in proc.stderr and "profile is static 1x3x224x224" in proc.stderr
     assert not (work / "end2end.engine").exists()
+
+
+def test_retinanet_int8_builds_plugin_free_with_fp16_elsewhere(tmp_path):
+    """RetinaNet (plugin-free NMS) quantized and built by TensorRT-RTX; images pre-processed by the detection task."""
+    make_coco(tmp_path / "images", sizes=((64, 48), (48, 64)))
+    (tmp_path / "coco.py").write_text(f"data = dict(val=dict(type='CalibrationDataset', "
+                                      f"ann_file='{tmp_path}/images/val_annotations.json'))\n")
+    # 320x320 keeps the CPU work small; TensorRT caps TopK at 3840, below the shipped pre_top_k=5000.
+    (tmp_path / "retinanet_int8.py").write_text(f"""
+_base_ = ['{CONFIGS}/detection/detection_tensorrt-int8_static-800x1344.py']
+onnx_config = dict(input_shape=[320, 320])
+codebase_config = dict(post_processing=dict(pre_top_k=1000))
+backend_config = dict(model_inputs=[dict(input_shapes=dict(input=dict(
+    min_shape=[1, 3, 320, 320], opt_shape=[1, 3, 320, 320], max_shape=[1, 3, 320, 320])))])
+calib_config = dict(method='minmax')
+""")
+    work = tmp_path / "work"
+    run_cli("convert", tmp_path / "retinanet_int8.py", "torchvision://retinanet_resnet50_fpn", "--work-dir", work,
+            "--calib-dataset-cfg", tmp_path / "coco.py")
+    with h5py.File(work / "calib_data.h5") as f:
+        assert f["calib_data/end2end/input/0"].shape == (1, 3, 320, 320)
+    sidecar = json.loads((work / "end2end.engine.json").read_text())
+    assert sidecar["precision"] == "int8" and sidecar["built_from"] == "end2end_int8_fp16.onnx"
+    assert len(sidecar["int8"]["quantized_layers"]) > 100  # backbone, FPN and heads
+    fp32_mb = (work / "end2end.onnx").stat().st_size / 1e6
+    assert (work / "end2end.engine").stat().st_size / 1e6 < 0.5 * fp32_mb
+    import onnx
+
+    graph = onnx.load(str(work / "end2end_int8_fp16.onnx"), load_external_data=False).graph
+    assert not {n.op_type for n in graph.node} & {"NonMaxSuppression", "RoiAlign", "NonZero"}  # plugin-free
+    nms_loop = next(n for n in graph.node if n.op_type == "Loop")
+    body_reads = {i for n in nms_loop.attribute[0].g.node for i in n.input}
+    outer_types = {i.name: i.data_type for i in graph.initializer if i.name in body_reads}
+    assert outer_types and onnx.TensorProto.FLOAT16 not in outer_types.values()  # NMS body stays FP32
