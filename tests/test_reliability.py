@@ -327,6 +327,9 @@ CASES = [
     Case("shape-profile-rank", "shape", ShapeError, "has rank 3 but the model input 'input' has rank 4",
          lambda e: build_from_onnx(e.work / "end2end.onnx", _profile_cfg(
              e, "input=dict(min_shape=[3, 224, 224], opt_shape=[3, 224, 224], max_shape=[3, 224, 224])"), e.work)),
+    Case("shape-profile-rank-before-export", "shape", ShapeError, "has rank 3 but the model takes rank-4 input",
+         lambda e: _convert(e, _cfg(e, "backend_config = dict(model_inputs=[dict(input_shapes=dict(input=dict("
+                                       "min_shape=[3, 224, 224], opt_shape=[3, 224, 224], max_shape=[3, 224, 224])))])"))),
     Case("shape-profile-fixed-dim", "shape", ShapeError, "dimension 1 must be 3",
          lambda e: build_from_onnx(e.work / "end2end.onnx", _profile_cfg(
              e, "input=dict(min_shape=[1, 4, 224, 224], opt_shape=[1, 4, 224, 224], max_shape=[1, 4, 224, 224])"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from ..registry import did_you_mean
 from ..utils.logging import logger
 from .schema import (DEPLOY_SCHEMA, HARDWARE_COMPATIBILITY_LEVELS, PRECISIONS, PROFILING_VERBOSITIES, SHAPE_RANGE,
@@ -230,9 +230,14 @@ class DeployConfig:
 
     def export_shape(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
         """The shape to trace with: the first profile's opt shape, else ``input_shape``, else ``default``."""
-        for profile in self.profiles:
+        for i, profile in enumerate(self.profiles):
             if name in profile:
-                return profile[name].opt
+                opt = profile[name].opt
+                if len(opt) != len(default):
+                    raise ShapeError(f"{self.source}: backend_config.model_inputs[{i}].input_shapes.{name} has rank "
+                                     f"{len(opt)} but the model takes rank-{len(default)} input (such as "
+                                     f"{list(default)}); give {len(default)} dimensions")
+                return opt
         wh = self.onnx.get("input_shape")
         if wh:
             if len(wh) != 2:
@@ -313,8 +318,6 @@ class DeployConfig:
     def check_profiles(self, model_inputs: Mapping[str, Sequence]) -> None:
         """Check every profile against the exported model's inputs (name -> shape; dynamic dims are
         strings or negative): each input present, ranks equal, and dims the graph fixes kept fixed."""
-        from ..errors import ShapeError
-
         for i, profile in enumerate(self.profiles):
             for name in model_inputs:
                 if name not in profile:
