@@ -6,6 +6,7 @@ import shutil
 
 from conftest import run_cli
 from trtdeploy.cli.main import main
+from trtdeploy.evaluation import format_inspection
 
 
 def test_inspect_onnx(tiny_classifier, capsys):
@@ -35,7 +36,7 @@ def test_inspect_engine_built_by_tensorrt_rtx(tiny_classifier):
     assert info["profiles"] == [{"input": {"min_shape": [1, 3, 224, 224], "opt_shape": [4, 3, 224, 224],
                                            "max_shape": [16, 3, 320, 320]}}]
     assert info["inputs"][0]["name"] == "input" and info["outputs"][0]["name"] == "output"
-    text = run_cli("inspect", engine).stdout
+    text = format_inspection(info)
     assert "precision fp16; built with TensorRT-RTX" in text and "1x3x224x224  4x3x224x224  16x3x320x320" in text
 
 
@@ -49,5 +50,6 @@ def test_bad_input(tiny_classifier, tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "model.pt")]) == 3
     assert "cannot tell the backend" in capsys.readouterr().err
     shutil.copy(tiny_classifier["work"] / "end2end.engine", tmp_path / "alone.engine")
-    proc = run_cli("inspect", tmp_path / "alone.engine", check=False)
-    assert proc.returncode == 3 and "has no sidecar" in proc.stderr and "cannot deserialize" in proc.stderr
+    assert main(["inspect", str(tmp_path / "alone.engine")]) == 3  # TensorRT fails before any build: safe in-process
+    err = capsys.readouterr().err
+    assert "has no sidecar" in err and "cannot deserialize" in err
