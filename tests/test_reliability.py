@@ -31,7 +31,7 @@ from trtdeploy.errors import (ConfigError, DatasetError, EngineCompatibilityErro
                               ShapeError, TrtDeployError, UnsupportedOpError, WorkDirError)
 from trtdeploy.utils.fileio import TEMP_MARK
 
-from conftest import CONFIGS, DEMO_IMG
+from conftest import CONFIGS, DEMO_IMG, REPO
 
 CLS = CONFIGS / "classification"
 ORT_DYNAMIC = CLS / "classification_onnxruntime_dynamic.py"
@@ -404,10 +404,12 @@ def env(tmp_path, tiny_classifier, monkeypatch) -> Env:
     return Env(work, scratch, tiny_classifier, monkeypatch)
 
 
-def test_catalogue_is_large_and_distinct():
+def test_catalogue_is_large_distinct_and_counted_in_the_readme():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
     assert {c.area for c in CASES} == {"config", "model", "onnx", "shape", "dataset", "cache", "engine", "filesystem"}
+    readme = (REPO / "README.md").read_text()
+    assert f"a catalogue of **{len(CASES)} bad inputs**" in readme
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
