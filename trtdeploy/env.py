@@ -339,7 +339,7 @@ def _plugins() -> list[Finding]:
         rows.append(Finding("plugins", key, OK if ways else WARN, ", ".join(ways) or "no implementation",
                             "" if ways else "the op folder registers neither a lowering nor a plugin"))
     for row in plugin_status():
-        states = {flavour: state for flavour, state in row["registered"].items()}
+        states = row["registered"]  # flavour -> True / False / why it cannot be asked
         broken = [f for f, state in states.items() if state is False]
         detail = f"v{row['version']} namespace {row['namespace']}: " + ", ".join(
             f"{f} {'registered' if s is True else 'NOT registered' if s is False else s}" for f, s in states.items())
