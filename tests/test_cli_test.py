@@ -116,14 +116,14 @@ def build():
 '''
 
 
-def test_segmentation_miou_end_to_end(tmp_path):
+def test_segmentation_miou_end_to_end(tmp_path, capsys):
     """One 'cat' (category 1) rectangle over a quarter of each image; the model says class 1 everywhere:
     IoU(cat) = 1/4, IoU(background) = 0, so mIoU = 12.5 % and pixel accuracy 25 %, on every backend."""
     (tmp_path / "seg.py").write_text(CONSTANT_SEGMENTER)
     cfg = tmp_path / "deploy.py"
     cfg.write_text(f"_base_ = ['{CONFIGS}/segmentation/segmentation_onnxruntime_static-512x1024.py']\n"
                    f"onnx_config = dict(input_shape=[64, 48])\n")
-    run_cli("convert", cfg, f"{tmp_path / 'seg.py'}:build", "--work-dir", tmp_path / "w")
+    trtdeploy.convert(cfg, f"{tmp_path / 'seg.py'}:build", work_dir=tmp_path / "w")
     images, anns = [], []
     for i in (1, 2):
         Image.new("RGB", (80, 60), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
@@ -134,9 +134,9 @@ def test_segmentation_miou_end_to_end(tmp_path):
     ann_file = tmp_path / "ann.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}))
     out = tmp_path / "res.json"
-    proc = run_cli("test", cfg, f"{tmp_path / 'seg.py'}:build", tmp_path / "w/end2end.onnx", "--dataset", ann_file,
-                   "--out", out)
-    assert "mIoU" in proc.stdout
+    assert main(["test", str(cfg), f"{tmp_path / 'seg.py'}:build", str(tmp_path / "w/end2end.onnx"), "--dataset",
+                 str(ann_file), "--out", str(out)]) == 0
+    assert "mIoU" in capsys.readouterr().out
     rows = json.loads(out.read_text())["results"]
     assert [r["backend"] for r in rows] == ["pytorch", "onnxruntime"]
     for row in rows:
@@ -162,7 +162,7 @@ def build():
 
 
 @pytest.mark.slow
-def test_detection_map_end_to_end(tmp_path):
+def test_detection_map_end_to_end(tmp_path, capsys):
     """SSDlite on a COCO set whose ground truth is ONNX Runtime's own top detections (category ids 11-13 named after
     the model's classes, so labels map by name): ONNX Runtime must score bbox mAP 100 and PyTorch agree."""
     cfg = tmp_path / "deploy.py"
@@ -170,7 +170,7 @@ def test_detection_map_end_to_end(tmp_path):
                    f"onnx_config = dict(input_shape=[320, 320])\n")
     (tmp_path / "det.py").write_text(SPREAD_SSDLITE)
     spec = f"{tmp_path / 'det.py'}:build"
-    run_cli("convert", cfg, spec, "--work-dir", tmp_path / "w")
+    trtdeploy.convert(cfg, spec, work_dir=tmp_path / "w")
     model = trtdeploy.load(tmp_path / "w/end2end.onnx")
     rng = np.random.default_rng(0)
     images, found = [], []
@@ -190,8 +190,9 @@ def test_detection_map_end_to_end(tmp_path):
     ann_file.write_text(json.dumps({"images": images, "annotations": anns,
                                     "categories": [{"id": 10 + c, "name": f"class_{c}"} for c in (1, 2, 3)]}))
     out = tmp_path / "res.json"
-    proc = run_cli("test", cfg, spec, tmp_path / "w/end2end.onnx", "--dataset", ann_file, "--out", out)
-    assert "bbox mAP" in proc.stdout
+    assert main(["test", str(cfg), spec, str(tmp_path / "w/end2end.onnx"), "--dataset", str(ann_file),
+                 "--out", str(out)]) == 0
+    assert "bbox mAP" in capsys.readouterr().out
     torch_row, ort_row = json.loads(out.read_text())["results"]
     assert ort_row["backend"] == "onnxruntime" and ort_row["scores"]["bbox mAP"] == pytest.approx(100.0)
     assert torch_row["backend"] == "pytorch" and torch_row["scores"]["bbox mAP"] >= 99.0
