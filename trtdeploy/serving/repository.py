@@ -57,7 +57,6 @@ class ExportOptions:
     name: str
     max_batch: int | None = None  # None: from the engine's profiles, else DEFAULT_PYTHON_MAX_BATCH
     instances: int = 1
-    ensemble: bool = False
     ensemble_model: str = "python"
 
 
@@ -323,8 +322,8 @@ def export_triton(work_dir: str | os.PathLike, repo: str | os.PathLike, name: st
     converted = find_converted(work_dir)
     repo = Path(repo)
     opts = ExportOptions(mc.check_model_name(name or converted.work_dir.resolve().name,
-                                             "--name" if name else f"the work dir's name (pass --name)"),
-                         max_batch, instances, ensemble, ensemble_model)
+                                             "--name" if name else "the work dir's name (pass --name)"),
+                         max_batch, instances, ensemble_model)
     if max_batch is not None and not 0 <= max_batch <= 4096:
         raise ConfigError(f"--max-batch {max_batch} is out of range; pass 0 (no batching) to 4096")
     if not 1 <= instances <= 64:

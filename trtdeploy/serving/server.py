@@ -33,6 +33,7 @@ from . import model_config as mc
 PYTRITON = "nvidia-pytriton==0.7.0"
 SERVER_NUMPY = "numpy<2"
 SHM_PREFIX = "triton_python_backend_shm_region_"
+READY_MARK = ".trtdeploy-ready"  # written last by the install: holds the venv's site-packages
 INSTALL_HINT = ("run NVIDIA's Triton container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3) with tritonserver on PATH, "
                 f"or let trtdeploy install the bundled server: it needs `pip install {PYTRITON}` to reach PyPI")
 NATIVE_ONLY = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
@@ -71,39 +72,38 @@ def bundled_server(install: bool = True) -> ServerInstall:
     # One venv per Python environment: it borrows that environment's packages (see _install_bundled).
     host = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
     venv = serve_home() / f"venv-py{sys.version_info.major}{sys.version_info.minor}-{host}"
-    ready = venv / ".trtdeploy-ready"
-    if not ready.exists():
+    site_dir = _installed_site(venv)
+    if site_dir is None:
         if not install:
             raise BackendUnavailableError(f"no Triton server here: {INSTALL_HINT}")
-        _install_bundled(venv, ready)
-    site = Path(ready.read_text().strip())
-    root = site / "pytriton" / "tritonserver"
-    stub = root / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / \
-        "triton_python_backend_stub"
-    backends = venv / "triton-backends"
-    python_backend = backends / "python"
-    if not python_backend.is_dir():
-        python_backend.mkdir(parents=True)
-        for src in [*(root / "backends" / "python").glob("*.so"), *(root / "backends" / "python").glob("*.py"), stub]:
-            (python_backend / src.name).symlink_to(src)
-    env = {"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(site / "nvidia_pytriton.libs"),
+        site_dir = _install_bundled(venv)
+    root = site_dir / "pytriton" / "tritonserver"
+    env = {"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(site_dir / "nvidia_pytriton.libs"),
                                                             os.environ.get("LD_LIBRARY_PATH")])),
            # The Python backend's stub embeds the interpreter found first on PATH: make it the venv's.
            "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]),
            "VIRTUAL_ENV": str(venv)}
     return ServerInstall(root / "bin" / "tritonserver", env,
-                         ["--backend-directory", str(backends), "--cache-directory", str(root / "caches"),
-                          "--allow-gpu-metrics", "false"], python_only=True,
+                         ["--backend-directory", str(venv / "triton-backends"), "--cache-directory",
+                          str(root / "caches"), "--allow-gpu-metrics", "false"], python_only=True,
                          label=f"bundled tritonserver from {PYTRITON} (Python backend only; venv {venv})")
 
 
-def _install_bundled(venv: Path, ready: Path) -> None:
-    """Create the server's venv once (a lock keeps concurrent first uses from racing)."""
+def _installed_site(venv: Path) -> Path | None:
+    """The venv's site-packages when its install finished and the server binary is still there."""
+    ready = venv / READY_MARK
+    site_dir = Path(ready.read_text().strip()) if ready.is_file() else None
+    return site_dir if site_dir and (site_dir / "pytriton/tritonserver/bin/tritonserver").is_file() else None
+
+
+def _install_bundled(venv: Path) -> Path:
+    """Create the server's venv once (a lock keeps concurrent first uses from racing); returns its site-packages."""
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists():
-            return
+        done = _installed_site(venv)
+        if done:
+            return done
         shutil.rmtree(venv, ignore_errors=True)
         logger.info("installing the bundled Triton server into %s (first use, about 75 MB from PyPI) ...", venv)
         steps = [[sys.executable, "-m", "venv", str(venv)],
@@ -119,14 +119,24 @@ def _install_bundled(venv: Path, ready: Path) -> None:
                 raise BackendUnavailableError(f"installing the bundled Triton server failed at `{' '.join(cmd[-3:])}` "
                                               f"({last[0]}); {INSTALL_HINT}")
             out = proc.stdout
+        site_dir = Path(out.strip())
         # The server's Python sees this environment's packages (trtdeploy, editable or not, onnxruntime, pillow)
         # after its own, so its numpy < 2 wins; this works whether or not this environment is itself a venv.
         host_sites = [p for p in site.getsitepackages() if Path(p).is_dir()]
-        (Path(out.strip()) / "trtdeploy-host.pth").write_text(
+        (site_dir / "trtdeploy-host.pth").write_text(
             "".join(f"import site; site.addsitedir({p!r})\n" for p in host_sites))
-        tmp = ready.with_suffix(".tmp")
-        tmp.write_text(out.strip() + "\n")
-        os.replace(tmp, ready)
+        # Triton wants the stub for this Python beside the Python backend's library.
+        root = site_dir / "pytriton" / "tritonserver"
+        python_backend = venv / "triton-backends" / "python"
+        python_backend.mkdir(parents=True)
+        stub = root / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / \
+            "triton_python_backend_stub"
+        for src in [*(root / "backends" / "python").glob("*.so"), *(root / "backends" / "python").glob("*.py"), stub]:
+            (python_backend / src.name).symlink_to(src)
+        tmp = venv / f"{READY_MARK}.tmp"
+        tmp.write_text(f"{site_dir}\n")
+        os.replace(tmp, venv / READY_MARK)
+        return site_dir
 
 
 # -- ports --------------------------------------------------------------------------------------
@@ -268,10 +278,13 @@ class TritonServer:
         self._shm_before = _shm_regions()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "wb") as log:
-            # Own session: Ctrl-C reaches us, and we stop the server (and its stubs) in order.
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env={**os.environ, **self.install.env},
-                                            start_new_session=True)
+            try:
+                # Own session: Ctrl-C reaches us, and we stop the server (and its stubs) in order.
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env={**os.environ, **self.install.env},
+                                                start_new_session=True)
+            except OSError as e:
+                raise ServerError(f"cannot start {self.install.binary} ({e.strerror}); {INSTALL_HINT}") from None
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

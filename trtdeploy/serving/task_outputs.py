@@ -7,7 +7,7 @@ bench-serve, users) reads them back with ``from_tensors`` into the very structur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
