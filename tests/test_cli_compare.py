@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
+from PIL import Image
 
 from conftest import DEMO_IMG, run_cli
 from trtdeploy.cli.main import main
@@ -19,13 +21,15 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 def test_pytorch_onnxruntime_and_engine_stand_in_agree(tiny_classifier, tmp_path):
     work = tiny_classifier["work"]
     out = tmp_path / "compare.json"
+    second = tmp_path / "noise.png"
+    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(second)
     proc = run_cli("compare", work / "end2end.onnx", work / "end2end.engine", "--model", tiny_classifier["model"],
-                   "--input", DEMO_IMG, "--atol", "1e-3", "--json", out)
+                   "--input", DEMO_IMG, second, "--atol", "1e-3", "--json", out)
     assert f"inputs: input [1, 3, 224, 224] from image {DEMO_IMG}" in proc.stdout
     assert "tensorrt fp16 (end2end.engine): cannot run here (no GPU)" in proc.stdout
     assert proc.stdout.rstrip().endswith("PASSED: 2 output comparisons within tolerance")
     data = json.loads(out.read_text())
-    assert data["reference"].startswith("pytorch")
+    assert data["reference"].startswith("pytorch") and data["inputs"] == [f"image {DEMO_IMG}", f"image {second}"]
     fp32, fp16 = data["results"]
     assert fp32["candidate"] == "onnxruntime fp32 (end2end.onnx)" and fp32["max_abs"] <= 1e-4
     assert fp16["candidate"].startswith("onnxruntime fp16 (end2end_fp16.onnx") and fp16["passed"]

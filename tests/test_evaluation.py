@@ -12,7 +12,8 @@ from PIL import Image
 from trtdeploy.config import load_deploy_config
 from trtdeploy.errors import ConfigError, DatasetError
 from trtdeploy.evaluation import (EvalDataset, Tolerances, bisect_onnx, check_config_matches,
-                                  compare_arrays, metric_for, open_dataset, parse_tolerance)
+                                  compare_arrays, compare_outputs, metric_for, open_dataset, parse_tolerance,
+                                  worst_case)
 from trtdeploy.evaluation.inspection import inspect_file
 from trtdeploy.evaluation.metrics import MeanIoU
 from trtdeploy.backends.base import TensorSpec
@@ -155,6 +156,16 @@ def test_compare_arrays_applies_allclose_rule_and_cosine():
     assert not compare_arrays("o", ref, -ref, Tolerances(atol={"": 1e9})).passed           # cosine -1 < 0.999
     assert not compare_arrays("o", ref, np.array([1.0, np.nan, 100.0]), tol).passed
     assert "shape" in compare_arrays("o", ref, ref[:2], tol).note
+
+
+def test_worst_case_over_inputs_keeps_largest_error_and_lowest_cosine():
+    tol = Tolerances(atol={"": 0.1})
+    ref = np.ones(4)
+    runs = [compare_outputs({"o": ref}, {"o": ref + 0.05}, tol, "ref", "cand"),
+            compare_outputs({"o": ref}, {"o": ref * np.array([1, 1, 1, -1])}, tol, "ref", "cand")]
+    (merged,) = worst_case(runs)
+    assert merged.max_abs == pytest.approx(2.0) and merged.cosine == pytest.approx(0.5) and not merged.passed
+    assert worst_case(runs[:1])[0].passed
 
 
 def _chain(scale: float, path):

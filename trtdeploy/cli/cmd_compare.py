@@ -25,7 +25,8 @@ def register(sub, common) -> None:
     p.add_argument("--model", help="the PyTorch model as reference: torchvision://<name> or <module or file.py>:<factory>")
     p.add_argument("--checkpoint", help="state dict for --model")
     p.add_argument("--deploy-cfg", help="deploy config: task settings, and tolerances from its compare_config")
-    p.add_argument("--input", help="image to pre-process as input (default: random normal data)")
+    p.add_argument("--input", nargs="+", help="images to pre-process as inputs; the report keeps the worst case "
+                                              "(default: random normal data)")
     p.add_argument("--shape", action="append", help="input shape, e.g. 1x3x224x224 or input:1x3x224x224 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default: %(default)s)")
     for kind, text in (("atol", "absolute"), ("rtol", "relative"), ("cosine", "minimum cosine similarity")):
@@ -39,7 +40,7 @@ def register(sub, common) -> None:
 
 def run(args) -> int:
     from ..config import load_deploy_config
-    from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, write_json
+    from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, worst_case, write_json
     from ..evaluation.targets import make_feed, parse_shapes, runnable_or_fail
 
     cfg = load_deploy_config(args.deploy_cfg) if args.deploy_cfg else None
@@ -50,12 +51,17 @@ def run(args) -> int:
         runnable = runnable_or_fail(targets, "compare")
         reference = runnable[0]
         shapes = parse_shapes(args.shape, reference.model.runner.input_names)
-        feed, origin = make_feed(reference, args.input, shapes, args.seed)
-        print(f"inputs: {', '.join(f'{k} {list(v.shape)}' for k, v in feed.items())} from {origin}")
+        feeds = [make_feed(reference, image, shapes, args.seed) for image in args.input or [None]]
+        for feed, origin in feeds:
+            print(f"inputs: {', '.join(f'{k} {list(v.shape)}' for k, v in feed.items())} from {origin}")
         print(f"reference: {reference.label}; tolerances: {tol.describe()}")
-        expected = reference.model(feed)
-        results = [r for t in runnable[1:] for r in compare_outputs(expected, t.model(feed), tol, reference.label, t.label)]
-        bisected = _bisect(runnable, feed, tol) if args.bisect else None
+        runs = []
+        for feed, _ in feeds:
+            expected = reference.model(feed)
+            runs.append([r for t in runnable[1:] for r in compare_outputs(expected, t.model(feed), tol, reference.label,
+                                                                          t.label)])
+        results = worst_case(runs)
+        bisected = _bisect(runnable, feeds[0][0], tol) if args.bisect else None
     finally:
         for t in targets:
             t.close()
@@ -70,7 +76,8 @@ def run(args) -> int:
     if bisected is not None:
         print(bisected["text"])
     if args.json_out:
-        write_json(args.json_out, {"reference": reference.label, "inputs": origin, "tolerances": tol.__dict__,
+        write_json(args.json_out, {"reference": reference.label, "inputs": [origin for _, origin in feeds],
+                                   "tolerances": tol.__dict__,
                                    "results": [r.to_dict() for r in results],
                                    "bisect": bisected["data"] if bisected else None})
         print(f"results: {args.json_out}")

@@ -4,7 +4,7 @@ The CLI commands test/profile/compare/inspect are thin shells over these functio
 """
 from .accuracy import TargetAccuracy, evaluate, format_accuracy
 from .benchmark import LatencyStats, TargetProfile, format_profile, plot_latency, profile_targets
-from .compare import Divergence, OutputComparison, bisect_onnx, compare_arrays, compare_outputs
+from .compare import Divergence, OutputComparison, bisect_onnx, compare_arrays, compare_outputs, worst_case
 from .dataset import EvalDataset, EvalSample, open_dataset
 from .inspection import format_inspection, inspect_file
 from .metrics import METRICS, Metric, metric_for
@@ -14,6 +14,6 @@ from .tolerance import Tolerances, parse_tolerance
 
 __all__ = ["TargetAccuracy", "evaluate", "format_accuracy", "LatencyStats", "TargetProfile", "format_profile",
            "plot_latency", "profile_targets", "format_inspection", "inspect_file", "Divergence", "OutputComparison", "bisect_onnx",
-           "compare_arrays", "compare_outputs", "EvalDataset", "EvalSample", "open_dataset", "METRICS", "Metric",
+           "compare_arrays", "compare_outputs", "worst_case", "EvalDataset", "EvalSample", "open_dataset", "METRICS", "Metric",
            "metric_for", "format_table", "write_json", "Target", "TorchRunner", "check_config_matches", "open_file",
            "open_targets", "Tolerances", "parse_tolerance"]

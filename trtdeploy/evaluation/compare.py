@@ -81,6 +81,22 @@ def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
     return results
 
 
+def worst_case(runs: list[list[OutputComparison]]) -> list[OutputComparison]:
+    """One comparison per (candidate, output) over several inputs: the largest errors, the lowest cosine."""
+    merged: dict[tuple[str, str], OutputComparison] = {}
+    for run in runs:
+        for c in run:
+            key = (c.candidate, c.output)
+            if key not in merged:
+                merged[key] = OutputComparison(**c.to_dict())
+                continue
+            m = merged[key]
+            m.max_abs, m.max_rel = max(m.max_abs, c.max_abs), max(m.max_rel, c.max_rel)
+            m.mean_abs, m.cosine = max(m.mean_abs, c.mean_abs), min(m.cosine, c.cosine)
+            m.passed, m.note = m.passed and c.passed, m.note or c.note
+    return list(merged.values())
+
+
 # -- bisect -------------------------------------------------------------------------------------------
 
 @dataclass
