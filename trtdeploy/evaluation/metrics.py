@@ -124,7 +124,10 @@ class CocoMAP(Metric):
         image_ids = {s.image_id for s in self.dataset.samples}
         scores = {}
         for iou_type in self.iou_types:
-            results = [r for r in self.results if iou_type == "bbox" or "segmentation" in r]
+            # One field per type, as pycocotools expects: with a box beside a mask, loadRes takes the box's area.
+            drop = "segmentation" if iou_type == "bbox" else "bbox"
+            results = [{k: v for k, v in r.items() if k != drop} for r in self.results
+                       if iou_type == "bbox" or "segmentation" in r]
             if not results:
                 scores.update({f"{iou_type} {n}": 0.0 for n in ("mAP", "mAP50", "mAP75")})
                 continue
