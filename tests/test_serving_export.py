@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from conftest import CONFIGS, DEMO_IMG, run_cli
 
-from trtdeploy.backends.sidecar import write_sidecar
+from trtdeploy.backends.sidecar import read_sidecar, write_sidecar
 from trtdeploy.serving import model_config as mc
 from trtdeploy.serving.stages import Pipeline, run_batched
 from trtdeploy.serving.task_outputs import task_outputs
@@ -49,7 +49,19 @@ def test_tensorrt_plan_config_follows_the_engine_profiles(engine_work, tmp_path)
     assert (repo / "sq_trt/1/model.plan").read_bytes() == (engine_work / "end2end.engine").read_bytes()
     python = configs["sq"]
     assert python.backend == "python" and python.parameters["trtdeploy_stage"].string_value == "pipeline"
-    assert (repo / "sq/1/model.py").is_file() and (repo / "sq/1/end2end.onnx.json").is_file()
+    assert python.parameters["trtdeploy_model_file"].string_value == "end2end.engine"
+    assert {p.name for p in (repo / "sq/1").iterdir()} == {"model.py", "end2end.engine", "end2end.engine.json",
+                                                           "end2end.onnx", "end2end.onnx.json"}
+    # No GPU here: the Python model serves the engine's ONNX on ONNX Runtime, pre-processed to the engine's shapes.
+    from trtdeploy.api import load
+
+    stage = Pipeline(repo / "sq/1/end2end.engine")
+    assert stage.model.sidecar["profiles"] == read_sidecar(engine_work / "end2end.engine")["profiles"]
+    (answer,) = stage([{"image": np.array([[DEMO_IMG.read_bytes()]], dtype=object)}])
+    (row,) = task_outputs("Classification").from_tensors(answer)
+    expected = load(engine_work / "end2end.onnx").predict(DEMO_IMG)[0]
+    assert [i for i, _, _ in row] == [i for i, _, _ in expected]
+    stage.close()
 
     too_big = run_cli("export-triton", engine_work, "--repo", tmp_path / "r2", "--max-batch", "32", check=False)
     assert too_big.returncode == 2 and "exceeds the engine's profile max batch 16" in too_big.stderr

@@ -1,7 +1,8 @@
 """Write a Triton model repository for a converted work dir.
 
 Layout (NAME from --name):
-  NAME/              Python backend: encoded image -> the task's answer (trtdeploy's runner inside)
+  NAME/              Python backend: encoded image -> the task's answer (trtdeploy's runner inside: the engine
+                     where TensorRT and a GPU can run it, else the ONNX on ONNX Runtime)
   NAME_onnx/         platform onnxruntime_onnx: the ONNX model, tensors in and out
   NAME_trt/          platform tensorrt_plan: the engine, when the work dir has a plugin-free one
   NAME_preprocess/, NAME_infer/, NAME_postprocess/, NAME_ensemble/   with --ensemble
@@ -42,6 +43,11 @@ class Converted:
     onnx_sidecar: dict
     engine: Path | None = None
     engine_sidecar: dict | None = None
+
+    @property
+    def served(self) -> tuple[Path, dict]:
+        """What the Python-backend models run: the engine where there is one (ONNX as its fallback), else the ONNX."""
+        return (self.engine, self.engine_sidecar) if self.engine else (self.onnx, self.onnx_sidecar)
 
     @property
     def task(self) -> str:
@@ -177,17 +183,21 @@ class Skip(Exception):
 
 def _stage_model(stage: str, name: str, converted: Converted, opts: ExportOptions) -> ModelFiles:
     stage_cls = STAGES.get(stage)
-    inputs, outputs = stage_cls.io(converted.onnx_sidecar)
-    where = f"{converted.onnx.name} (stage {stage})"
+    model_file, sidecar = converted.served
+    inputs, outputs = stage_cls.io(sidecar)
+    where = f"{model_file.name} (stage {stage})"
     config = {"name": name, "backend": "python", "max_batch_size": _python_max_batch(opts),
               "input": _tensors(inputs, where), "output": _tensors(outputs, where),
               "instance_group": [{"kind": "KIND_CPU", "count": opts.instances}],
               "parameters": {"trtdeploy_stage": {"string_value": stage},
-                             "trtdeploy_model_file": {"string_value": converted.onnx.name}},
+                             "trtdeploy_model_file": {"string_value": model_file.name}},
               **_batching(_python_max_batch(opts))}
-    copies = {"1/model.py": MODEL_SCRIPT, f"1/{sidecar_path(converted.onnx).name}": sidecar_path(converted.onnx)}
-    if stage_cls.needs_model_file:
-        copies[f"1/{converted.onnx.name}"] = converted.onnx
+    files = [model_file, converted.onnx] if stage_cls.needs_model_file else [model_file]
+    copies = {"1/model.py": MODEL_SCRIPT}
+    for path in dict.fromkeys(files):
+        copies[f"1/{sidecar_path(path).name}"] = sidecar_path(path)
+        if stage_cls.needs_model_file:
+            copies[f"1/{path.name}"] = path
     return ModelFiles(name, f"python ({stage})", config, copies)
 
 
@@ -256,7 +266,7 @@ ENSEMBLE_STEP_MODELS = {"python": "_infer", "onnxruntime_onnx": "_onnx", "tensor
 
 def ensemble_models(converted: Converted, opts: ExportOptions, written: dict[str, ModelFiles]) -> list[ModelFiles]:
     """Pre-processing, model and post-processing as separate models joined by an ensemble."""
-    name, sidecar = opts.name, converted.onnx_sidecar
+    name, (_, sidecar) = opts.name, converted.served
     step_model = f"{name}{ENSEMBLE_STEP_MODELS[opts.ensemble_model]}"
     parts = [_stage_model("preprocess", f"{name}_preprocess", converted, opts),
              _stage_model("postprocess", f"{name}_postprocess", converted, opts)]

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..backends.base import Runner, TensorSpec, profiles_from_json
 from ..backends.sidecar import read_sidecar
-from ..errors import InputError
+from ..errors import BackendUnavailableError, EngineCompatibilityError, InputError
 from ..registry import Registry
+from ..utils.logging import logger
 from .task_outputs import task_outputs
 
 IMAGE_INPUT = "image"  # encoded image bytes (JPEG, PNG, ...), one per batch row
@@ -81,15 +82,30 @@ class _SpecsOnly(Runner):
 
 
 def _deployed(model_file: Path, run_model: bool):
-    """The model as trtdeploy runs it; without ``run_model`` only its task and input shapes."""
+    """The model as trtdeploy runs it; without ``run_model`` only its task and input shapes.
+
+    An engine runs where TensorRT and a GPU can run it; elsewhere (our CPU machines, or an engine
+    built for another GPU) the ONNX model it was converted from runs on ONNX Runtime instead,
+    pre-processed to the same shapes.
+    """
     from ..api import DeployedModel, load, task_for
 
-    if run_model:
+    if not run_model:
+        sidecar = read_sidecar(model_file, required=True)
+        inputs, outputs = model_specs(sidecar)
+        runner = _SpecsOnly(inputs, outputs, profiles_from_json(sidecar.get("profiles")), source=str(model_file))
+        return DeployedModel(runner, task_for(sidecar), sidecar)
+    try:
         return load(model_file)
-    sidecar = read_sidecar(model_file, required=True)
-    inputs, outputs = model_specs(sidecar)
-    runner = _SpecsOnly(inputs, outputs, profiles_from_json(sidecar.get("profiles")), source=str(model_file))
-    return DeployedModel(runner, task_for(sidecar), sidecar)
+    except (BackendUnavailableError, EngineCompatibilityError) as e:
+        sidecar = read_sidecar(model_file) or {}
+        fallback = model_file.with_name(sidecar.get("onnx_file") or model_file.stem + ".onnx")
+        if fallback == model_file or not fallback.is_file():
+            raise
+        logger.warning("%s; serving %s on ONNX Runtime instead", e, fallback.name)
+        model = load(fallback, device="cpu")
+        model.sidecar.update({k: v for k, v in sidecar.items() if k in ("profiles", "export_shapes")})
+        return model
 
 
 def decode_image(data) -> np.ndarray:
