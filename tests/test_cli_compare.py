@@ -91,7 +91,9 @@ def test_bad_input(tiny_classifier, tmp_path, capsys):
     code, _, err = _cli(capsys, "compare", onnx_file, onnx_file, "--shape", "32x3x224x224",
                         "--deploy-cfg", tiny_classifier["cfg"])
     assert code == 4 and "outside the engine's profile" in err
-    code, _, err = _cli(capsys, "compare", onnx_file, "--bisect")
+    code, _, err = _cli(capsys, "compare", onnx_file)
+    assert code == 3 and "nothing to compare: only onnxruntime fp32 (end2end.onnx) runs here" in err
+    code, _, err = _cli(capsys, "compare", onnx_file, "--model", tiny_classifier["model"], "--bisect")
     assert code == 3 and "--bisect needs two ONNX graphs" in err
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     code, _, err = _cli(capsys, "compare", onnx_file, tmp_path / "junk.onnx")

@@ -40,6 +40,7 @@ def register(sub, common) -> None:
 
 def run(args) -> int:
     from ..config import load_deploy_config
+    from ..errors import ModelError
     from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, worst_case, write_json
     from ..evaluation.targets import make_feed, parse_shapes, runnable_or_fail
 
@@ -49,6 +50,9 @@ def run(args) -> int:
     targets = open_targets(args.files, cfg, args.model, args.checkpoint, args.device)
     try:
         runnable = runnable_or_fail(targets, "compare")
+        if len(runnable) < 2:
+            raise ModelError(f"nothing to compare: only {runnable[0].label} runs here; pass a second model file "
+                             f"or the PyTorch model with --model")
         reference = runnable[0]
         shapes = parse_shapes(args.shape, reference.model.runner.input_names)
         feeds = [make_feed(reference, image, shapes, args.seed) for image in args.input or [None]]
