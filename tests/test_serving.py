@@ -204,3 +204,19 @@ def test_stop_leaves_no_process_or_shared_memory(served, repo):
     assert "server stopped (exit code 0)" in text
     assert _processes_mentioning(str(repo)) == []
     assert _shm() - served.shm_before == set()
+
+
+def test_ctrl_c_while_starting_leaves_no_server(resnet18_ort, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("export-triton", resnet18_ort, "--repo", repo, "--name", MODEL)
+    proc = subprocess.Popen([sys.executable, "-m", "trtdeploy", "serve", str(repo), "--http-port", str(free_port()),
+                             "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first = proc.stdout.readline()
+    assert first.startswith("starting "), first
+    time.sleep(0.5)  # the server process is up, its models are loading
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in out, out
+    assert _processes_mentioning(str(repo)) == []

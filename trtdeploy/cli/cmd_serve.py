@@ -30,11 +30,12 @@ def run(args) -> int:
     endpoints = Endpoints("127.0.0.1", args.http_port, args.grpc_port, args.metrics_port)
     log_file = Path(args.log_file or Path(tempfile.gettempdir()) / f"trtdeploy-serve-{args.http_port}.log")
     server = TritonServer(args.repo, endpoints, log_file)
+    print(f"starting {server.install.label}; log: {log_file}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM while starting stops like Ctrl-C
+    server.start(args.ready_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"starting {server.install.label}; log: {log_file}", flush=True)
-    server.start(args.ready_timeout)
     try:
         for name, why in server.skipped.items():
             print(f"  not loaded: {name}: {why}")

@@ -285,17 +285,21 @@ class TritonServer:
                                                 start_new_session=True)
             except OSError as e:
                 raise ServerError(f"cannot start {self.install.binary} ({e.strerror}); {INSTALL_HINT}") from None
+        try:
+            self._wait_ready(ready_timeout)
+        except BaseException:  # Ctrl-C while waiting included: never leave a server behind
+            self.stop()
+            raise
+
+    def _wait_ready(self, ready_timeout: float) -> None:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                errors = self.log_errors()
-                self.stop()
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} before it was ready: "
-                                  f"{errors}; full log: {self.log_file}")
+                                  f"{self.log_errors()}; full log: {self.log_file}")
             if self.is_ready():
                 return
             time.sleep(0.25)
-        self.stop()
         raise ServerError(f"tritonserver was not ready after {ready_timeout:.0f} s: {self.log_errors()}; "
                           f"full log: {self.log_file}; raise --ready-timeout if the models are large")
 
