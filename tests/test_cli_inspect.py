@@ -38,6 +38,9 @@ def test_inspect_engine_built_by_tensorrt_rtx(tiny_classifier):
     assert info["inputs"][0]["name"] == "input" and info["outputs"][0]["name"] == "output"
     text = format_inspection(info)
     assert "precision fp16; built with TensorRT-RTX" in text and "1x3x224x224  4x3x224x224  16x3x320x320" in text
+    int8 = {"route": "explicit", "method": "entropy", "quantized_layers": ["/0/Conv", "/2/Conv"], "fp32_nodes": ["/6/Gemm"]}
+    assert "INT8: explicit route, entropy ranges, 2 quantized layers, kept in higher precision: /6/Gemm" in \
+        format_inspection({**info, "int8": int8})
 
 
 def test_bad_input(tiny_classifier, tmp_path, capsys):

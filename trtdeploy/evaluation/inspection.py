@@ -148,7 +148,8 @@ def inspect_engine(path: Path) -> dict:
                          f"to read instead (convert it with `trtdeploy convert`)")
     facts = {k: sidecar.get(k) for k in ("precision", "flavour", "backend_version", "compute_capabilities",
                                          "hardware_compatibility_level", "strongly_typed", "built_from",
-                                         "onnx_sha256", "trtdeploy_version", "created", "task")}
+                                         "check_with", "onnx_sha256", "trtdeploy_version", "created", "task",
+                                         "int8", "plugins")}
     body = info or {"source": f"sidecar {sidecar_path(path).name}", "inputs": sidecar.get("inputs", []),
                     "outputs": sidecar.get("outputs", []), "profiles": sidecar.get("profiles", [])}
     return {"file": str(path), "kind": "engine", "size_bytes": path.stat().st_size, **facts, **body,
@@ -180,6 +181,13 @@ def format_inspection(info: dict) -> str:
                      f"{'TensorRT-RTX' if info.get('flavour') == 'tensorrt_rtx' else 'TensorRT'} "
                      f"{info.get('backend_version') or '?'}; compute capabilities "
                      f"{', '.join(info.get('compute_capabilities') or []) or '-'}")
+        int8 = info.get("int8")
+        if int8:
+            lines.append(f"INT8: {int8.get('route')} route, {int8.get('method')} ranges, "
+                         f"{len(int8.get('quantized_layers') or [])} quantized layers, kept in higher precision: "
+                         f"{', '.join(int8.get('fp32_nodes') or []) or 'none'}")
+        if info.get("plugins"):
+            lines.append(f"plugins: {', '.join(map(str, info['plugins']))}")
     lines += ["", format_table(["", "name", "dtype", "shape"], _io_rows(info))]
     for i, profile in enumerate(info.get("profiles") or []):
         lines.append(f"\nprofile {i}:")
