@@ -277,6 +277,10 @@ def ensemble_models(converted: Converted, opts: ExportOptions, written: dict[str
                           f"({'it was skipped' if written else 'no such model'}); use --ensemble-model python")
     max_batch = _python_max_batch(opts)
     step_batch = written[step_model].config["max_batch_size"] if step_model in written else max_batch
+    if step_batch == 0:
+        raise ConfigError(f"--ensemble-model {opts.ensemble_model}: {step_model} has a fixed batch dimension, so it "
+                          f"cannot be a step of a batching ensemble; use --ensemble-model python, or convert with a "
+                          f"dynamic-batch config")
     if step_batch < max_batch:
         raise ConfigError(f"--ensemble-model {opts.ensemble_model}: {step_model} batches at most {step_batch}, less "
                           f"than --max-batch {max_batch}; pass --max-batch {step_batch}")
