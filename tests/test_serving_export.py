@@ -237,3 +237,19 @@ def test_bundled_server_loads_only_what_it_can_and_a_full_server_loads_all(resne
     assert "--http-address" in cmd and cmd[cmd.index("--http-address") + 1] == "127.0.0.1"
     full = TritonServer(repo, endpoints, tmp_path / "log", ServerInstall(Path("/opt/tritonserver/bin/tritonserver")))
     assert not full.skipped and "--model-control-mode" not in full.command()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ftp://127.0.0.1:8000"], "must look like http://127.0.0.1:8000 or grpc://127.0.0.1:8001"),
+    (["http://127.0.0.1:{port}", "--concurrency", "0,8"], "--concurrency '0,8' must be a comma-separated list"),
+    (["http://127.0.0.1:{port}", "--requests", "0"], "--requests 0 is out of range"),
+    (["http://127.0.0.1:{port}"], "cannot reach Triton at 127.0.0.1:{port}"),
+    (["grpc://127.0.0.1:{port}"], "check the URL and that `trtdeploy serve` is running"),
+])
+def test_bench_serve_refuses_bad_input_without_a_traceback(args, message):
+    from trtdeploy.serving.server import free_port
+
+    port = free_port()  # nothing listens there
+    proc = run_cli("bench-serve", *[a.format(port=port) for a in args], "--model", "m", check=False, timeout=120)
+    assert proc.returncode != 0 and message.format(port=port) in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
