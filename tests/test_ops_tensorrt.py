@@ -50,7 +50,7 @@ CASES = {
     "nms": (NMS(), (torch.rand(1, 500, 4), torch.rand(1, 500, 8)), ["boxes", "scores"],
             {"boxes": {0: "n", 1: "b"}, "scores": {0: "n", 1: "b"}},
             {"boxes": ((1, 1, 4), (1, 500, 4), (2, 4000, 4)), "scores": ((1, 1, 8), (1, 500, 8), (2, 4000, 8))}),
-    "roi_align": (RoIAlign(), (torch.randn(1, 16, 40, 40), _rois(50)), ["features", "rois"],
+    "roi_align": (RoIAlign(), (torch.randn(1, 16, 40, 40), _rois(100)), ["features", "rois"],
                   {"features": {0: "n", 2: "h", 3: "w"}, "rois": {0: "r"}},
                   {"features": ((1, 16, 8, 8), (1, 16, 40, 40), (2, 16, 96, 96)),
                    "rois": ((1, 5), (50, 5), (1000, 5))}),

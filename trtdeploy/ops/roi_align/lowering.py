@@ -1,4 +1,4 @@
-"""Plugin-free ``mmdeploy::MMCVRoIAlign`` (and the core of the multi-level one): Gather in a Loop.
+"""Plugin-free ``mmdeploy::MMCVRoIAlign`` (and the core of the multi-level one): Gathers in nested Loops.
 
 How: every level's feature maps (all images) are laid out channels-last as the rows of one
 table [sum N*H*W + 1, C] (the last row is zeros); each RoI reads only its own level and
@@ -8,12 +8,15 @@ the map), the bilinear weights, the summation order and the divisor are torchvis
 float32 expressions, so the result equals ``torchvision.ops.roi_align`` (bit for bit on
 ONNX Runtime CPU in our tests).
 
-Sampling grid bound: one Loop trip evaluates sample (iy, ix) of every bin of every RoI
-(four row Gathers). With ``sampling_ratio > 0`` the Loop runs sampling_ratio**2 trips. With
-adaptive sampling (``<= 0``) a RoI needs ceil(roi_h / out_h) x ceil(roi_w / out_w) samples per
-bin; the Loop runs max_gy * max_gx trips (the largest over the RoIs, read from the data, so no
-RoI is ever cut short) and masks the samples a smaller RoI does not have. The graph's shapes
-never depend on the data; only the trip count does.
+Sampling grid bound (adaptive sampling, ``sampling_ratio <= 0``): a RoI needs
+gy x gx = ceil(roi_h / out_h) x ceil(roi_w / out_w) samples per bin, known only from the data.
+RoIs are sorted by gy*gx and cut into chunks of CHUNK; an outer Loop runs over the chunks, an
+inner Loop over sample s = iy * gx + ix of every bin of the chunk's RoIs, bounded by the
+chunk's largest gy*gx (read from the data, so no RoI is ever cut short); a RoI with fewer
+samples masks the rest. Sorting keeps that waste small: the work is about the sum of the
+RoIs' own sample counts, as in torchvision, not R times the largest. With
+``sampling_ratio > 0`` every inner Loop runs sampling_ratio**2 trips. The graph's shapes never
+depend on the data; only trip counts do.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from onnx import TensorProto
 
 from ...errors import BuildError
 from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
+
+CHUNK = 64  # RoIs per chunk: they share a trip count, so sorting by sample count keeps the waste small
 
 def _table(e: Emitter, features: Sequence[str]) -> tuple[str, str, str, str]:
     """Stack feature maps [N, C, H_l, W_l] as rows [sum_l N*H_l*W_l + 1, C] (channels last, a zero row last).
@@ -52,15 +57,17 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
     """Emit RoIAlign of ``rois [R, 5]`` on ``features`` (one per level); ``level [R]`` picks each RoI's map."""
     f = e.const
     table, heights, widths, firsts = _table(e, features)
+    n_rois = e.dim(rois, 0)
+    if level is None:
+        level = e.op("ConstantOfShape", n_rois, value=onnx.helper.make_tensor("v", TensorProto.INT64, [1], [0]))
 
-    def per_roi(values: str) -> str:                      # a per-level table -> [R, 1] (or [1] for one level)
-        return values if level is None else e.unsqueeze(e.op("Gather", values, level, axis=0), [1])
+    def per_roi(values: str) -> str:                      # a per-level table -> [R, 1]
+        return e.unsqueeze(e.op("Gather", values, level, axis=0), [1])
 
     scale = per_roi(f(np.asarray(scales, np.float32)))
     height, width = per_roi(heights), per_roi(widths)                                      # int64
     batch, x1, y1, x2, y2 = e.op("Split", rois, e.i64([1] * 5), axis=1, outputs=5)        # [R, 1] each
     image_row = e.op("Mul", e.op("Cast", batch, to=TensorProto.INT64), height)           # first row of the image
-    first = per_roi(firsts) if level is None else e.unsqueeze(per_roi(firsts), [2])      # the level's first row
 
     offset = f(0.5 if aligned else 0.0)
     start_x, start_y = (e.op("Sub", e.op("Mul", v, scale), offset) for v in (x1, y1))
@@ -70,64 +77,97 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
         size_x, size_y = (e.op("Max", s, f(1.0)) for s in (size_x, size_y))
     bin_x, bin_y = e.op("Div", size_x, f(float(out_w))), e.op("Div", size_y, f(float(out_h)))
     if sampling_ratio > 0:
-        grid_x = grid_y = f([[float(sampling_ratio)]])
-        trips_y = trips_x = e.i64(sampling_ratio)
+        grid_x = grid_y = e.op("Expand", f([[float(sampling_ratio)]]), e.op("Shape", bin_x))
     else:
         grid_x, grid_y = e.op("Ceil", bin_x), e.op("Ceil", bin_y)
-        trips_y, trips_x = (e.op("Cast", e.reduce("ReduceMax", e.op("Concat", e.op("Reshape", g, e.i64([-1])),
-                                                                      f([0.0]), axis=0), [0], keepdims=0),
-                                 to=TensorProto.INT64) for g in (grid_y, grid_x))
     count = e.op("Max", e.op("Mul", grid_y, grid_x), f(1.0))
     bin_origin_y = e.op("Add", start_y, e.op("Mul", f(np.arange(out_h, dtype=np.float32)), bin_y))   # [R, PH]
     bin_origin_x = e.op("Add", start_x, e.op("Mul", f(np.arange(out_w, dtype=np.float32)), bin_x))   # [R, PW]
 
-    # One trip: sample (iy, ix) of every bin, with torchvision's position, validity, clamping and weights.
-    body = e.sub()
-    step, acc_in = body.name("iter"), body.name("acc_in")
-    trips_x_safe = body.op("Max", trips_x, body.i64(1))
-    iy = body.op("Cast", body.op("Div", step, trips_x_safe), to=TensorProto.FLOAT)
-    ix = body.op("Cast", body.op("Mod", step, trips_x_safe), to=TensorProto.FLOAT)
-    one = body.const(1.0)
+    # RoIs sorted by samples per bin, in chunks of CHUNK: a chunk loops over its own largest sample count.
+    samples = e.op("Mul", e.op("Max", grid_y, f(0.0)), e.op("Max", grid_x, f(0.0)))       # [R, 1]
+    floats = e.op("Concat", bin_origin_y, bin_origin_x, bin_y, bin_x, grid_y, grid_x, samples, axis=1)
+    ints = e.op("Concat", height, width, image_row, per_roi(firsts), axis=1)
+    n_chunks = e.op("Max", e.op("Div", e.op("Add", n_rois, e.i64([CHUNK - 1])), e.i64([CHUNK])), e.i64([1]))
+    n_padded = e.op("Mul", n_chunks, e.i64([CHUNK]))
+
+    def padded(x: str, dtype: int) -> str:                # CHUNK rows of zeros after the RoIs: no samples
+        pad = e.op("ConstantOfShape", e.op("Concat", e.i64([CHUNK]), e.dim(x, 1), axis=0),
+                   value=onnx.helper.make_tensor("v", dtype, [1], [0]))
+        return e.op("Concat", x, pad, axis=0)
+
+    floats, ints = padded(floats, TensorProto.FLOAT), padded(ints, TensorProto.INT64)
+    most, order = e.op("TopK", e.op("Gather", floats, e.i64(out_h + out_w + 4), axis=1), n_padded, axis=0, outputs=2)
+    chunked = (lambda x: e.op("Reshape", e.op("Gather", x, order, axis=0),
+                              e.op("Concat", n_chunks, e.i64([CHUNK, -1]), axis=0)))
+    floats, ints = chunked(floats), chunked(ints)                                           # [chunks, CHUNK, .]
+    chunk_trips = e.op("Cast", e.op("Gather", most, e.op("Range", e.i64(0), e.squeeze(n_padded, [0]), e.i64(CHUNK)),
+                                    axis=0), to=TensorProto.INT64)             # each chunk's first (largest) count
+
+    outer = e.sub()
+    chunk = outer.name("chunk")
+    params = outer.op("Gather", floats, chunk, axis=0)                                      # [CHUNK, F]
+    (origin_y, origin_x, bin_y, bin_x, grid_y, grid_x, _) = outer.op(
+        "Split", params, outer.i64([out_h, out_w, 1, 1, 1, 1, 1]), axis=1, outputs=7)
+    height, width, image_row, first = outer.op("Split", outer.op("Gather", ints, chunk, axis=0),
+                                               outer.i64([1, 1, 1, 1]), axis=1, outputs=4)    # [CHUNK, 1]
+
+    # Inner trip s: sample s (row-major in the RoI's own grid) of every bin of the chunk's RoIs.
+    b = outer.sub()
+    step, acc_in = b.name("sample"), b.name("acc_in")
+    one = b.const(1.0)
+    step_f = b.op("Cast", step, to=TensorProto.FLOAT)
+    per_row = b.op("Max", grid_x, one)
+    iy = b.op("Floor", b.op("Div", step_f, per_row))                                        # [CHUNK, 1]
+    ix = b.op("Sub", step_f, b.op("Mul", iy, per_row))
 
     def axis_taps(origin, bin_size, grid, index, limit):
         """Along one axis: validity, low/high pixel (int64) and the low/high weights."""
-        pos = body.op("Add", origin, body.op("Div", body.op("Mul", body.op("Add", index, body.const(0.5)), bin_size),
-                                             grid))
-        limit_f = body.op("Cast", limit, to=TensorProto.FLOAT)
-        ok = body.op("And", body.op("And", body.op("GreaterOrEqual", pos, body.const(-1.0)),
-                                    body.op("LessOrEqual", pos, limit_f)), body.op("Less", index, grid))
-        last = body.op("Sub", limit_f, one)
-        clamped = body.op("Min", body.op("Max", pos, body.const(0.0)), last)
-        low = body.op("Floor", clamped)
-        frac = body.op("Sub", clamped, low)
-        high = body.op("Min", body.op("Add", low, one), last)
-        as_int = (lambda x: body.op("Cast", x, to=TensorProto.INT64))
-        return ok, as_int(low), as_int(high), body.op("Sub", one, frac), frac
+        pos = b.op("Add", origin, b.op("Div", b.op("Mul", b.op("Add", index, b.const(0.5)), bin_size), grid))
+        limit_f = b.op("Cast", limit, to=TensorProto.FLOAT)
+        ok = b.op("And", b.op("And", b.op("GreaterOrEqual", pos, b.const(-1.0)), b.op("LessOrEqual", pos, limit_f)),
+                  b.op("Less", index, grid))
+        last = b.op("Sub", limit_f, one)
+        clamped = b.op("Min", b.op("Max", pos, b.const(0.0)), last)
+        low = b.op("Floor", clamped)
+        frac = b.op("Sub", clamped, low)
+        high = b.op("Min", b.op("Add", low, one), last)
+        as_int = (lambda x: b.op("Cast", x, to=TensorProto.INT64))
+        return ok, as_int(low), as_int(high), b.op("Sub", one, frac), frac
 
-    ok_y, y_low, y_high, hy, ly = axis_taps(bin_origin_y, bin_y, grid_y, iy, height)       # [R, PH]
-    ok_x, x_low, x_high, hx, lx = axis_taps(bin_origin_x, bin_x, grid_x, ix, width)        # [R, PW]
-    ok = body.op("And", body.unsqueeze(ok_y, [2]), body.unsqueeze(ok_x, [1]))               # [R, PH, PW]
-    zero_row = body.op("Sub", body.dim(table, 0), body.i64(1))
-    total = body.const(0.0)
+    ok_y, y_low, y_high, hy, ly = axis_taps(origin_y, bin_y, grid_y, iy, height)             # [CHUNK, PH]
+    ok_x, x_low, x_high, hx, lx = axis_taps(origin_x, bin_x, grid_x, ix, width)              # [CHUNK, PW]
+    ok = b.op("And", b.unsqueeze(ok_y, [2]), b.unsqueeze(ok_x, [1]))                         # [CHUNK, PH, PW]
+    zero_row = b.op("Sub", b.dim(table, 0), b.i64(1))
+    first3 = b.unsqueeze(first, [2])
+    total = b.const(0.0)
     for y_tap, wy in ((y_low, hy), (y_high, ly)):
-        row = body.unsqueeze(body.op("Mul", body.op("Add", image_row, y_tap), width), [2])   # [R, PH, 1]
+        row = b.unsqueeze(b.op("Mul", b.op("Add", image_row, y_tap), width), [2])          # [CHUNK, PH, 1]
         for x_tap, wx in ((x_low, hx), (x_high, lx)):
-            index = body.op("Where", ok, body.op("Add", body.op("Add", row, body.unsqueeze(x_tap, [1])), first),
-                            zero_row)
-            weight = body.op("Where", ok, body.op("Mul", body.unsqueeze(wy, [2]), body.unsqueeze(wx, [1])),
-                             body.const(0.0))                                  # [R, PH, PW]; 0, never NaN, when out
-            tap = body.op("Mul", body.unsqueeze(weight, [3]), body.op("Gather", table, index, axis=0))
-            total = body.op("Add", total, tap)                                                  # [R, PH, PW, C]
-    acc_out = body.op("Add", acc_in, total)
-    graph = body.graph("roi_align_samples", [scalar_input(step, TensorProto.INT64),
-                                             scalar_input(body.name("cond"), TensorProto.BOOL),
-                                             tensor_input(acc_in)], [body.const(True, np.bool_), acc_out])
+            index = b.op("Where", ok, b.op("Add", b.op("Add", row, b.unsqueeze(x_tap, [1])), first3), zero_row)
+            weight = b.op("Where", ok, b.op("Mul", b.unsqueeze(wy, [2]), b.unsqueeze(wx, [1])),
+                          b.const(0.0))                                        # [CHUNK, PH, PW]; 0, never NaN
+            tap = b.op("Mul", b.unsqueeze(weight, [3]), b.op("Gather", table, index, axis=0))
+            total = b.op("Add", total, tap)                                                  # [CHUNK, PH, PW, C]
+    acc_out = b.op("Add", acc_in, total)
+    inner = b.graph("roi_align_samples", [scalar_input(step, TensorProto.INT64),
+                                          scalar_input(b.name("cond"), TensorProto.BOOL),
+                                          tensor_input(acc_in)], [b.const(True, np.bool_), acc_out])
+    acc_shape = outer.op("Concat", outer.i64([CHUNK, out_h, out_w]), outer.dim(table, 1), axis=0)
+    zeros = outer.op("ConstantOfShape", acc_shape, value=onnx.helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    summed = outer.op("Loop", outer.op("Gather", chunk_trips, chunk, axis=0), outer.const(True, np.bool_), zeros,
+                      body=inner)
+    outer_graph = outer.graph("roi_align_chunks", [scalar_input(chunk, TensorProto.INT64),
+                                                   scalar_input(outer.name("cond"), TensorProto.BOOL)],
+                              [outer.const(True, np.bool_), summed])
+    stacked = e.op("Loop", e.squeeze(n_chunks, [0]), e.const(True, np.bool_), body=outer_graph)  # [chunks, CHUNK, ...]
 
-    channels = e.dim(features[0], 1)
-    acc_shape = e.op("Concat", e.dim(rois, 0), e.i64([out_h, out_w]), channels, axis=0)
-    zeros = e.op("ConstantOfShape", acc_shape, value=onnx.helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
-    summed = e.op("Loop", e.op("Mul", trips_y, trips_x), e.const(True, np.bool_), zeros, body=graph)
-    pooled = e.op("Transpose", summed, perm=[0, 3, 1, 2])                                   # [R, C, PH, PW]
+    # Back to the RoIs' order, then torchvision's divisor.
+    sorted_sums = e.op("Reshape", stacked, e.op("Concat", e.i64([-1, out_h, out_w]), e.dim(table, 1), axis=0))
+    positions = e.op("ScatterElements", order, order, e.op("Range", e.i64(0), e.squeeze(n_padded, [0]), e.i64(1)),
+                     axis=0)                                                                 # inverse permutation
+    sums = e.op("Gather", sorted_sums, e.op("Slice", positions, e.i64([0]), n_rois), axis=0)   # [R, PH, PW, C]
+    pooled = e.op("Transpose", sums, perm=[0, 3, 1, 2])                                     # [R, C, PH, PW]
     return e.op("Div", pooled, e.unsqueeze(count, [2, 3]))
 
 
