@@ -81,11 +81,16 @@ class TRTBatchedNMS(torch.autograd.Function):
     @staticmethod
     def symbolic(g, boxes, scores, num_classes, pre_top_k, keep_top_k, iou_threshold, score_threshold,
                  background_label_id, return_index):
-        return g.op(f"{DOMAIN}::{OP_TYPE}", boxes, scores, num_classes_i=num_classes,
-                    background_label_id_i=background_label_id, iou_threshold_f=iou_threshold,
-                    score_threshold_f=score_threshold, topk_i=pre_top_k, keep_topk_i=keep_top_k,
-                    is_normalized_i=0, clip_boxes_i=0, return_index_i=int(return_index),
-                    outputs=3 if return_index else 2)
+        outputs = g.op(f"{DOMAIN}::{OP_TYPE}", boxes, scores, num_classes_i=num_classes,
+                       background_label_id_i=background_label_id, iou_threshold_f=iou_threshold,
+                       score_threshold_f=score_threshold, topk_i=pre_top_k, keep_topk_i=keep_top_k,
+                       is_normalized_i=0, clip_boxes_i=0, return_index_i=int(return_index),
+                       outputs=3 if return_index else 2)
+        n_images = scores.type().sizes()[0] if scores.type().sizes() else None
+        outputs[0].setType(scores.type().with_sizes([n_images, keep_top_k, 5]))
+        for extra in outputs[1:]:  # labels (and box indices)
+            extra.setType(scores.type().with_dtype(torch.int64).with_sizes([n_images, keep_top_k]))
+        return outputs
 
 
 def multiclass_nms(boxes: Tensor, scores: Tensor, *, iou_threshold: float, score_threshold: float,

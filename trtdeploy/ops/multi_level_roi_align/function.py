@@ -19,7 +19,7 @@ from torchvision.ops import roi_align as tv_roi_align  # imported before any tra
 from torchvision.ops.poolers import LevelMapper
 
 from ...errors import ConfigError
-from ..roi_align.function import pair
+from ..roi_align.function import pair, pooled_type
 
 DOMAIN, OP_TYPE = "mmdeploy", "MMCVMultiLevelRoiAlign"
 CANONICAL_LEVEL = 4  # torchvision's default; the lowering reads the mapping back with it
@@ -59,11 +59,13 @@ class MMCVMultiLevelRoiAlign(torch.autograd.Function):
     @staticmethod
     def symbolic(g, rois, output_size, featmap_strides, sampling_ratio, aligned, canonical_scale, canonical_level,
                  *features):
-        return g.op(f"{DOMAIN}::{OP_TYPE}", rois, *features, output_height_i=output_size[0],
-                    output_width_i=output_size[1], pool_mode_i=1, sampling_ratio_i=sampling_ratio,
-                    roi_scale_factor_f=1.0, finest_scale_i=finest_scale(featmap_strides, canonical_scale,
-                                                                        canonical_level),
-                    featmap_strides_f=[float(s) for s in featmap_strides], aligned_i=int(aligned))
+        out = g.op(f"{DOMAIN}::{OP_TYPE}", rois, *features, output_height_i=output_size[0],
+                   output_width_i=output_size[1], pool_mode_i=1, sampling_ratio_i=sampling_ratio,
+                   roi_scale_factor_f=1.0, finest_scale_i=finest_scale(featmap_strides, canonical_scale,
+                                                                       canonical_level),
+                   featmap_strides_f=[float(s) for s in featmap_strides], aligned_i=int(aligned))
+        out.setType(pooled_type(features[0], rois, output_size))
+        return out
 
 
 def multi_level_roi_align(features: Sequence[Tensor], rois: Tensor, output_size: int | tuple[int, int],

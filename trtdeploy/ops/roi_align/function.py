@@ -33,9 +33,18 @@ class MMCVRoIAlign(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        return g.op(f"{DOMAIN}::{OP_TYPE}", features, rois, output_height_i=output_size[0],
-                    output_width_i=output_size[1], spatial_scale_f=spatial_scale, sampling_ratio_i=sampling_ratio,
-                    mode_s="avg", aligned_i=int(aligned))
+        out = g.op(f"{DOMAIN}::{OP_TYPE}", features, rois, output_height_i=output_size[0],
+                   output_width_i=output_size[1], spatial_scale_f=spatial_scale, sampling_ratio_i=sampling_ratio,
+                   mode_s="avg", aligned_i=int(aligned))
+        out.setType(pooled_type(features, rois, output_size))
+        return out
+
+
+def pooled_type(features, rois, output_size: tuple[int, int]):
+    """The exported node's output type, [R, C, out_h, out_w] (unknown sizes left open), for shape inference."""
+    channels = features.type().sizes()[1] if features.type().sizes() else None
+    n_rois = rois.type().sizes()[0] if rois.type().sizes() else None
+    return features.type().with_sizes([n_rois, channels, *output_size])
 
 
 def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int], spatial_scale: float = 1.0,
