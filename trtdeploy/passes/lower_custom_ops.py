@@ -30,6 +30,7 @@ class Emitter:
         self.prefix = prefix
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
+        self._consts: dict[tuple, str] = {}
         self._count = [0]  # shared with sub-emitters, so names stay unique across bodies
 
     def name(self, hint: str) -> str:
@@ -42,11 +43,14 @@ class Emitter:
         return names[0] if outputs == 1 else names
 
     def const(self, value, dtype=np.float32) -> str:
+        """A Constant node, one per distinct value in this graph (fewer nodes for onnxslim to fold)."""
         array = np.asarray(value, dtype=dtype)
-        out = self.name("const")
-        self.nodes.append(helper.make_node("Constant", [], [out], name=out + "_node",
-                                           value=numpy_helper.from_array(array)))
-        return out
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            out = self._consts[key] = self.name("const")
+            self.nodes.append(helper.make_node("Constant", [], [out], name=out + "_node",
+                                               value=numpy_helper.from_array(array)))
+        return self._consts[key]
 
     def i64(self, value) -> str:
         return self.const(value, np.int64)
