@@ -21,7 +21,7 @@ from mmengine import Config
 
 import trtdeploy
 from conftest import CONFIGS, DEMO_IMG, REPO, run_cli, run_python
-from trtdeploy.errors import ModelError, ShapeError
+from trtdeploy.errors import ConfigError, ModelError, ShapeError
 from trtdeploy.tasks.detection import paste_masks
 
 DETECTORS = ["retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
@@ -329,3 +329,18 @@ def test_shipped_configs_load():
             if "dynamic-320x320-1344x1344" in path.name:
                 assert [list(r.min) + list(r.opt) + list(r.max) for r in cfg.profiles[0].values()] == [
                     [1, 3, 320, 320, 1, 3, 800, 1344, 1, 3, 1344, 1344]]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("keep_top_k", 0, "keep_top_k must be an integer > 0"),
+    ("iou_threshold", 1.5, "iou_threshold must be a number in \\[0, 1\\]"),
+    ("score_threshold", "high", "score_threshold must be a number in \\[0, 1\\)"),
+    ("pre_top_k", 0, "pre_top_k must be an integer > 0, or -1 for no cap"),
+])
+def test_post_processing_out_of_range_is_refused_before_export(tmp_path, key, value, message):
+    cfg = ort_config("ssdlite320_mobilenet_v3_large")
+    cfg["codebase_config"]["post_processing"][key] = value
+    model = torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None, weights_backbone=None)
+    with pytest.raises(ConfigError, match=f"codebase_config.post_processing.{message}"):
+        trtdeploy.convert(cfg, model, work_dir=tmp_path)
+    assert not list(tmp_path.iterdir())

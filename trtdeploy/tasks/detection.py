@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..utils.fileio import atomic_write
 from ..utils.image import as_rgb_array
 from .base import TASKS, Task, fit_image
@@ -28,6 +28,16 @@ from .classification import IMAGENET_MEAN, IMAGENET_STD
 # MMDeploy's post_processing key -> the attribute torchvision's detectors read.
 POST_PROCESSING_ATTRS = {"score_threshold": "score_thresh", "iou_threshold": "nms_thresh",
                          "keep_top_k": "detections_per_img"}
+# key -> (accepts the value, what it must be)
+POST_PROCESSING_RANGES = {
+    "score_threshold": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "confidence_threshold": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "iou_threshold": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "keep_top_k": (lambda v: isinstance(v, int) and v > 0, "an integer > 0 (the fixed number of output rows)"),
+    "pre_top_k": (lambda v: isinstance(v, int) and (v > 0 or v == -1), "an integer > 0, or -1 for no cap"),
+    "max_output_boxes_per_class": (lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    "background_label_id": (lambda v: isinstance(v, int) and v >= -1, "a class id, or -1 for none"),
+}
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,7 @@ class ObjectDetection(Task):
         from ..export import FUNCTION_REWRITER
         from ..export import rewriters  # noqa: F401  (registers the rewriters)
 
+        self.check_post_processing()
         kind = type(model).__name__
         family = family_of(model)
         if family is None:
@@ -157,6 +168,13 @@ class ObjectDetection(Task):
                 raise ModelError(f"{kind}'s post-processing {target} has no rewriter, so it cannot become a fixed-size "
                                  f"graph; register one with @FUNCTION_REWRITER.register({target!r}) "
                                  f"(see trtdeploy/export/rewriters/)")
+
+    def check_post_processing(self) -> None:
+        """Raise ConfigError for a post_processing value out of range, naming the field."""
+        for key, value in self.post_processing.items():
+            accepts, what = POST_PROCESSING_RANGES.get(key, (lambda v: True, ""))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepts(value):
+                raise ConfigError(f"codebase_config.post_processing.{key} must be {what or 'a number'}, got {value!r}")
 
     def configure(self, model) -> None:
         """Set the detector's thresholds from post_processing, so eager and exported runs agree."""

@@ -38,7 +38,8 @@ def padded_detections(ctx, boxes: torch.Tensor, scores: torch.Tensor, *, score_t
     from ...ops.batched_nms import multiclass_nms
 
     settings = post_processing(ctx.cfg) if configured else {}
-    pre_top_k = min(int(max_candidates), int(settings.get("pre_top_k", max_candidates)))
+    cap = int(settings.get("pre_top_k", -1))  # MMDeploy: -1 (or 0) means no cap
+    pre_top_k = min(int(max_candidates), cap) if cap > 0 else int(max_candidates)
     return multiclass_nms(boxes, scores, iou_threshold=float(iou_threshold), score_threshold=float(score_threshold),
                           pre_top_k=pre_top_k, keep_top_k=int(keep_top_k),
                           background_label_id=int(settings.get("background_label_id", -1)))
