@@ -133,18 +133,23 @@ _NUMPY_OF = {"int": np.int32, "float": np.float32, "floats": np.float32}
 
 
 def to_plugin_fields(module, values: Mapping, fields: Sequence[Field]):
-    """A PluginFieldCollection that serializes ``values`` (what the engine stores for this plugin)."""
+    """A PluginFieldCollection that serializes ``values`` (what the engine stores for this plugin).
+
+    Returns it with the arrays it points into: a PluginField does not own its data, so the
+    caller must keep the arrays alive as long as TensorRT may read the collection.
+    """
     types = {"int": module.PluginFieldType.INT32, "float": module.PluginFieldType.FLOAT32,
              "floats": module.PluginFieldType.FLOAT32, "string": module.PluginFieldType.CHAR}
-    out = []
+    out, arrays = [], []
     for field in fields:
         value = values[field.name]
         if field.kind == "string":
             data = np.frombuffer(value.encode() + b"\0", dtype=np.int8)
         else:
             data = np.atleast_1d(np.asarray(value, dtype=_NUMPY_OF[field.kind]))
+        arrays.append(data)
         out.append(module.PluginField(field.name, data, types[field.kind]))
-    return module.PluginFieldCollection(out)
+    return module.PluginFieldCollection(out), arrays
 
 
 class PluginSpec:
@@ -268,7 +273,8 @@ def _make_classes(module):
             return self.clone()
 
         def get_fields_to_serialize(self):
-            return to_plugin_fields(module, self.values, self.spec.fields)
+            collection, self._field_data = to_plugin_fields(module, self.values, self.spec.fields)
+            return collection
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
             import torch

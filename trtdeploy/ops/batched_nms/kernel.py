@@ -4,10 +4,11 @@ Two kernels, for every image at once:
 - ``_overlap_bits``: bit j of word w of row i is set when candidate 32*w+j ranks after i, has
   its class and overlaps it by IoU > threshold. One program fills a [BLOCK_I x 32] tile.
 - ``_greedy_scan``: one program per image walks its ranked candidates 32 at a time: it loads
-  the 32 rows of bits once, settles the chunk with register-only bit operations, then ORs the
-  kept rows into the running "removed" words. It stops once ``keep_topk`` are kept (later
-  candidates cannot reach the output), so the serial part is short for real detectors.
-The bit words and keep flags live in the caller's workspace (TensorRT's, inside the plugin).
+  the 32 rows of bits once, settles the chunk with register-only bit operations, writes the
+  kept candidates to the next output rows (``reference.assemble``'s layout) and ORs their rows
+  into the running "removed" words. It stops once ``keep_topk`` are kept (later candidates
+  cannot reach the output), so the serial part is short for real detectors.
+The bit words live in the caller's workspace (TensorRT's, inside the plugin).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import assemble, select_candidates
+from .reference import select_candidates
 
 BLOCK_I = 32
 
@@ -46,7 +47,7 @@ def _overlap_bits(boxes, labels, counts, bits, k, words, iou_threshold, BLOCK_I:
     w = tl.maximum(tl.minimum(ax2[:, None], bx2[None, :]) - tl.maximum(ax1[:, None], bx1[None, :]), 0.0)
     h = tl.maximum(tl.minimum(ay2[:, None], by2[None, :]) - tl.maximum(ay1[:, None], by1[None, :]), 0.0)
     inter = w * h
-    iou = inter / (area_a[:, None] + area_b[None, :] - inter)
+    iou = tl.div_rn(inter, area_a[:, None] + area_b[None, :] - inter)  # IEEE division, as torchvision
     hit = (iou > iou_threshold) & (cols[None, :] > rows[:, None]) & (row_label[:, None] == col_label[None, :])
     shifts = tl.arange(0, 32)
     packed = tl.sum(tl.where(hit, (1 << shifts)[None, :], 0), axis=1)  # distinct bits: sum == or
@@ -59,7 +60,8 @@ def _or(a, b):
 
 
 @triton.jit
-def _greedy_scan(bits, counts, keep, k, words, keep_topk, WORDS: tl.constexpr):
+def _greedy_scan(bits, counts, boxes, scores, labels, box_index, dets, out_labels, out_index, k, words, keep_topk,
+                 WORDS: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     count = tl.load(counts + n)
     lanes = tl.arange(0, WORDS)
@@ -74,6 +76,7 @@ def _greedy_scan(bits, counts, keep, k, words, keep_topk, WORDS: tl.constexpr):
                        mask=valid[:, None] & (lanes < words)[None, :], other=0)
         current = tl.sum(tl.where(lanes == chunk, removed, 0))       # removed bits of this chunk
         inside = tl.sum(tl.where(lanes[None, :] == chunk, tile, 0), axis=1)  # each row's bits in this chunk
+        first_slot = kept_total
         kept_bits = 0
         for t in tl.static_range(32):
             ok = (((current >> t) & 1) == 0) & (chunk * 32 + t < count) & (kept_total < keep_topk)
@@ -81,43 +84,53 @@ def _greedy_scan(bits, counts, keep, k, words, keep_topk, WORDS: tl.constexpr):
             current = current | tl.where(ok, tl.sum(tl.where(lane32 == t, inside, 0)), 0)
             kept_total += ok.to(tl.int32)
         kept = ((kept_bits >> lane32) & 1) != 0
-        tl.store(keep + n * k + rows, kept.to(tl.int8), mask=valid)
+        # the kept candidates fill the next output rows, in rank order
+        slot = (first_slot + tl.cumsum(kept.to(tl.int32), 0) - 1).to(tl.int64)
+        src = n * k + rows
+        dst = n * keep_topk + slot
+        for j in tl.static_range(4):
+            tl.store(dets + dst * 5 + j, tl.load(boxes + src * 4 + j, mask=kept), mask=kept)
+        tl.store(dets + dst * 5 + 4, tl.load(scores + src, mask=kept), mask=kept)
+        tl.store(out_labels + dst, tl.load(labels + src, mask=kept), mask=kept)
+        tl.store(out_index + dst, tl.load(box_index + src, mask=kept), mask=kept)
         removed = removed | tl.reduce(tl.where(kept[:, None], tile, 0), 0, _or)
         chunk += 1
 
 
 def workspace_bytes(num_images: int, k: int) -> int:
-    """Bytes of workspace ``suppress`` needs for ``k`` candidates per image: bit words and keep flags."""
-    return num_images * k * (triton.cdiv(k, 32) * 4 + 1) + 256
-
-
-def suppress(cand_boxes: torch.Tensor, label: torch.Tensor, count: torch.Tensor, iou_threshold: float,
-             keep_topk: int, workspace: torch.Tensor | None = None) -> torch.Tensor:
-    """Greedy class-aware NMS over each image's ranked candidates [N, K, 4] -> keep [N, K] (bool)."""
-    num_images, k = cand_boxes.shape[:2]
-    if k == 0 or num_images == 0:
-        return torch.zeros((num_images, k), dtype=torch.bool, device=cand_boxes.device)
-    words = triton.cdiv(k, 32)
-    if workspace is None:
-        workspace = torch.empty(workspace_bytes(num_images, k), dtype=torch.uint8, device=cand_boxes.device)
-    nbits = num_images * k * words * 4
-    bits = workspace[:nbits].view(torch.int32)
-    keep = workspace[nbits:nbits + num_images * k].view(torch.int8)
-    keep.zero_()
-    counts = count.to(torch.int32).contiguous()
-    _overlap_bits[(triton.cdiv(k, BLOCK_I), words, num_images)](
-        cand_boxes.contiguous(), label.to(torch.int32).contiguous(), counts, bits, k, words, float(iou_threshold),
-        BLOCK_I=BLOCK_I)
-    _greedy_scan[(num_images,)](bits, counts, keep, k, words, keep_topk, WORDS=triton.next_power_of_2(words))
-    return keep.view(num_images, k).bool()
+    """Bytes of workspace ``batched_nms`` needs for ``k`` candidates per image: the bit words."""
+    return num_images * k * triton.cdiv(k, 32) * 4 + 256
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, *, topk: int, keep_topk: int, score_threshold: float,
                 iou_threshold: float, background_label_id: int = -1, clip_boxes: bool = False,
-                workspace: torch.Tensor | None = None, label_dtype: torch.dtype = torch.int64):
-    """TRTBatchedNMS on the GPU -> (dets [N, keep_topk, 5], labels [N, keep_topk], index [N, keep_topk])."""
+                workspace: torch.Tensor | None = None, out: tuple | None = None):
+    """TRTBatchedNMS on the GPU -> (dets [N, keep_topk, 5], labels [N, keep_topk], index [N, keep_topk] int64).
+
+    ``out`` are preallocated outputs (TensorRT's buffers); ``workspace`` holds the bit words.
+    """
     cand_boxes, cand_scores, label, box_index, count = select_candidates(
         boxes, scores, topk=topk, score_threshold=score_threshold, background_label_id=background_label_id,
         clip_boxes=clip_boxes)
-    keep = suppress(cand_boxes, label, count, iou_threshold, keep_topk, workspace)
-    return assemble(cand_boxes, cand_scores, label, box_index, keep, keep_topk, label_dtype)
+    num_images, k = cand_scores.shape
+    device = scores.device
+    if out is None:
+        out = (torch.empty((num_images, keep_topk, 5), device=device),
+               torch.empty((num_images, keep_topk), dtype=torch.int64, device=device),
+               torch.empty((num_images, keep_topk), dtype=torch.int64, device=device))
+    dets, labels, index = out
+    dets.zero_()  # padding rows: dets 0, label -1, index -1
+    labels.fill_(-1)
+    index.fill_(-1)
+    if k == 0 or num_images == 0:
+        return dets, labels, index
+    words = triton.cdiv(k, 32)
+    if workspace is None:
+        workspace = torch.empty(workspace_bytes(num_images, k), dtype=torch.uint8, device=device)
+    bits = workspace[:num_images * k * words * 4].view(torch.int32)
+    counts = count.to(torch.int32)
+    _overlap_bits[(triton.cdiv(k, BLOCK_I), words, num_images)](
+        cand_boxes, label.to(torch.int32), counts, bits, k, words, float(iou_threshold), BLOCK_I=BLOCK_I)
+    _greedy_scan[(num_images,)](bits, counts, cand_boxes, cand_scores, label, box_index, dets, labels, index, k,
+                                words, keep_topk, WORDS=triton.next_power_of_2(words))
+    return dets, labels, index

@@ -18,10 +18,10 @@ def suppress_torchvision(cand_boxes: torch.Tensor, label: torch.Tensor, count: t
     """Greedy class-aware NMS over each image's ranked candidates -> keep [N, K] (bool)."""
     from torchvision.ops import nms
 
-    keep = torch.zeros(cand_boxes.shape[:2], dtype=torch.bool)
+    keep = torch.zeros(cand_boxes.shape[:2], dtype=torch.bool, device=cand_boxes.device)
     for n in range(cand_boxes.shape[0]):
         m = int(count[n])
-        rank = -torch.arange(m, dtype=torch.float32)
+        rank = -torch.arange(m, dtype=torch.float32, device=cand_boxes.device)
         for c in label[n, :m].unique():
             members = (label[n, :m] == c).nonzero().flatten()
             keep[n, members[nms(cand_boxes[n, members], rank[members], iou_threshold)]] = True

@@ -78,15 +78,15 @@ class BatchedNMSPlugin(PluginSpec):
         return workspace_bytes(num_images, candidates_per_image(values, num_boxes, num_classes))
 
     def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
+        import torch
+
         from .kernel import batched_nms
 
-        dets, labels, index = batched_nms(
-            inputs[0], inputs[1], topk=values["topk"], keep_topk=values["keep_topk"],
-            score_threshold=values["score_threshold"], iou_threshold=values["iou_threshold"],
-            background_label_id=values["background_label_id"], clip_boxes=bool(values["clip_boxes"]),
-            workspace=workspace)
-        for out, result in zip(outputs, (dets, labels, index)):
-            out.copy_(result)
+        batched_nms(inputs[0], inputs[1], topk=values["topk"], keep_topk=values["keep_topk"],
+                    score_threshold=values["score_threshold"], iou_threshold=values["iou_threshold"],
+                    background_label_id=values["background_label_id"], clip_boxes=bool(values["clip_boxes"]),
+                    workspace=workspace, out=(outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else
+                                              torch.empty_like(outputs[1])))
 
 
 PLUGIN = register_spec(BatchedNMSPlugin())
