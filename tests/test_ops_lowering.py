@@ -51,9 +51,11 @@ NMS_GRAPHS = {
     # 0.6 is not a float32: exercises the double-precision comparison torchvision makes.
     "per_class": (True, dict(iou_threshold=0.6, score_threshold=0.0, pre_top_k=-1, keep_top_k=12,
                              background_label_id=0, return_index=True), BLOCK),
-    # Blocks of 4 candidates: many blocks, carried over, and the early stop once keep_top_k are found.
+    # Blocks of 4 candidates and TopK pages of 12: many blocks, carried over, the early stop once keep_top_k
+    # are found, and the paged candidate selection TensorRT needs for topk > 3840.
     "small_blocks": (False, dict(iou_threshold=0.5, score_threshold=0.3, pre_top_k=50, keep_top_k=6), 4),
 }
+SMALL_TOPK_PAGE = 12
 
 
 class NMSModule(torch.nn.Module):
@@ -70,7 +72,8 @@ def nms_session(name: str) -> ort.InferenceSession:
     per_class, kwargs, block = NMS_GRAPHS[name]
     boxes = torch.rand(1, 6, 3, 4) if per_class else torch.rand(1, 6, 4)
     dyn = {"boxes": {0: "n", 1: "b", **({2: "c"} if per_class else {})}, "scores": {0: "n", 1: "b", 2: "c"}}
-    with mock.patch.object(nms_lowering, "BLOCK", block):
+    page = SMALL_TOPK_PAGE if block < BLOCK else nms_lowering.MAX_TOPK
+    with mock.patch.object(nms_lowering, "BLOCK", block), mock.patch.object(nms_lowering, "MAX_TOPK", page):
         return lowered_session(NMSModule(kwargs), (boxes, torch.rand(1, 6, 3)), ["boxes", "scores"], dyn)
 
 

@@ -22,8 +22,9 @@ STRIDES = (4, 8, 16, 32)
 
 class NMS(torch.nn.Module):
     def forward(self, boxes, scores):
-        return multiclass_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, pre_top_k=300, keep_top_k=100,
-                              return_index=True)
+        # pre_top_k 5000 (MMDeploy's default) is above TensorRT's TopK limit of 3840: selected in pages.
+        return multiclass_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, pre_top_k=5000,
+                              keep_top_k=100, return_index=True)
 
 
 class RoIAlign(torch.nn.Module):

@@ -12,7 +12,9 @@ block), and the Loop stops as soon as every image has keep_topk survivors: the w
 the detections, not K squared. Trip bound: (K / BLOCK) * (BLOCK + 1).
 
 IoU is computed with torchvision's float32 expression on the class-offset boxes, so keep sets
-equal ``torchvision.ops.batched_nms``'s. Without ``topk`` (<= 0) all B*C pairs are candidates.
+equal ``torchvision.ops.batched_nms``'s. A ``topk`` above MAX_TOPK (TensorRT caps TopK's k at 3840)
+is selected in pages of TopK. Without ``topk`` (<= 0) all B*C pairs are candidates, in one TopK whose k
+is the graph's B*C (TensorRT builds that only while B*C <= 3840).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ...errors import BuildError
 from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
 
 LOWEST = np.finfo(np.float32).min
+MAX_TOPK = 3840  # TensorRT's largest TopK k; a larger topk is taken in pages
 BLOCK = 128  # candidates per block: small enough that a sweep is cheap, large enough for few Loop trips
 
 
@@ -36,6 +39,25 @@ def torchvision_iou_threshold(value: float) -> np.float32:
     threshold = float(np.format_float_positional(np.float32(value), unique=True))
     t = np.float32(threshold)
     return np.nextafter(t, np.float32(-np.inf)) if float(t) > threshold else t
+
+
+def sorted_top(e: Emitter, values: str, k: str, k_value: int | None) -> tuple[str, str]:
+    """TopK(values, k) along axis 1, sorted, in pages of at most MAX_TOPK (TensorRT's limit) when k is known.
+
+    Each page takes the best of what earlier pages left (those set to -inf), so the pages concatenate
+    into the exact sorted top k, ties by lower index first as in one TopK.
+    """
+    if k_value is None or k_value <= MAX_TOPK:
+        return tuple(e.op("TopK", values, k, axis=1, largest=1, sorted=1, outputs=2))
+    scores, ids = [], []
+    for taken in range(0, k_value, MAX_TOPK):
+        page_scores, page_ids = e.op("TopK", values, e.i64([min(MAX_TOPK, k_value - taken)]), axis=1, outputs=2)
+        scores.append(page_scores)
+        ids.append(page_ids)
+        spent = e.op("ConstantOfShape", e.op("Shape", page_ids),
+                     value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
+        values = e.op("ScatterElements", values, page_ids, spent, axis=1)
+    return e.op("Concat", *scores, axis=1), e.op("Concat", *ids, axis=1)
 
 
 def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
@@ -68,8 +90,8 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
         n_cand = e.op("Mul", e.op("Max", blocks, e.i64([1])), e.i64([BLOCK]))
     pad = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), n_cand, axis=0),
                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
-    cand_score, cand_id = e.op("TopK", e.op("Concat", flat, pad, axis=1), n_cand, axis=1, largest=1, sorted=1,
-                               outputs=2)
+    cand_score, cand_id = sorted_top(e, e.op("Concat", flat, pad, axis=1), n_cand,
+                                     -(-pre_top_k // BLOCK) * BLOCK if pre_top_k > 0 else None)
     rank = e.op("Range", e.i64(0), e.squeeze(n_cand, [0]), e.i64(1))                        # [K]
     valid = e.op("Greater", cand_score, threshold)
     if pre_top_k > 0:
