@@ -12,6 +12,7 @@ in torchvision's detectors and are accepted for compatibility only.
 """
 from __future__ import annotations
 
+import colorsys
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,7 @@ def coco_categories() -> list[str]:
 
 def class_palette(n: int) -> np.ndarray:
     """A fixed, well-spread RGB colour per class id (the same in every picture)."""
-    hues = (np.arange(n) * 0.618033988749895) % 1.0
-    import colorsys
-
+    hues = (np.arange(n) * 0.618033988749895) % 1.0  # golden-ratio steps keep neighbouring ids apart
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 0.95)] for h in hues], np.uint8)
 
 
