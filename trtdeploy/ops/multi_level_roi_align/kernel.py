@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..roi_align.kernel import MAX_LEVELS, roi_align_levels
+from ..roi_align.kernel import roi_align_levels
 from .function import CANONICAL_LEVEL
 from .reference import canonical_scale, first_level
 
@@ -17,5 +17,3 @@ def multi_level_roi_align(rois: torch.Tensor, features: list[torch.Tensor], *, o
                             canonical_level=CANONICAL_LEVEL, first_level=first_level(featmap_strides),
                             out=out)
 
-
-__all__ = ["MAX_LEVELS", "multi_level_roi_align"]

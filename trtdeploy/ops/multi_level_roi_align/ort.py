@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..ort_ops import OrtKernel, register_kernel
-from ..roi_align.kernel import MAX_LEVELS
+from ..roi_align.reference import MAX_LEVELS
 from .plugin import MULTI_LEVEL_FIELDS
 from .reference import map_levels
 

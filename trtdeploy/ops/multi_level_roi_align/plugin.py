@@ -12,7 +12,7 @@ import math
 from typing import Mapping
 
 from ..plugins import Field, PluginSpec, register_spec
-from ..roi_align.kernel import MAX_LEVELS
+from ..roi_align.reference import MAX_LEVELS
 from ..roi_align.plugin import check_rois
 
 

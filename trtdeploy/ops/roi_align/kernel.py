@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-MAX_LEVELS = 5
+from .reference import MAX_LEVELS
 # Triton's interpreter (the CPU tests) has no libdevice; its tl.log2 is numpy's, accurate too
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+MAX_LEVELS = 5  # feature maps one RoIAlign call (and the kernel's single launch) takes
+
 
 def _bilinear(feature: torch.Tensor, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """torchvision's bilinear sample of ``feature[batch]`` at (y, x) [R, bins] -> [R, C, bins]."""
