@@ -146,7 +146,7 @@ def evaluate(out: Path) -> int:
     dataset = out / "calib_dataset.py"
     dataset.write_text(f"data = dict(samples_per_gpu=8, workers_per_gpu=2, val=dict(type='CalibrationDataset', "
                        f"ann_file='{out / 'calib.json'}'))\n")
-    results, facts = {}, {}
+    facts = {}
     for method in ("entropy", "minmax", "percentile"):
         cfg = out / f"deploy_int8_{method}.py"
         cfg.write_text(f"""_base_ = ['{REPO}/configs/detection/detection_tensorrt-int8_static-800x1344.py']

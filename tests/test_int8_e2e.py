@@ -3,7 +3,6 @@ TensorRT-RTX with FP16 elsewhere, reuse on a second build, `trtdeploy sensitivit
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import h5py
 import pytest

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config.deploy_config import read_config_file
 from ..datasets import list_image_folder, load_coco
-from ..errors import ConfigError, DatasetError, TrtDeployError
+from ..errors import ConfigError, TrtDeployError
 from ..registry import Registry
 from ..utils.logging import logger
 from .transforms import Compose

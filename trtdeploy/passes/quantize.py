@@ -58,7 +58,8 @@ class QuantTarget:
     axis: int
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    """Does ``name`` match one of the fnmatch ``patterns`` (how configs name nodes)?"""
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -74,7 +75,7 @@ def quantization_targets(model: onnx.ModelProto, exclude_nodes: Iterable[str] = 
         weight = inits.get(node.input[1])
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or node.input[0] in inits:
             continue
-        if _matches(node.name, exclude_nodes):
+        if matches_any(node.name, exclude_nodes):
             continue
         axis = WEIGHT_AXIS.get(node.op_type)(node, len(weight.dims))
         targets.append(QuantTarget(node.name, node.op_type, node.input[0], node.input[1], axis))
@@ -284,7 +285,7 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
                              f"set onnx_config.opset_version=19 or common_config.fp16_mode=False") from None
     feeds_int8 = _upstream_of(model.graph, {n.name for n in model.graph.node if n.op_type in WEIGHT_AXIS
                                             and any(i.endswith("_dequantized") for i in n.input[1:2])})
-    kept = [n for n in model.graph.node if _matches(n.name, keep_fp32_nodes) or n.name not in feeds_int8]
+    kept = [n for n in model.graph.node if matches_any(n.name, keep_fp32_nodes) or n.name not in feeds_int8]
     converted = to_fp16(model, keep_nodes=[name for n in kept for name in _names_within(n)])
     _restore_fp32_outer_constants(model, converted, {n.name for n in kept})
     return converted

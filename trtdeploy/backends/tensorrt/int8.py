@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,6 @@ def activation_ranges(model: onnx.ModelProto, targets: list[quantize.QuantTarget
 
 
 def _graph_key(model: onnx.ModelProto) -> str:
-    import hashlib
-
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -195,7 +194,7 @@ def _keep_precision(trt: TensorRT, builder_config, network, patterns, dtype) -> 
     kept = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if quantize._matches(layer.name, patterns):
+        if quantize.matches_any(layer.name, patterns):
             layer.precision = dtype
             kept.append(layer.name)
     if kept:
