@@ -224,3 +224,15 @@ def test_calibrator_feeds_opt_shape_batches_and_keeps_its_cache(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="trtdeploy"):
         assert CalibrationCache(cache.path, cache.key).read() is None  # damaged -> recalibrate, no crash
     assert "damaged" in caplog.text
+
+
+def test_sensitivity_needs_an_int8_work_dir(tmp_path):
+    from trtdeploy.backends.tensorrt.int8 import int8_sensitivity
+    from trtdeploy.errors import ModelError
+
+    with pytest.raises(ModelError, match="does not exist; pass the --work-dir of an INT8"):
+        int8_sensitivity(tmp_path / "missing")
+    with pytest.raises(ModelError, match="holds no INT8 engine"):
+        int8_sensitivity(tmp_path)
+    with pytest.raises(ConfigError, match="--samples must be an integer >= 1"):
+        int8_sensitivity(tmp_path, num_samples=0)
