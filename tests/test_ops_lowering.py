@@ -206,6 +206,12 @@ def test_lowering_refuses_unsupported_attributes_and_routes():
     model.opset_import[0].version = 11
     with pytest.raises(BuildError, match="opset"):
         lower_custom_ops(model)
+    pooling = onnx.helper.make_node("MMCVMultiLevelRoiAlign", ["r", "p2", "p4"], ["y"], domain="mmdeploy",
+                                    output_height=7, output_width=7, featmap_strides=[4.0, 16.0], finest_scale=56)
+    model = onnx.helper.make_model(onnx.helper.make_graph([pooling], "g", [], []),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    with pytest.raises(BuildError, match="consecutive powers of two"):
+        lower_custom_ops(model)
 
 
 # ---------------------------------------------------------------- RoIAlign
@@ -314,7 +320,8 @@ def test_multi_level_aligned_matches_eager_reference():
 
 def test_multi_level_rejects_bad_strides():
     features = [torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4)]
-    with pytest.raises(ConfigError, match="powers of two"):
-        multi_level_roi_align(features, torch.zeros(1, 5), 3, [4, 12])
+    for strides in ([4, 12], [4, 16], [8, 4]):
+        with pytest.raises(ConfigError, match="powers of two"):
+            multi_level_roi_align(features, torch.zeros(1, 5), 3, strides)
     with pytest.raises(ConfigError, match="featmap_strides"):
         multi_level_roi_align(features, torch.zeros(1, 5), 3, [4])

@@ -53,7 +53,11 @@ def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
     strides = [float(s) for s in a["featmap_strides"]]
     features = list(node.input[1:])
     if len(strides) != len(features):
-        raise BuildError(f"{where}: {len(features)} feature inputs but {len(strides)} featmap_strides")
+        raise BuildError(f"{where}: {len(features)} feature inputs but {len(strides)} featmap_strides; "
+                         f"export one stride per feature map")
+    if any(b != 2 * a for a, b in zip(strides, strides[1:])) or 2 ** round(math.log2(strides[0])) != strides[0]:
+        raise BuildError(f"{where}: featmap_strides {strides} are not consecutive powers of two (4, 8, 16, ...), "
+                         f"which the level mapping needs; export the maps of consecutive FPN levels")
     rois = node.input[0]
     k_min, k_max = (int(round(math.log2(s))) for s in (strides[0], strides[-1]))
     s0 = float(a.get("finest_scale", 56)) * 2.0 ** (CANONICAL_LEVEL - k_min)
