@@ -96,9 +96,10 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     task = task_cls.from_config(cfg)
     steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime") + cfg.int8
     n = iter(range(1, steps + 1))
+    made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
     if cfg.int8:  # before the model: a wrong dataset config fails in a second
         with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
-            _collect_calibration_data(cfg, task, work, calib_dataset_cfg)
+            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg))
 
     with stage(f"[{next(n)}/{steps}] load model {model if isinstance(model, str) else type(model).__name__}"):
         torch_model = load_model(model, checkpoint, device)
@@ -136,8 +137,9 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             built = backend.build(onnx_path, work, cfg)
             backend_path = built.path
             sidecar = write_sidecar(built.path, {"backend": cfg.backend, **facts, **built.facts})
+            made.update(work / built.facts[k] for k in ("built_from", "check_with") if built.facts.get(k))
     result = ConvertResult(work, onnx_path, backend_path, sidecar,
-                           files=sorted({onnx_path, onnx_sidecar, backend_path, sidecar}))
+                           files=sorted({onnx_path, onnx_sidecar, backend_path, sidecar, *made}))
     if test_img is not None:
         with stage(f"[{next(n)}/{steps}] compare with PyTorch on {Path(test_img).name}"):
             result.test_report = compare_on_image(torch_model, task, backend_path, test_img, device)
