@@ -26,7 +26,7 @@ from trtdeploy.tasks.detection import paste_masks
 
 DETECTORS = ["retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
              "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"]
-SIZES = [(1, 3, 256, 320), (2, 3, 320, 256)]  # two sizes (and batch sizes) inside the dynamic profile
+SIZES = [(1, 3, 320, 352), (2, 3, 352, 320)]  # two sizes (and batch sizes) inside the shipped 320..1344 profile
 KEEP_TOP_K = 50
 CLASS_LOGIT_LAYERS = ("cls_logits", "cls_score", "classification_head.module_list", "mask_fcn_logits",
                       "bbox_ctrness")
@@ -59,7 +59,7 @@ def ort_config(name: str) -> dict:
     """The shipped dynamic ONNX Runtime config, exported small; keep_top_k/pre_top_k chosen so the test is quick."""
     folder, stem = ("instance-seg", "instance-seg") if name.startswith("maskrcnn") else ("detection", "detection")
     cfg = Config.fromfile(str(CONFIGS / folder / f"{stem}_onnxruntime_dynamic.py")).to_dict()
-    cfg["onnx_config"]["input_shape"] = [320, 256]
+    cfg["onnx_config"]["input_shape"] = [352, 320]
     cfg["codebase_config"]["post_processing"].update(keep_top_k=KEEP_TOP_K, pre_top_k=3000)
     return cfg
 
@@ -73,7 +73,7 @@ def converted(request, tmp_path_factory):
     return name, model, result
 
 
-def assert_same_detections(ours: dict, theirs: dict) -> None:
+def assert_same_detections(ours: dict, theirs: dict, image_hw: tuple[int, int]) -> None:
     """Per image: the same number of detections, each torch detection matched by one of ours."""
     for i in range(len(theirs["labels"])):
         mine, ref = ours["labels"][i] >= 0, theirs["labels"][i] >= 0
@@ -90,9 +90,8 @@ def assert_same_detections(ours: dict, theirs: dict) -> None:
             free.remove(k)
             if "masks" in theirs:
                 # Pasted into the same box: a 1e-4 px box difference can move torchvision's integer paste by a pixel.
-                hw = (320, 320)
-                a = paste_masks(ours["masks"][i, k:k + 1], box[None], hw)
-                b = paste_masks(theirs["masks"][i, j:j + 1], box[None], hw)
+                a = paste_masks(ours["masks"][i, k:k + 1], box[None], image_hw)
+                b = paste_masks(theirs["masks"][i, j:j + 1], box[None], image_hw)
                 union = (a | b).sum()
                 assert union == 0 or (a & b).sum() / union >= 0.99
 
@@ -108,7 +107,7 @@ def test_onnxruntime_matches_pytorch(converted):
         ours = deployed(batch)
         theirs = deployed.task.torch_outputs(model, batch, deployed.runner.output_names)
         assert ours["dets"].shape == (shape[0], KEEP_TOP_K, 5) and ours["labels"].dtype == np.int64
-        assert_same_detections(ours, theirs)
+        assert_same_detections(ours, theirs, shape[2:])
 
 
 @pytest.mark.slow
@@ -314,8 +313,8 @@ def test_static_graph_names_the_size_it_was_built_for(tmp_path):
     model = build("ssdlite320_mobilenet_v3_large")
     result = trtdeploy.convert(cfg, model, work_dir=tmp_path)
     deployed = trtdeploy.load(result.backend_path)
-    with pytest.raises(ShapeError, match=r"fixed to 256 \(the model was built for shape \[1, 3, 256, 320\]\)"):
-        deployed(np.zeros((1, 3, 320, 320), np.float32))
+    with pytest.raises(ShapeError, match=r"fixed to 320 \(the model was built for shape \[1, 3, 320, 352\]\)"):
+        deployed(np.zeros((1, 3, 352, 352), np.float32))
     assert deployed.predict(DEMO_IMG)[0]["boxes"].shape[1] == 4  # the pipeline resizes images to the built size
 
 

@@ -99,7 +99,7 @@ def test_run_prints_and_draws_the_class_map(converted, tmp_path):
     assert sidecar["task"] == "Segmentation" and sidecar["class_names"][15] == "person"
     out_png = tmp_path / "map.png"
     proc = run_cli("run", result.backend_path, "--input", DEMO_IMG, "--out", out_png)
-    assert "classes in a 320x240 map" in proc.stdout and "% of pixels" in proc.stdout
+    assert " in a 320x240 map:" in proc.stdout and "% of pixels" in proc.stdout
     from PIL import Image
 
     assert Image.open(out_png).size == Image.open(DEMO_IMG).size

@@ -99,7 +99,8 @@ class Segmentation(Task):
         lines = [f"  {self._name(int(ids[i]))} (class {int(ids[i])}): {100.0 * counts[i] / class_map.size:.1f}% of pixels"
                  for i in order[:10]]
         more = f"\n  ... and {len(ids) - 10} more classes" if len(ids) > 10 else ""
-        return f"  {len(ids)} classes in a {class_map.shape[1]}x{class_map.shape[0]} map:\n" + "\n".join(lines) + more
+        classes = f"{len(ids)} class{'es' if len(ids) != 1 else ''}"
+        return f"  {classes} in a {class_map.shape[1]}x{class_map.shape[0]} map:\n" + "\n".join(lines) + more
 
     def visualize(self, image, result, out_path: str | Path) -> None:
         """Blend a colour per class over the image, with a legend of the classes present."""
