@@ -236,3 +236,31 @@ def test_sensitivity_needs_an_int8_work_dir(tmp_path):
         int8_sensitivity(tmp_path)
     with pytest.raises(ConfigError, match="--samples must be an integer >= 1"):
         int8_sensitivity(tmp_path, num_samples=0)
+
+
+def test_implicit_plan_configures_flag_calibrator_profile_and_kept_layers(tmp_path, small_onnx):
+    from trtdeploy.backends.tensorrt.int8 import prepare_int8
+
+    onnx.save(small_onnx, tmp_path / "end2end.onnx")
+    write_calib(tmp_path / "calib_data.h5", [(1, 3, 16, 16)] * 3)
+    trt = fake_trt("10.3")
+    trt.module.DataType = SimpleNamespace(HALF="half", FLOAT="float")
+    cfg = cfg_with()
+    cfg.calib["exclude_nodes"] = ["/conv2/*"]
+    profile = {"input": ShapeRange((1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16))}
+    plan = prepare_int8(trt, tmp_path / "end2end.onnx", tmp_path, cfg, False, profile)
+    assert plan.onnx_path == tmp_path / "end2end.onnx" and plan.facts["int8"]["route"] == "implicit"
+
+    class Recorder(SimpleNamespace):
+        def __getattr__(self, name):  # any builder/config call is recorded as (name, args)
+            return lambda *args: self.calls.append((name, args)) or self
+
+    builder, config = Recorder(calls=[]), Recorder(calls=[])
+    layers = [SimpleNamespace(name="/conv1/Conv", precision=None), SimpleNamespace(name="/conv2/Conv", precision=None)]
+    network = SimpleNamespace(num_layers=2, get_layer=lambda i: layers[i])
+    plan.configure(builder, config, network)
+    assert ("set_flag", (trt.module.BuilderFlag.INT8,)) in config.calls
+    assert ("set_flag", (trt.module.BuilderFlag.OBEY_PRECISION_CONSTRAINTS,)) in config.calls
+    assert config.int8_calibrator.get_batch_size() == 2  # the profile's opt batch
+    assert ("set_shape", ("input", (2, 3, 16, 16), (2, 3, 16, 16), (2, 3, 16, 16))) in builder.calls
+    assert [layer.precision for layer in layers] == [None, "half"]  # excluded layer kept in FP16 (fp16_mode)

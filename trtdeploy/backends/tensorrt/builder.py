@@ -196,7 +196,7 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
                  configure: Callable | None = None) -> dict:
     """Parse, configure, build and atomically write the engine; returns the facts for its sidecar.
 
-    ``configure(builder_config, network)`` adds what a precision needs (INT8 flag, calibrator).
+    ``configure(builder, builder_config, network)`` adds what a precision needs (INT8 flag, calibrator).
     """
     check_timing_cache_path(cfg.common.get("timing_cache"))
     mod = trt.module
@@ -218,7 +218,7 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
         builder_config.add_optimization_profile(p)
     notes = apply_builder_options(trt, builder_config, cfg.common)
     if configure is not None:
-        configure(builder_config, network)
+        configure(builder, builder_config, network)
 
     cancel = threading.Event()
     monitor = _progress_monitor(trt, cancel)

@@ -38,7 +38,7 @@ class Int8Plan:
     """What the build needs for INT8: the graph to parse, a hook for the builder config, sidecar facts."""
 
     onnx_path: Path
-    configure: Callable | None = None   # configure(builder_config, network), called before the build
+    configure: Callable | None = None   # configure(builder, builder_config, network), called before the build
     facts: dict = field(default_factory=dict)
 
 
@@ -178,7 +178,7 @@ def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig,
     logger.info("quantized %d of the graph's layers to INT8 (%s ranges)%s", len(targets), calib_method(cfg),
                 ", FP16 elsewhere" if cfg.fp16 else "")
 
-    def configure(builder_config, network) -> None:
+    def configure(builder, builder_config, network) -> None:
         if not strongly_typed:  # weakly typed TensorRT reads Q/DQ only with the INT8 flag
             builder_config.set_flag(trt.module.BuilderFlag.INT8)
             _keep_precision(trt, builder_config, network, keep_fp32, trt.module.DataType.FLOAT)
@@ -333,9 +333,14 @@ def _implicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig,
     skip = list(cfg.calib.get("exclude_nodes") or ())
     keep_fp32 = list(cfg.calib.get("fp32_nodes") or ())
 
-    def configure(builder_config, network) -> None:
+    def configure(builder, builder_config, network) -> None:
         builder_config.set_flag(trt.module.BuilderFlag.INT8)
         builder_config.int8_calibrator = make_calibrator(trt, method, batches, cache)
+        # Calibration runs at one shape: the opt shapes, which CalibrationBatches feeds.
+        calibration_profile = builder.create_optimization_profile()
+        for name, shape in opt.items():
+            calibration_profile.set_shape(name, shape, shape, shape)
+        builder_config.set_calibration_profile(calibration_profile)
         higher = trt.module.DataType.HALF if cfg.fp16 else trt.module.DataType.FLOAT
         _keep_precision(trt, builder_config, network, skip, higher)
         _keep_precision(trt, builder_config, network, keep_fp32, trt.module.DataType.FLOAT)
