@@ -88,6 +88,8 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     backend.require()  # fail before the slow steps
     if cfg.int8:
         _check_int8_route(cfg)
+    elif calib_dataset_cfg is not None:
+        logger.warning("--calib-dataset-cfg is ignored: %s is not an INT8 config (common_config.int8_mode)", cfg.source)
     if test_img is not None and not Path(test_img).is_file():
         raise ModelError(f"--test-img {test_img} does not exist")
     work = ensure_writable_dir(work_dir)
