@@ -19,7 +19,7 @@ import torch
 import torchvision
 from onnx import TensorProto, helper
 
-from conftest import run_python
+from conftest import REPO, run_python
 from trtdeploy.errors import BackendUnavailableError, BuildError, ModelError, UnsupportedOpError
 from trtdeploy.ops import plugins
 from trtdeploy.ops.batched_nms import multiclass_nms
@@ -462,3 +462,16 @@ def test_import_trtdeploy_does_not_import_tensorrt():
         print(sorted(m for m in ("tensorrt", "tensorrt_rtx", "triton") if m in sys.modules))
     """))
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_detector_in_plugin_route_builds_and_equals_plugin_free(tmp_path):
+    """SSDlite end to end in the plugin route (all five detectors: benchmarks/prove_plugin_route_detectors.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from prove_plugin_route_detectors import build_with_tensorrt_rtx, compare_on_onnxruntime, custom_ops_in, plugin_route
+
+    plugin, free = plugin_route("ssdlite320_mobilenet_v3_large", tmp_path)
+    assert custom_ops_in(plugin) == ["mmdeploy::TRTBatchedNMS"] and custom_ops_in(free) == []
+    assert compare_on_onnxruntime(plugin, free) > 0
+    built = build_with_tensorrt_rtx("ssdlite320_mobilenet_v3_large", plugin, tmp_path)
+    assert built["plugins"] == ["mmdeploy::TRTBatchedNMS"] and built["bytes"] > 0
