@@ -60,8 +60,9 @@ def test_seed_calibration_file_drives_an_int8_build(tiny):
 
 def test_second_build_reuses_calibration_data_and_ranges(tiny):
     again = run_cli("convert", tiny["root"] / "wide_int8.py", f"{tiny['root'] / 'tiny_model.py'}:build",
-                    "--work-dir", tiny["work"], "--calib-dataset-cfg", tiny["calib_cfg"])
+                    "--work-dir", tiny["work"], "--calib-dataset-cfg", tiny["calib_cfg"], "--sensitivity")
     assert f"reusing {tiny['work'] / 'calib_data.h5'} (4 samples of input)" in again.stderr
+    assert "proposal for the deploy config: calib_config = dict(exclude_nodes=[" in again.stdout
     assert "reusing entropy ranges" in again.stderr
     assert "calibration images" not in again.stderr
 

@@ -26,6 +26,8 @@ def register(sub, common) -> None:
     p.add_argument("--device", default="cpu", help="device to export on: cpu or cuda[:N] (default: %(default)s)")
     p.add_argument("--test-img", help="image to run through the converted model and PyTorch, printing both")
     p.add_argument("--calib-dataset-cfg", help="dataset config for INT8 calibration (MMDetection style)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="INT8: then rank the layers by the error each adds alone (as `trtdeploy sensitivity`)")
     p.set_defaults(func=run)
 
 
@@ -45,5 +47,9 @@ def run(args) -> int:
     print("files:")
     for path in result.files:
         print(f"  {path}")
+    if args.sensitivity:
+        from .cmd_sensitivity import report_sensitivity
+
+        report_sensitivity(result.work_dir)
     logger.debug("convert finished")
     return 0

@@ -22,18 +22,23 @@ def register(sub, common) -> None:
 
 
 def run(args) -> int:
+    report_sensitivity(args.work_dir, args.samples, args.top)
+    return 0
+
+
+def report_sensitivity(work_dir, samples: int = 32, top: int = 15) -> None:
+    """Measure (``int8_sensitivity``) and print the ranking, the totals and the proposal."""
     from ..backends.tensorrt.int8 import SENSITIVITY_FILE, int8_sensitivity
 
-    report = int8_sensitivity(args.work_dir, args.samples)
+    report = int8_sensitivity(work_dir, samples)
     layers = report["layers"]
     print(f"output error (relative L2 vs FP32, {report['samples']} samples) when only one layer is INT8, "
-          f"{min(args.top, len(layers))} of {len(layers)} layers:")
-    width = max((len(layer["node"]) for layer in layers[:args.top]), default=4)
-    for rank, layer in enumerate(layers[:args.top], 1):
+          f"{min(top, len(layers))} of {len(layers)} layers:")
+    width = max((len(layer["node"]) for layer in layers[:top]), default=4)
+    for rank, layer in enumerate(layers[:top], 1):
         print(f"  {rank:3d}. {layer['node']:<{width}}  {layer['op_type']:<7} {layer['error']:.5f}")
     print(f"all {len(layers)} layers INT8: error {report['all_int8_error']:.5f}")
     kept = report["proposed_exclude_nodes"]
     print(f"keeping {len(kept)} layer(s) out of INT8: error {report['error_with_proposal']:.5f}")
     print(f"proposal for the deploy config: calib_config = dict(exclude_nodes={kept!r})")
-    print(f"report: {args.work_dir}/{SENSITIVITY_FILE}")
-    return 0
+    print(f"report: {work_dir}/{SENSITIVITY_FILE}")
