@@ -55,6 +55,10 @@ class Emitter:
     def i64(self, value) -> str:
         return self.const(value, np.int64)
 
+    def full(self, shape: str, value, elem_type: int = TensorProto.FLOAT) -> str:
+        """A tensor of ``shape`` (an int64 shape tensor) filled with ``value``."""
+        return self.op("ConstantOfShape", shape, value=helper.make_tensor("value", elem_type, [1], [value]))
+
     def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
         """Reduce* with ``axes`` as an attribute or an input, whichever the opset wants."""
         if op_type == "ReduceSum" or self.opset >= 18:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from ...errors import BuildError
 from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
@@ -54,9 +54,7 @@ def sorted_top(e: Emitter, values: str, k: str, k_value: int | None) -> tuple[st
         page_scores, page_ids = e.op("TopK", values, e.i64([min(MAX_TOPK, k_value - taken)]), axis=1, outputs=2)
         scores.append(page_scores)
         ids.append(page_ids)
-        spent = e.op("ConstantOfShape", e.op("Shape", page_ids),
-                     value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
-        values = e.op("ScatterElements", values, page_ids, spent, axis=1)
+        values = e.op("ScatterElements", values, page_ids, e.full(e.op("Shape", page_ids), -np.inf), axis=1)
     return e.op("Concat", *scores, axis=1), e.op("Concat", *ids, axis=1)
 
 
@@ -88,8 +86,7 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     else:
         blocks = e.op("Div", e.op("Add", e.dim(flat, 1), e.i64([BLOCK - 1])), e.i64([BLOCK]))
         n_cand = e.op("Mul", e.op("Max", blocks, e.i64([1])), e.i64([BLOCK]))
-    pad = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), n_cand, axis=0),
-               value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
+    pad = e.full(e.op("Concat", e.dim(scores, 0), n_cand, axis=0), -np.inf)
     cand_score, cand_id = sorted_top(e, e.op("Concat", flat, pad, axis=1), n_cand,
                                      -(-pre_top_k // BLOCK) * BLOCK if pre_top_k > 0 else None)
     rank = e.op("Range", e.i64(0), e.squeeze(n_cand, [0]), e.i64(1))                        # [K]
@@ -103,8 +100,7 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     #    zero row that padding pairs read.
     n_box_classes = e.dim(boxes, 2)
     table = e.op("Reshape", boxes, e.i64([0, -1, 4]))
-    zero_row = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), e.i64([1, 4]), axis=0),
-                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    zero_row = e.full(e.op("Concat", e.dim(scores, 0), e.i64([1, 4]), axis=0), 0.0)
     is_pair = e.op("Less", cand_id, e.op("Mul", e.dim(scores, 1), n_classes))
     row = e.op("Where", is_pair, e.op("Add", e.op("Mul", box_id, n_box_classes), e.op("Mod", cls, n_box_classes)),
                e.dim(table, 1))
@@ -170,10 +166,9 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     last_block, keep = e.op("Loop", max_trips, e.const(True, np.bool_), e.i64(0), valid, body=graph, outputs=2)
     keep = e.op("And", keep, e.op("Less", rank, e.op("Mul", last_block, e.i64(BLOCK))))
 
-    # 6. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits).
+    # 5. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits).
     rank_key = e.op("Where", keep, e.op("Neg", e.op("Cast", rank, to=TensorProto.FLOAT)), neg_inf)
-    pad_keys = e.op("ConstantOfShape", e.op("Concat", e.dim(scores, 0), e.i64([keep_top_k]), axis=0),
-                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-np.inf]))
+    pad_keys = e.full(e.op("Concat", e.dim(scores, 0), e.i64([keep_top_k]), axis=0), -np.inf)
     key, pos = e.op("TopK", e.op("Concat", rank_key, pad_keys, axis=1), e.i64([keep_top_k]), axis=1, outputs=2)
     found = e.op("Greater", key, neg_inf)
     pos = e.op("Min", pos, e.op("Sub", e.dim(cand_score, 1), e.i64(1)))

@@ -79,10 +79,8 @@ def multi_level_roi_align(features: Sequence[Tensor], rois: Tensor, output_size:
     strides = [float(s) for s in featmap_strides]
     if len(strides) != len(features) or not strides:
         raise ConfigError(f"multi_level_roi_align got {len(features)} feature maps but {len(strides)} featmap_strides")
-    if strides[0] <= 0 or 2 ** round(math.log2(strides[0])) != strides[0] or \
-            any(b != 2 * a for a, b in zip(strides, strides[1:])):
-        raise ConfigError(f"featmap_strides must be consecutive powers of two, one level each (e.g. [4, 8, 16, 32]), "
-                          f"got {strides}")
+    if any(s <= 0 or 2 ** round(math.log2(s)) != s for s in strides) or strides != sorted(strides):
+        raise ConfigError(f"featmap_strides must be non-decreasing powers of two (e.g. [4, 8, 16, 32]), got {strides}")
     if rois.dim() != 2 or rois.shape[1] != 5:
         raise ConfigError(f"multi_level_roi_align needs rois [R, 5] (batch index, x1, y1, x2, y2), "
                           f"got {list(rois.shape)}")

@@ -55,22 +55,25 @@ def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
     if len(strides) != len(features):
         raise BuildError(f"{where}: {len(features)} feature inputs but {len(strides)} featmap_strides; "
                          f"export one stride per feature map")
-    if any(b != 2 * a for a, b in zip(strides, strides[1:])) or 2 ** round(math.log2(strides[0])) != strides[0]:
-        raise BuildError(f"{where}: featmap_strides {strides} are not consecutive powers of two (4, 8, 16, ...), "
-                         f"which the level mapping needs; export the maps of consecutive FPN levels")
+    if any(s <= 0 or 2 ** round(math.log2(s)) != s for s in strides) or strides != sorted(strides):
+        raise BuildError(f"{where}: featmap_strides {strides} are not non-decreasing powers of two (4, 8, 16, ...), "
+                         f"which torchvision's level mapping needs; export the feature maps finest first")
     rois = node.input[0]
     k_min, k_max = (int(round(math.log2(s))) for s in (strides[0], strides[-1]))
     s0 = float(a.get("finest_scale", 56)) * 2.0 ** (CANONICAL_LEVEL - k_min)
     _, x1, y1, x2, y2 = e.op("Split", rois, e.i64([1] * 5), axis=1, outputs=5)
     area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))
     ratio = e.op("Div", e.op("Sqrt", area), e.const(np.float32(s0)))                     # [R, 1]
-    if len(strides) > 1:
-        above = e.op("GreaterOrEqual", ratio, e.const(level_thresholds(k_min, k_max)))     # [R, L-1]
+    # Level k_min + l reads map l; torchvision pools a RoI whose level has no map (strides such as 4, 16) to 0,
+    # and so a RoI whose level is undefined (sqrt of a negative area is NaN).
+    mapped = e.op("Not", e.op("IsNaN", ratio))                                              # [R, 1]
+    if k_max > k_min:
+        above = e.op("GreaterOrEqual", ratio, e.const(level_thresholds(k_min, k_max)))     # [R, levels - 1]
         level = e.reduce("ReduceSum", e.op("Cast", above, to=TensorProto.INT64), [1], keepdims=0)
+        mapped = e.op("And", mapped, e.unsqueeze(e.op("Less", level, e.i64(len(features))), [1]))
+        level = e.op("Min", level, e.i64(len(features) - 1))
     else:
         level = None
     out = emit_roi_align(e, features, [1.0 / s for s in strides], rois, level, int(a["output_height"]),
                          int(a["output_width"]), int(a.get("sampling_ratio", 0)), bool(a.get("aligned", 0)))
-    # sqrt of a negative area (x2 < x1 xor y2 < y1) is NaN: torchvision maps such a RoI to no level, output 0.
-    mapped = e.op("Not", e.op("IsNaN", e.op("Reshape", ratio, e.i64([-1, 1, 1, 1]))))
-    e.output(e.op("Where", mapped, out, e.const(0.0)), node.output[0])
+    e.output(e.op("Where", e.op("Reshape", mapped, e.i64([-1, 1, 1, 1])), out, e.const(0.0)), node.output[0])

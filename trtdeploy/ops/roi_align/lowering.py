@@ -45,8 +45,7 @@ def _table(e: Emitter, features: Sequence[str]) -> tuple[str, str, str, str]:
                            e.op("Concat", e.i64([-1]), channels, axis=0)))
         firsts.append(row)
         row = e.op("Add", row, e.dim(blocks[-1], 0))
-    zero_row = e.op("ConstantOfShape", e.op("Concat", e.i64([1]), channels, axis=0),
-                    value=onnx.helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    zero_row = e.full(e.op("Concat", e.i64([1]), channels, axis=0), 0.0)
     table = e.op("Concat", *blocks, zero_row, axis=0)
     levels = (lambda parts: e.op("Concat", *parts, axis=0) if len(parts) > 1 else parts[0])
     return table, levels(heights), levels(widths), levels(firsts)
@@ -59,7 +58,7 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
     table, heights, widths, firsts = _table(e, features)
     n_rois = e.dim(rois, 0)
     if level is None:
-        level = e.op("ConstantOfShape", n_rois, value=onnx.helper.make_tensor("v", TensorProto.INT64, [1], [0]))
+        level = e.full(n_rois, 0, TensorProto.INT64)
 
     def per_roi(values: str) -> str:                      # a per-level table -> [R, 1]
         return e.unsqueeze(e.op("Gather", values, level, axis=0), [1])
@@ -92,9 +91,7 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
     n_padded = e.op("Mul", n_chunks, e.i64([CHUNK]))
 
     def padded(x: str, dtype: int) -> str:                # CHUNK rows of zeros after the RoIs: no samples
-        pad = e.op("ConstantOfShape", e.op("Concat", e.i64([CHUNK]), e.dim(x, 1), axis=0),
-                   value=onnx.helper.make_tensor("v", dtype, [1], [0]))
-        return e.op("Concat", x, pad, axis=0)
+        return e.op("Concat", x, e.full(e.op("Concat", e.i64([CHUNK]), e.dim(x, 1), axis=0), 0, dtype), axis=0)
 
     floats, ints = padded(floats, TensorProto.FLOAT), padded(ints, TensorProto.INT64)
     most, order = e.op("TopK", e.op("Gather", floats, e.i64(out_h + out_w + 4), axis=1), n_padded, axis=0, outputs=2)
@@ -154,7 +151,7 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
                                           scalar_input(b.name("cond"), TensorProto.BOOL),
                                           tensor_input(acc_in)], [b.const(True, np.bool_), acc_out])
     acc_shape = outer.op("Concat", outer.i64([CHUNK, out_h, out_w]), outer.dim(table, 1), axis=0)
-    zeros = outer.op("ConstantOfShape", acc_shape, value=onnx.helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    zeros = outer.full(acc_shape, 0.0)
     summed = outer.op("Loop", outer.op("Gather", chunk_trips, chunk, axis=0), outer.const(True, np.bool_), zeros,
                       body=inner)
     outer_graph = outer.graph("roi_align_chunks", [scalar_input(chunk, TensorProto.INT64),
