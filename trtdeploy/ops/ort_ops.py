@@ -138,13 +138,13 @@ def session_for(path: Path, options, providers: list[str]):
     import onnx
     import onnxruntime as ort
 
+    model = onnx.load(str(path))
     try:
         from onnxruntime_extensions import get_library_path
     except ImportError:
-        raise ModelError(f"{path} holds custom ops ({', '.join(sorted({n.domain + '::' + n.op_type for n in custom_nodes(onnx.load(str(path), load_external_data=False))}))}) "
-                         f"that ONNX Runtime runs through onnxruntime-extensions, which is not installed: "
-                         f"{INSTALL_HINT}") from None
-    model = onnx.load(str(path))
+        ops = ", ".join(sorted({f"{n.domain}::{n.op_type}" for n in custom_nodes(model)}))
+        raise ModelError(f"{path} holds custom ops ({ops}) that ONNX Runtime runs through onnxruntime-extensions, "
+                         f"which is not installed: {INSTALL_HINT}") from None
     for key in adapt_for_extensions(model):
         _register_with_extensions(ORT_KERNELS.get(key))
     options.register_custom_ops_library(get_library_path())

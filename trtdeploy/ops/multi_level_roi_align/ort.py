@@ -25,5 +25,5 @@ def compute(values: dict, rois, *features):
     return [out.numpy()]
 
 
-KERNEL = register_kernel(OrtKernel("mmdeploy", "MMCVMultiLevelRoiAlign", 1 + MAX_LEVELS, ("float32",), MULTI_LEVEL_FIELDS,
-                                   compute))
+KERNEL = register_kernel(OrtKernel("mmdeploy", "MMCVMultiLevelRoiAlign", 1 + MAX_LEVELS, ("float32",),
+                                   MULTI_LEVEL_FIELDS, compute))

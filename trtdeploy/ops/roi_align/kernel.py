@@ -32,9 +32,8 @@ def _pick(level, v0, v1, v2, v3, v4):
 def _roi_align_kernel(feat, rois, out, channels,
                       off0, off1, off2, off3, off4, h0, h1, h2, h3, h4, w0, w1, w2, w3, w4,
                       sc0, sc1, sc2, sc3, sc4, num_levels, first_level, canonical_level, canonical_scale,
-                      sampling_ratio,
-                      INTERPRETED: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, BINS: tl.constexpr,
-                      BLOCK_C: tl.constexpr):
+                      sampling_ratio, INTERPRETED: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr,
+                      PW: tl.constexpr, BINS: tl.constexpr, BLOCK_C: tl.constexpr):
     r = tl.program_id(0)
     cblock = tl.program_id(1)
     batch = tl.load(rois + r * 5).to(tl.int64)
@@ -146,7 +145,8 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
     grid = (rois.shape[0], triton.cdiv(channels, block_c))
     _roi_align_kernel[grid](features[0], rois, out, channels, *offsets, *heights, *widths, *scales,
                             len(features), first_level, canonical_level, float(canonical_scale), int(sampling_ratio),
-                            INTERPRETED=INTERPRETED, ALIGNED=bool(aligned), PH=pooled_h, PW=pooled_w, BINS=bins, BLOCK_C=block_c,
+                            INTERPRETED=INTERPRETED, ALIGNED=bool(aligned), PH=pooled_h, PW=pooled_w, BINS=bins,
+                            BLOCK_C=block_c,
                             num_warps=num_warps)
     return out
 

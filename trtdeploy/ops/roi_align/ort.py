@@ -10,8 +10,9 @@ from .plugin import ROI_ALIGN_FIELDS
 def compute(values: dict, features, rois):
     from torchvision.ops import roi_align
 
-    out = roi_align(torch.from_numpy(features), torch.from_numpy(rois), (values["output_height"], values["output_width"]),
-                    values["spatial_scale"], values["sampling_ratio"], bool(values["aligned"]))
+    size = (values["output_height"], values["output_width"])
+    out = roi_align(torch.from_numpy(features), torch.from_numpy(rois), size, values["spatial_scale"],
+                    values["sampling_ratio"], bool(values["aligned"]))
     return [out.numpy()]
 
 
