@@ -22,8 +22,6 @@ from .dataset import EvalDataset, EvalSample, coco_category_of_label, coco_class
 class Metric:
     """Accumulate (prediction, sample) pairs; ``compute`` gives {score name: percent}."""
 
-    columns: tuple[str, ...] = ()
-
     def __init__(self, dataset: EvalDataset, class_names: Sequence[str] | None = None):
         self.dataset = dataset
         self.class_names = list(class_names) if class_names else None
@@ -41,8 +39,6 @@ METRICS: Registry[type[Metric]] = Registry("metric (codebase_config.task)")
 @METRICS.register("Classification")
 class TopKAccuracy(Metric):
     """Prediction: [(class index, name, probability), ...] best first; truth: the image's folder class."""
-
-    columns = ("top-1", "top-5")
 
     def __init__(self, dataset: EvalDataset, class_names=None):
         super().__init__(dataset, class_names)
@@ -83,7 +79,6 @@ class CocoMAP(Metric):
             raise DatasetError(f"{dataset.source}: COCO mAP needs a COCO annotation file (.json), not an image folder")
         self.category_of = coco_category_of_label(dataset.coco, self.class_names)
         self.results: list[dict] = []
-        self.columns = tuple(f"{t} {name}" for t in self.iou_types for name in ("mAP", "mAP50", "mAP75"))
 
     def update(self, prediction: Mapping[str, np.ndarray], sample: EvalSample) -> None:
         from pycocotools import mask as mask_utils
@@ -162,7 +157,6 @@ class MeanIoU(Metric):
     mmseg does); the mean is over classes that occur in the truth or the predictions.
     """
 
-    columns = ("mIoU", "aAcc")
     ignore_index = 255
 
     def __init__(self, dataset: EvalDataset, class_names=None):
