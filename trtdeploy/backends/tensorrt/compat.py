@@ -264,7 +264,12 @@ def import_tensorrt(prefer: str | None = None) -> TensorRT:
                          found.library, found.library_how)
             from ...ops.plugins import register_plugins  # here, so that `import trtdeploy` stays cheap
 
-            register_plugins(found)
+            try:
+                register_plugins(found)
+            except Exception as e:  # a broken plugin must not take plugin-free builds down with it
+                logger.warning("trtdeploy's TensorRT plugins are not registered with %s (%s: %s); graphs with "
+                               "custom ops need backend_config.custom_ops='plugin-free'", found.label,
+                               type(e).__name__, e)
             return found
     raise _not_installed(order, tar)
 
