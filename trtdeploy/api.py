@@ -170,11 +170,20 @@ def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_d
 
     from .calibration import prepare_calibration_file
 
+    from .backends.tensorrt.int8 import check_calibration_shapes
+    from .calibration import CalibrationFile
+    from .config import ShapeRange
+
     name = cfg.input_names[0]
     shape = tuple(cfg.export_shape(name, task.default_input_shape))
-    return prepare_calibration_file(cfg, work, name, calib_dataset_cfg,
+    path = prepare_calibration_file(cfg, work, name, calib_dataset_cfg,
                                     fallback=functools.partial(_preprocessed, task, shape),
                                     fallback_key=f"{task.name} pre-processing to {list(shape)}")
+    # The build checks again against the exported graph; this catches misfit images before the slow steps.
+    profile = cfg.profiles[0] if cfg.profiles else {name: ShapeRange(shape, shape, shape)}
+    with CalibrationFile(path) as calib:
+        check_calibration_shapes(calib, {name: shape}, profile)
+    return path
 
 
 def compare_on_image(torch_model, task: Task, artefact: Path, image, device: str = "cpu") -> dict:
