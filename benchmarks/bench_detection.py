@@ -100,13 +100,13 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-tensorrt", action="store_true", help="skip the TensorRT-RTX conversions")
     args = parser.parse_args()
-    rows = [bench_model(name, args.runs, not args.no_tensorrt) for name in args.models.split(",")]
     print("| model | input | detections | ORT ms | torch ms | ORT / torch | convert ORT s | convert TensorRT-RTX s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for r in rows:
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
+    for name in args.models.split(","):
+        r = bench_model(name, args.runs, not args.no_tensorrt)
         trt = (f"{r['convert_trt_s']:.1f}" if r.get("convert_trt_s") else r.get("trt_note", "not run"))
         print(f"| {r['model']} | {r['size']} | {r['detections']} | {r['ort_ms']:.0f} | {r['torch_ms']:.0f} | "
-              f"{r['ratio']:.2f} | {r['convert_ort_s']:.1f} | {trt} |")
+              f"{r['ratio']:.2f} | {r['convert_ort_s']:.1f} | {trt} |", flush=True)
     return 0
 
 
