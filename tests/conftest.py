@@ -38,6 +38,17 @@ def run_python(code: str, timeout: int = 900, env: dict | None = None) -> subpro
     return proc
 
 
+@pytest.fixture(autouse=True)
+def restore_trtdeploy_logger():
+    """An in-process ``main([...])`` installs a stderr handler (bound to capsys's stream) and stops
+    propagation; put the logger back so that later tests' caplog still sees trtdeploy's records."""
+    from trtdeploy.utils.logging import logger
+
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
 @pytest.fixture
 def demo_img() -> Path:
     return DEMO_IMG

@@ -16,16 +16,6 @@ from conftest import run_cli
 PY_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() installs a stderr handler bound to capsys's stream; put the logger back afterwards."""
-    from trtdeploy.utils.logging import logger
-
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
 def findings() -> dict[str, list]:
     rows = {}
     for f in env.check_environment():
