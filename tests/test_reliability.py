@@ -230,11 +230,12 @@ def tiny_tmpfs(folder: Path, size: str, readonly: bool = False):
 
 
 def _full_disk_while_writing_onnx(env: Env):
-    """Convert into a work dir whose disk fills up: a 64 KiB tmpfs, else a write that raises ENOSPC."""
+    """Convert into a work dir whose disk fills up: a one-page tmpfs (the 5 KB ONNX does not fit), else a
+    write that raises ENOSPC."""
     disk = env.scratch / "small_disk"
-    with tiny_tmpfs(disk, "64k") as mounted:
+    with tiny_tmpfs(disk, "4k") as mounted:
         if mounted:
-            return trtdeploy.convert(ORT_DYNAMIC, "torchvision://resnet18", work_dir=disk)
+            return trtdeploy.convert(ORT_DYNAMIC, env.model, work_dir=disk)
         env.monkeypatch.setattr("trtdeploy.utils.fileio.os.fsync", _raise(errno.ENOSPC))
         return _convert(env, ORT_DYNAMIC)
 
