@@ -253,3 +253,32 @@ def test_config_that_disagrees_with_the_model_file():
         check_config_matches(detection, inputs, "end2end.onnx", task="Classification")
     with pytest.raises(ConfigError, match=r"output_names is \['dets', 'labels'\] but end2end.onnx has outputs \['output'\]"):
         check_config_matches(detection, inputs, "end2end.onnx", [TensorSpec("output", "float32", [-1, 1000])])
+
+
+def test_tensorrt_layer_times_from_iprofiler_reports():
+    """No GPU here: a stand-in TensorRT module and context check that IProfiler reports are averaged per run
+    and the profiler is detached afterwards."""
+    from types import SimpleNamespace
+
+    from trtdeploy.evaluation import Target
+    from trtdeploy.evaluation.benchmark import LAYER_PROFILERS
+
+    class IProfiler:
+        def __init__(self):
+            pass
+
+    class FakeRunner:
+        trt = SimpleNamespace(module=SimpleNamespace(IProfiler=IProfiler))
+
+        def __init__(self):
+            self.context = SimpleNamespace(profiler=None)
+
+        def __call__(self, feed):
+            self.context.profiler.report_layer_time("conv", 3.0)
+            self.context.profiler.report_layer_time("relu", 1.0)
+
+    runner = FakeRunner()
+    target = Target("tensorrt", "m.engine", "fp16", SimpleNamespace(runner=runner))
+    layers = LAYER_PROFILERS.get("tensorrt")(target, {}, 4)
+    assert [(lt.name, lt.mean_ms, lt.share) for lt in layers] == [("conv", 3.0, 75.0), ("relu", 1.0, 25.0)]
+    assert runner.context.profiler is None
