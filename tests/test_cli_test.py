@@ -52,10 +52,14 @@ def test_accuracy_table_across_backends(tiny_classifier, labelled_folder, tmp_pa
     assert by_target["tensorrt fp16 (end2end.engine)"]["scores"] == {}
 
 
-def test_max_images_and_leaving_pytorch_out(tiny_classifier, labelled_folder):
+def test_max_images_show_dir_and_leaving_pytorch_out(tiny_classifier, labelled_folder, tmp_path):
     proc = run_cli("test", tiny_classifier["cfg"], "none", tiny_classifier["work"] / "end2end.onnx",
-                   "--dataset", labelled_folder, "--max-images", "2")
+                   "--dataset", labelled_folder, "--max-images", "2", "--show-dir", tmp_path / "show")
     assert "(2 images)" in proc.stdout and "pytorch" not in proc.stdout
+    pictures = sorted((tmp_path / "show").rglob("*.png"))
+    assert [p.relative_to(tmp_path / "show").parent.name for p in pictures] == ["onnxruntime_fp32_end2end"] * 2
+    with Image.open(pictures[0]) as im:
+        assert im.size == (80, 60)  # drawn on the original image
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
@@ -88,12 +92,17 @@ def test_bad_input(tiny_classifier, labelled_folder, tmp_path, capsys):
     code, err = _cli(capsys, "test", cfg, model, work / "end2end.onnx", "--dataset", labelled_folder, "--max-images", "0")
     assert code == 7 and "--max-images must be at least 1" in err
 
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, err = _cli(capsys, "test", cfg, model, work / "end2end.onnx", "--dataset", labelled_folder,
+                     "--show-dir", tmp_path / "taken")
+    assert code == 9 and "taken" in err
+
     engine_alone = tmp_path / "alone" / "end2end.engine"
     engine_alone.parent.mkdir()
     shutil.copy(work / "end2end.engine", engine_alone)
     code, err = _cli(capsys, "test", cfg, model, engine_alone, "--dataset", labelled_folder)
     assert code == 3 and "has no sidecar" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "coco.json", "renamed.py"]  # no half-written file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "coco.json", "renamed.py", "taken"]  # nothing half-written
 
 
 def test_tensorrt_not_installed_says_how_to_install(tiny_classifier, labelled_folder):

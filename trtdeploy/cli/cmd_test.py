@@ -25,6 +25,8 @@ def register(sub, common) -> None:
     p.add_argument("--max-images", type=int, help="test only the first N images")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu otherwise)")
     p.add_argument("--out", help="also write the table as JSON here")
+    p.add_argument("--show-dir", help="draw every target's result on every image into this folder "
+                                      "(one sub-folder per target)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,7 @@ def run(args) -> int:
     targets = open_targets(args.backend_files, args.deploy_cfg, None if args.model == "none" else args.model,
                            args.checkpoint, args.device)
     try:
-        rows = evaluate(targets, dataset, args.max_images)
+        rows = evaluate(targets, dataset, args.max_images, args.show_dir)
     finally:
         for t in targets:
             t.close()
@@ -44,4 +46,6 @@ def run(args) -> int:
     if args.out:
         write_json(args.out, {"dataset": dataset.source, "results": [r.to_dict() for r in rows]})
         print(f"results: {args.out}")
+    if args.show_dir:
+        print(f"pictures: {args.show_dir}")
     return 0

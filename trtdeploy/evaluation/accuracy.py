@@ -5,12 +5,16 @@ here stay in the table with the reason, so the table always lists what was asked
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import DatasetError
+from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
 from ..utils.logging import logger
 from .dataset import EvalDataset
@@ -37,20 +41,25 @@ class TargetAccuracy:
         return asdict(self)
 
 
-def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None = None) -> list[TargetAccuracy]:
-    """Run every runnable target over the dataset (first ``max_images``) and score it."""
+def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None = None,
+             show_dir: str | os.PathLike | None = None) -> list[TargetAccuracy]:
+    """Run every runnable target over the dataset (first ``max_images``) and score it.
+
+    ``show_dir``: also draw each target's result on each image there (one sub-folder per target).
+    """
     if max_images is not None and max_images < 1:
         raise DatasetError(f"--max-images must be at least 1, got {max_images}")
     dataset = dataset.head(max_images)
     if not len(dataset):
         raise DatasetError(f"{dataset.source} holds no test images")
     runnable = runnable_or_fail(targets, "test")
+    pictures = {id(t): ensure_writable_dir(Path(show_dir) / _folder_name(t)) for t in runnable} if show_dir else {}
     metrics = {id(t): metric_for(t.model.task.name, dataset, t.model.task.settings.get("class_names"))
                for t in runnable}
     seconds = {id(t): 0.0 for t in runnable}
     _warm_up(runnable, dataset.samples[0].path)
-    for sample in tqdm(dataset.samples, desc="[trtdeploy] test", unit="img", leave=False,
-                       disable=not logger.isEnabledFor(20)):
+    for n, sample in enumerate(tqdm(dataset.samples, desc="[trtdeploy] test", unit="img", leave=False,
+                                    disable=not logger.isEnabledFor(20))):
         image = load_image(sample.path)
         prepared = {}
         for t in runnable:
@@ -61,7 +70,10 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
             start = time.perf_counter()
             outputs = t.model.runner(batch)
             seconds[id(t)] += time.perf_counter() - start
-            metrics[id(t)].update(t.model.task.postprocess(outputs, meta)[0], sample)
+            result = t.model.task.postprocess(outputs, meta)[0]
+            metrics[id(t)].update(result, sample)
+            if pictures:
+                t.model.task.visualize(image, [result], pictures[id(t)] / f"{n:05d}_{sample.path.stem}.png")
     rows = []
     for t in targets:
         row = TargetAccuracy(t.label, t.backend, t.precision, t.source)
@@ -73,6 +85,12 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
             row.status, row.reason = f"cannot run here ({t.why})", t.reason
         rows.append(row)
     return rows
+
+
+def _folder_name(target: Target) -> str:
+    """A file-system-safe folder name per target, e.g. onnxruntime_fp16_end2end_fp16."""
+    parts = (target.backend, target.precision, Path(target.source).stem)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(p for p in parts if p))
 
 
 def _warm_up(targets: list[Target], image_path) -> None:
