@@ -97,6 +97,12 @@ def test_gpus_are_judged_against_the_flavour_in_use(monkeypatch, cc, status, fra
         assert "pip install tensorrt" in row.fix
 
 
+def test_gpu_without_the_cuda_provider_suggests_onnxruntime_gpu(monkeypatch):
+    monkeypatch.setattr(env, "visible_gpus", lambda: [{"index": 0, "name": "Some GPU", "cc": (8, 6)}])
+    rows = findings()["onnxruntime"]
+    assert any(r.status == "warn" and "pip install onnxruntime-gpu" in r.fix for r in rows)
+
+
 def test_driver_older_than_the_tensorrt_cuda_is_a_problem_with_the_driver_version(monkeypatch):
     monkeypatch.setattr(env, "cuda_driver_version", lambda: (12, 4))
     rows = findings()["CUDA runtime"]

@@ -151,6 +151,9 @@ def _onnxruntime() -> list[Finding]:
                         "pip install onnxruntime", required=True)]
     providers = ort.get_available_providers()
     rows = [Finding("onnxruntime", "onnxruntime", OK, f"{ort.__version__}, providers: {', '.join(providers)}")]
+    if "CUDAExecutionProvider" not in providers and visible_gpus():
+        rows.append(Finding("onnxruntime", "onnxruntime", WARN, "a GPU is visible but ONNX Runtime runs on the CPU only",
+                            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (for `--device cuda`)"))
     both = [d for d in ("onnxruntime", "onnxruntime-gpu") if _dist_version(d)]
     if len(both) == 2:
         rows.append(Finding("onnxruntime", "onnxruntime", WARN, "both onnxruntime and onnxruntime-gpu are installed; "
