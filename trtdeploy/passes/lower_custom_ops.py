@@ -135,25 +135,41 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx
 
         load_plugin_specs()
         table = {key: lower for key, lower in table.items() if key not in PLUGINS}
-    if not any(f"{n.domain}::{n.op_type}" in table for n in model.graph.node):
+    if not any(f"{n.domain}::{n.op_type}" in table for n in _all_nodes(model.graph)):
         return model
     opset = model_opset(model)
     if opset < MIN_OPSET:
         raise BuildError(f"the plugin-free lowering of custom ops needs ONNX opset >= {MIN_OPSET}, the graph has "
                          f"{opset}; set onnx_config.opset_version=17")
-    new_nodes = []
-    for index, node in enumerate(model.graph.node):
-        lower = table.get(f"{node.domain}::{node.op_type}")
-        if lower is None:
-            new_nodes.append(node)
-            continue
-        emitter = Emitter(node.name or f"{node.op_type}_{index}", opset)
-        lower(node, emitter)
-        new_nodes.extend(emitter.nodes)
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    used = {n.domain for n in model.graph.node} | {""}
+    _lower_graph(model.graph, table, opset, scope="")
+    used = {n.domain for n in _all_nodes(model.graph)} | {""}
     kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
     del model.opset_import[:]
     model.opset_import.extend(kept)
     return model
+
+
+def _lower_graph(graph: onnx.GraphProto, table: dict[str, Callable], opset: int, scope: str) -> None:
+    """Lower the custom nodes of ``graph`` and of every subgraph (If/Loop/Scan bodies) in place."""
+    new_nodes = []
+    for index, node in enumerate(graph.node):
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _lower_graph(sub, table, opset, scope=f"{scope}{sub.name}/")
+        lower = table.get(f"{node.domain}::{node.op_type}")
+        if lower is None:
+            new_nodes.append(node)
+            continue
+        emitter = Emitter(f"{scope}{node.name or node.op_type + '_' + str(index)}", opset)
+        lower(node, emitter)
+        new_nodes.extend(emitter.nodes)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _all_nodes(sub)
