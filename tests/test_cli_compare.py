@@ -98,3 +98,24 @@ def test_bad_input(tiny_classifier, tmp_path, capsys):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     code, _, err = _cli(capsys, "compare", onnx_file, tmp_path / "junk.onnx")
     assert code == 3 and "junk.onnx" in err
+
+
+def test_outputs_saved_on_one_machine_compare_on_another(tiny_classifier, tmp_path, capsys):
+    """The GPU-machine workflow: --save-outputs there, --load-outputs here, with the very same inputs."""
+    work = tiny_classifier["work"]
+    saved, direct, loaded = tmp_path / "run.npz", tmp_path / "direct.json", tmp_path / "loaded.json"
+    assert main(["compare", str(work / "end2end.onnx"), str(work / "end2end_fp16.onnx"), "--input", str(DEMO_IMG),
+                 "--save-outputs", str(saved), "--json", str(direct)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(work / "end2end.onnx"), "--load-outputs", str(saved), "--json", str(loaded)]) == 0
+    assert f"from {saved} (run 0)" in capsys.readouterr().out
+    fp16 = json.loads(direct.read_text())["results"][0]
+    by_candidate = {r["candidate"]: r for r in json.loads(loaded.read_text())["results"]}
+    assert by_candidate["saved: onnxruntime fp32 (end2end.onnx)"]["max_abs"] == 0.0
+    assert by_candidate[f"saved: {fp16['candidate']}"]["max_abs"] == fp16["max_abs"]
+
+    code, _, err = _cli(capsys, "compare", work / "end2end.onnx", "--load-outputs", saved, "--input", DEMO_IMG)
+    assert code == 2 and "brings its own inputs" in err
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    code, _, err = _cli(capsys, "compare", work / "end2end.onnx", "--load-outputs", tmp_path / "junk.npz")
+    assert code == 10 and "is not a file written by `trtdeploy compare --save-outputs`" in err

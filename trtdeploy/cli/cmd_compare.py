@@ -33,6 +33,10 @@ def register(sub, common) -> None:
         p.add_argument(f"--{kind}", nargs="+", metavar="[OUTPUT:]VALUE",
                        help=f"{text} tolerance for every output, or OUTPUT:VALUE for one")
     p.add_argument("--bisect", action="store_true", help="find the first node where two ONNX graphs diverge")
+    p.add_argument("--save-outputs", help="write the inputs and every model's outputs to this .npz (e.g. on a GPU "
+                                          "machine, to compare elsewhere with --load-outputs)")
+    p.add_argument("--load-outputs", help="an .npz from --save-outputs: its inputs are used, and its outputs are "
+                                          "compared like the models' own")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu otherwise)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.set_defaults(func=run)
@@ -42,7 +46,8 @@ def run(args) -> int:
     from ..config import load_deploy_config
     from ..errors import ModelError
     from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, worst_case, write_json
-    from ..evaluation.targets import make_feed, parse_shapes, runnable_or_fail
+    from ..evaluation.compare import save_outputs
+    from ..evaluation.targets import runnable_or_fail
 
     cfg = load_deploy_config(args.deploy_cfg) if args.deploy_cfg else None
     tol = Tolerances.from_sources({k: getattr(args, k) for k in ("atol", "rtol", "cosine")},
@@ -50,21 +55,25 @@ def run(args) -> int:
     targets = open_targets(args.files, cfg, args.model, args.checkpoint, args.device)
     try:
         runnable = runnable_or_fail(targets, "compare")
-        if len(runnable) < 2:
-            raise ModelError(f"nothing to compare: only {runnable[0].label} runs here; pass a second model file "
-                             f"or the PyTorch model with --model")
+        if len(runnable) < 2 and not args.load_outputs:
+            raise ModelError(f"nothing to compare: only {runnable[0].label} runs here; pass a second model file, "
+                             f"the PyTorch model with --model, or outputs saved elsewhere with --load-outputs")
         reference = runnable[0]
-        shapes = parse_shapes(args.shape, reference.model.runner.input_names)
-        feeds = [make_feed(reference, image, shapes, args.seed) for image in args.input or [None]]
+        feeds, saved = _inputs(args, reference)
         for feed, origin in feeds:
             print(f"inputs: {', '.join(f'{k} {list(v.shape)}' for k, v in feed.items())} from {origin}")
         print(f"reference: {reference.label}; tolerances: {tol.describe()}")
-        runs = []
-        for feed, _ in feeds:
-            expected = reference.model(feed)
-            runs.append([r for t in runnable[1:] for r in compare_outputs(expected, t.model(feed), tol, reference.label,
-                                                                          t.label)])
+        runs, produced = [], []
+        for i, (feed, _) in enumerate(feeds):
+            outputs = {t.label: t.model(feed) for t in runnable}
+            produced.append(outputs)
+            candidates = {**{label: v for label, v in outputs.items() if label != reference.label},
+                          **{f"saved: {label}": v for label, v in (saved[i] if saved else {}).items()}}
+            runs.append([r for label, got in candidates.items()
+                         for r in compare_outputs(outputs[reference.label], got, tol, reference.label, label)])
         results = worst_case(runs)
+        if args.save_outputs:
+            save_outputs(args.save_outputs, [feed for feed, _ in feeds], produced)
         bisected = _bisect(runnable, feeds[0][0], tol) if args.bisect else None
     finally:
         for t in targets:
@@ -85,11 +94,28 @@ def run(args) -> int:
                                    "results": [r.to_dict() for r in results],
                                    "bisect": bisected["data"] if bisected else None})
         print(f"results: {args.json_out}")
+    if args.save_outputs:
+        print(f"inputs and outputs saved: {args.save_outputs}")
     failed = [r for r in results if not r.passed]
     diverged = bool(bisected and bisected["data"]["divergence"])
     print(f"FAILED: {len(failed)} of {len(results)} output comparisons outside tolerance" if failed else
           f"PASSED: {len(results)} output comparisons within tolerance")
     return EXIT_MISMATCH if failed or diverged else 0
+
+
+def _inputs(args, reference) -> tuple[list[tuple[dict, str]], list[dict] | None]:
+    """The feeds (with where each came from) and, with --load-outputs, the saved outputs per feed."""
+    from ..errors import ConfigError
+    from ..evaluation.compare import load_outputs
+    from ..evaluation.targets import make_feed, parse_shapes
+
+    if args.load_outputs:
+        if args.input or args.shape:
+            raise ConfigError(f"--load-outputs {args.load_outputs} brings its own inputs; drop --input/--shape")
+        feeds, saved = load_outputs(args.load_outputs)
+        return [(feed, f"{args.load_outputs} (run {i})") for i, feed in enumerate(feeds)], saved
+    shapes = parse_shapes(args.shape, reference.model.runner.input_names)
+    return [make_feed(reference, image, shapes, args.seed) for image in args.input or [None]], None
 
 
 def _bisect(runnable, feed, tol) -> dict:

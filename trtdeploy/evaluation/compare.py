@@ -97,6 +97,51 @@ def worst_case(runs: list[list[OutputComparison]]) -> list[OutputComparison]:
     return list(merged.values())
 
 
+# -- outputs saved on one machine, compared on another -------------------------------------------------
+
+SEPARATOR = "::"
+
+
+def save_outputs(path: str | os.PathLike, feeds: list[Mapping[str, np.ndarray]],
+                 outputs: list[Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+    """Write the inputs and every model's outputs (``outputs[i][label][name]``) to an .npz, atomically."""
+    from ..utils.fileio import atomic_write
+
+    arrays = {}
+    for i, (feed, by_label) in enumerate(zip(feeds, outputs)):
+        arrays.update({SEPARATOR.join((str(i), "input", k)): v for k, v in feed.items()})
+        for label, values in by_label.items():
+            arrays.update({SEPARATOR.join((str(i), label, k)): v for k, v in values.items()})
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_outputs(path: str | os.PathLike) -> tuple[list[dict], list[dict[str, dict]]]:
+    """Read what ``save_outputs`` wrote: the inputs per run, and per run {label: {output: array}}."""
+    from ..errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            items = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is not a file written by `trtdeploy compare --save-outputs` ({e})") from None
+    runs: dict[int, tuple[dict, dict]] = {}
+    for key, value in items.items():
+        parts = key.split(SEPARATOR)
+        if len(parts) != 3 or not parts[0].isdigit():
+            raise InputError(f"{path} holds {key!r}, which `trtdeploy compare --save-outputs` does not write; "
+                             f"save the outputs again")
+        feed, by_label = runs.setdefault(int(parts[0]), ({}, {}))
+        if parts[1] == "input":
+            feed[parts[2]] = value
+        else:
+            by_label.setdefault(parts[1], {})[parts[2]] = value
+    ordered = [runs[i] for i in sorted(runs)]
+    if not ordered or any(not feed for feed, _ in ordered):
+        raise InputError(f"{path} holds no saved inputs; save the outputs again with `trtdeploy compare --save-outputs`")
+    return [feed for feed, _ in ordered], [by_label for _, by_label in ordered]
+
+
 # -- bisect -------------------------------------------------------------------------------------------
 
 @dataclass
