@@ -114,6 +114,9 @@ def test_outputs_saved_on_one_machine_compare_on_another(tiny_classifier, tmp_pa
     assert by_candidate["saved: onnxruntime fp32 (end2end.onnx)"]["max_abs"] == 0.0
     assert by_candidate[f"saved: {fp16['candidate']}"]["max_abs"] == fp16["max_abs"]
 
+    one = tmp_path / "one.npz"  # one model is enough to save outputs (a GPU host with only the engine)
+    assert main(["compare", str(work / "end2end.onnx"), "--input", str(DEMO_IMG), "--save-outputs", str(one)]) == 0
+    assert "nothing compared (one model): its inputs and outputs are saved" in capsys.readouterr().out and one.is_file()
     code, _, err = _cli(capsys, "compare", work / "end2end.onnx", "--load-outputs", saved, "--input", DEMO_IMG)
     assert code == 2 and "brings its own inputs" in err
     (tmp_path / "junk.npz").write_bytes(b"junk")

@@ -55,7 +55,7 @@ def run(args) -> int:
     targets = open_targets(args.files, cfg, args.model, args.checkpoint, args.device)
     try:
         runnable = runnable_or_fail(targets, "compare")
-        if len(runnable) < 2 and not args.load_outputs:
+        if len(runnable) < 2 and not (args.load_outputs or args.save_outputs):
             raise ModelError(f"nothing to compare: only {runnable[0].label} runs here; pass a second model file, "
                              f"the PyTorch model with --model, or outputs saved elsewhere with --load-outputs")
         reference = runnable[0]
@@ -96,6 +96,9 @@ def run(args) -> int:
         print(f"results: {args.json_out}")
     if args.save_outputs:
         print(f"inputs and outputs saved: {args.save_outputs}")
+    if not results:
+        print("nothing compared (one model): its inputs and outputs are saved")
+        return 0
     failed = [r for r in results if not r.passed]
     diverged = bool(bisected and bisected["data"]["divergence"])
     print(f"FAILED: {len(failed)} of {len(results)} output comparisons outside tolerance" if failed else
