@@ -24,7 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 OPS = ("batched_nms", "roi_align", "multi_level_roi_align")
-TILES = [(c, w) for c in (4, 8, 16) for w in (1, 2, 4)]  # RoIAlign kernel: channels per program, warps
+TILES = [(c, w) for c in (1, 2, 4, 8) for w in (1, 4)]  # RoIAlign kernel: channels per program, warps
 
 
 def import_kernels() -> dict:

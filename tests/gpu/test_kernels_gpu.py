@@ -70,11 +70,12 @@ def test_roi_align_matches_torchvision():
             rois[0, 3:] = rois[0, 1:3]  # a degenerate RoI
         for sampling_ratio in (0, 2):
             for aligned in (False, True):
-                got = kernel.roi_align(features, rois, size, scale, sampling_ratio, aligned)
                 want = torchvision.ops.roi_align(features, rois, size, scale, sampling_ratio, aligned)
-                assert got.shape == want.shape
-                error = (got - want).abs().max().item() if num_rois else 0.0
-                assert error <= 1e-4, f"C={channels} {num_rois} RoIs sr={sampling_ratio} aligned={aligned}: {error}"
+                for tile in (dict(), dict(block_c=4, num_warps=4)):
+                    got = kernel.roi_align_levels([features], rois, size, [scale], sampling_ratio, aligned, **tile)
+                    assert got.shape == want.shape
+                    error = (got - want).abs().max().item() if num_rois else 0.0
+                    assert error <= 1e-4, f"C={channels} {num_rois} RoIs sr={sampling_ratio} {tile}: {error}"
 
 
 def test_multi_level_roi_align_matches_torchvision():

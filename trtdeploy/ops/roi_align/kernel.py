@@ -118,7 +118,7 @@ def _roi_align_kernel(feat, rois, out, channels,
 def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_size: tuple[int, int],
                      spatial_scales: list[float], sampling_ratio: int, aligned: bool,
                      canonical_scale: float = 224.0, canonical_level: int = 4, first_level: int = 2,
-                     out: torch.Tensor | None = None, block_c: int = 4, num_warps: int = 4) -> torch.Tensor:
+                     out: torch.Tensor | None = None, block_c: int = 1, num_warps: int = 1) -> torch.Tensor:
     """RoIAlign of ``rois`` [R, 5] over 1..5 float32 feature maps; with several, each RoI takes its FPN level.
 
     ``block_c`` (channels per program) and ``num_warps``: the defaults were fastest on an H100 for
