@@ -52,35 +52,31 @@ _ONNX_KINDS = {"INT": ("int", "float"), "FLOAT": ("float",), "FLOATS": ("floats"
                "STRING": ("string",)}
 
 
-def _onnx_value(attr, kind: str):
-    from onnx import helper
-
-    value = helper.get_attribute_value(attr)
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    if kind == "floats":
-        return [float(v) for v in value]
-    return value.decode() if isinstance(value, bytes) else str(value)
+# field kind -> Python value from an ONNX attribute's value
+_FROM_ONNX = {"int": int, "float": float, "floats": lambda value: [float(v) for v in value],
+              "string": lambda value: value.decode() if isinstance(value, bytes) else str(value)}
+# attributes TensorRT's ONNX parser reads itself (not plugin fields)
+_PARSER_ATTRIBUTES = ("plugin_namespace", "plugin_version")
 
 
 def read_node_attributes(node, fields: Sequence[Field]) -> dict:
     """The node's attributes as plugin field values: types checked, defaults filled, ranges checked."""
-    from onnx import AttributeProto
+    from onnx import AttributeProto, helper
 
     where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
     known = {f.name: f for f in fields}
     values = {}
     for attr in node.attribute:
         field = known.get(attr.name)
+        if attr.name in _PARSER_ATTRIBUTES:
+            continue
         if field is None:
             raise BuildError(f"{where}: unknown attribute {attr.name!r}; {node.op_type} takes {sorted(known)}")
         onnx_type = AttributeProto.AttributeType.Name(attr.type)
         if field.kind not in _ONNX_KINDS.get(onnx_type, ()):
             raise BuildError(f"{where}: attribute {attr.name!r} must be of ONNX type "
                              f"{_ONNX_TYPE_OF[field.kind]}, got {onnx_type}; export it with the right type")
-        values[attr.name] = _onnx_value(attr, field.kind)
+        values[attr.name] = _FROM_ONNX[field.kind](helper.get_attribute_value(attr))
     return _complete(values, fields, where)
 
 
@@ -99,14 +95,10 @@ def _complete(values: dict, fields: Sequence[Field], where: str) -> dict:
     return out
 
 
-def _plugin_field_value(field, kind: str):
-    data = np.asarray(field.data)
-    if kind == "string":
-        return bytes(data.astype(np.uint8)).split(b"\0")[0].decode()
-    if kind == "floats":
-        return [float(v) for v in data.reshape(-1)]
-    scalar = data.reshape(-1)[0]
-    return int(scalar) if kind == "int" else float(scalar)
+# field kind -> Python value from a PluginField's data (a numpy array)
+_FROM_PLUGIN_FIELD = {"int": lambda data: int(data.reshape(-1)[0]), "float": lambda data: float(data.reshape(-1)[0]),
+                      "floats": lambda data: [float(v) for v in data.reshape(-1)],
+                      "string": lambda data: bytes(data.astype(np.uint8)).split(b"\0")[0].decode()}
 
 
 # field kind -> the PluginFieldType names that may carry it (ONNX INT arrives as INT32, FLOAT as FLOAT32)
@@ -125,7 +117,7 @@ def read_plugin_fields(collection, fields: Sequence[Field], where: str) -> dict:
         if plugin_field.type.name not in _PLUGIN_TYPES[field.kind]:
             raise BuildError(f"{where}: attribute {field.name!r} must be of ONNX type {_ONNX_TYPE_OF[field.kind]}, "
                              f"got {plugin_field.type.name}; export it with the right type")
-        values[field.name] = _plugin_field_value(plugin_field, field.kind)
+        values[field.name] = _FROM_PLUGIN_FIELD[field.kind](np.asarray(plugin_field.data))
     return _complete(values, fields, where)
 
 
@@ -308,7 +300,7 @@ def _make_classes(module):
     return PythonPlugin, PythonPluginCreator
 
 
-# Errors raised inside create_plugin reach TensorRT only as "creation failed"; the builder reads them here.
+# Errors raised inside create_plugin reach TensorRT only as "could not create the plugin"; check-env shows the last.
 _creation_errors: list[str] = []
 
 
