@@ -112,8 +112,7 @@ def _packages() -> list[Finding]:
     rows = []
     for module, dists, required in (("torch", ("torch",), True), ("torchvision", ("torchvision",), True),
                                     ("onnx", ("onnx",), True), ("onnxslim", ("onnxslim",), True),
-                                    ("mmengine", ("mmengine-lite", "mmengine"), True),
-                                    ("onnxconverter_common", ("onnxconverter-common",), False)):
+                                    ("mmengine", ("mmengine-lite", "mmengine"), True)):
         try:
             mod = importlib.import_module(module)
         except Exception as e:

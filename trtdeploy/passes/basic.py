@@ -45,19 +45,3 @@ def check(model: onnx.ModelProto) -> onnx.ModelProto:
         raise BuildError(f"the ONNX graph is invalid: {first}") from None
     return model
 
-
-def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True, block_list: list[str] | None = None,
-            keep_nodes: list[str] | None = None) -> onnx.ModelProto:
-    """Cast weights and activations to FP16 for strongly typed TensorRT; I/O stays FP32.
-
-    Ops that must stay in FP32 for accuracy or support (``block_list`` node op types, e.g. 'Resize',
-    and ``keep_nodes`` node names, e.g. a sensitive head) keep FP32 with casts around them.
-    """
-    from onnxconverter_common import float16
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float16.convert_float_to_float16(
-            model, keep_io_types=keep_io_types, disable_shape_infer=False,
-            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(block_list or []),
-            node_block_list=list(keep_nodes or []))

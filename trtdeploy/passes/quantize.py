@@ -274,7 +274,7 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
     """
     from onnx import version_converter
 
-    from .basic import to_fp16
+    from .fp16 import to_fp16_body
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < 19:
@@ -283,75 +283,18 @@ def to_fp16_keeping_qdq(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] =
         except Exception as e:  # the converter has no adapter for some op
             raise BuildError(f"cannot move the INT8 graph to ONNX opset 19 for FP16 Q/DQ ({e}); "
                              f"set onnx_config.opset_version=19 or common_config.fp16_mode=False") from None
-    feeds_int8 = _upstream_of(model.graph, {n.name for n in model.graph.node if n.op_type in WEIGHT_AXIS
-                                            and any(i.endswith("_dequantized") for i in n.input[1:2])})
-    kept = [n for n in model.graph.node if matches_any(n.name, keep_fp32_nodes) or n.name not in feeds_int8]
-    converted = to_fp16(model, keep_nodes=[name for n in kept for name in _names_within(n)])
-    _restore_fp32_outer_constants(model, converted, {n.name for n in kept})
-    return converted
+    int8_layers = {n.name for n in model.graph.node if n.op_type in WEIGHT_AXIS
+                   and any(i.endswith("_dequantized") for i in n.input[1:2])}
+    keep = [n.name for n in model.graph.node if matches_any(n.name, keep_fp32_nodes)]
+    return to_fp16_body(model, body_targets=int8_layers, keep_fp32=keep)
 
 
-def _restore_fp32_outer_constants(original: onnx.ModelProto, converted: onnx.ModelProto, kept: set[str]) -> None:
-    """Make FP32 subgraphs (a Loop body kept in FP32) read FP32 values from the outer graph.
-
-    The FP16 converter looks at top-level consumers only: it turns constants read only inside such a
-    body into FP16 and casts outer tensors the body reads to FP16, so TensorRT would meet mixed-type
-    nodes. Constants get an FP32 copy; casts read only there cast to FP32 instead.
-    """
-    was_float = {i.name for i in original.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    now = {i.name: i for i in converted.graph.initializer}
-    cast_of = {n.output[0]: n for n in converted.graph.node if n.op_type == "Cast"}
-    read_at_top = {i for n in converted.graph.node if n.name not in kept for i in n.input}
-    copies: dict[str, str] = {}
-    for node in converted.graph.node:
-        if node.name not in kept:
-            continue
-        for attr in node.attribute:
-            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
-                for inner in _all_nodes(sub):
-                    for k, name in enumerate(inner.input):
-                        init = now.get(name)
-                        if name in was_float and init is not None and init.data_type == onnx.TensorProto.FLOAT16:
-                            if name not in copies:
-                                copies[name] = f"{name}_fp32"
-                                value = numpy_helper.to_array(init).astype(np.float32)
-                                converted.graph.initializer.append(numpy_helper.from_array(value, copies[name]))
-                            inner.input[k] = copies[name]
-                        elif name in cast_of and name not in read_at_top:
-                            for a in cast_of[name].attribute:
-                                if a.name == "to" and a.i == onnx.TensorProto.FLOAT16:
-                                    a.i = onnx.TensorProto.FLOAT
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
-                yield from _all_nodes(sub)
 
 
-def _names_within(node: onnx.NodeProto) -> Iterator[str]:
-    """A node's name and those of the nodes in its subgraphs (a Loop kept in FP32 keeps its body too)."""
-    yield node.name
-    for attr in node.attribute:
-        for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
-            for inner in sub.node:
-                yield from _names_within(inner)
 
 
-def _upstream_of(graph: onnx.GraphProto, targets: set[str]) -> set[str]:
-    """Names of ``targets`` and of every node whose output reaches one of them."""
-    producer = {o: n for n in graph.node for o in n.output}
-    seen: set[str] = set()
-    stack = [n for n in graph.node if n.name in targets]
-    while stack:
-        node = stack.pop()
-        if node.name in seen:
-            continue
-        seen.add(node.name)
-        stack.extend(producer[i] for i in node.input if i in producer)
-    return seen
 
 
 # -- sensitivity ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import onnx
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
-from ...passes import to_fp16
+from ...passes.fp16 import to_fp16_body
 from ...utils.fileio import atomic_write_bytes, sha256_file
 from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
@@ -83,8 +83,9 @@ class TensorRTBackend(Backend):
             # Strongly typed TensorRT takes FP16 from the graph's tensor types.
             source = Path(work_dir) / f"{source.stem}_fp16.onnx"
             # our plugins take FP32: their nodes stay FP32, with casts around them
-            atomic_write_bytes(source, to_fp16(onnx.load(str(onnx_path)), block_list=plugin_op_types(model))
-                               .SerializeToString())
+            full = onnx.load(str(onnx_path))
+            plugin_nodes = [n.name for n in full.graph.node if n.op_type in plugin_op_types(model)]
+            atomic_write_bytes(source, to_fp16_body(full, keep_fp32=plugin_nodes).SerializeToString())
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
         facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
                              configure=int8.configure if int8 else None)
