@@ -64,13 +64,22 @@ def ort_config(name: str) -> dict:
     return cfg
 
 
+@pytest.fixture(scope="session")
+def convert_once(tmp_path_factory):
+    """name -> (name, eager model, ConvertResult), each detector converted once for the session."""
+    done = {}
+
+    def convert(name: str):
+        if name not in done:
+            model = build(name)
+            done[name] = name, model, trtdeploy.convert(ort_config(name), model, work_dir=tmp_path_factory.mktemp(name))
+        return done[name]
+    return convert
+
+
 @pytest.fixture(scope="session", params=DETECTORS)
-def converted(request, tmp_path_factory):
-    """(name, eager model, ConvertResult) for each detector, converted once for the session."""
-    name = request.param
-    model = build(name)
-    result = trtdeploy.convert(ort_config(name), model, work_dir=tmp_path_factory.mktemp(name))
-    return name, model, result
+def converted(request, convert_once):
+    return convert_once(request.param)
 
 
 def assert_same_detections(ours: dict, theirs: dict, image_hw: tuple[int, int]) -> None:
@@ -228,9 +237,8 @@ def test_mmdeploy_config_converts_torchvision_retinanet(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("converted", ["maskrcnn_resnet50_fpn"], indirect=True)
-def test_run_draws_boxes_names_scores_and_masks(converted, tmp_path):
-    _, _, result = converted
+def test_run_draws_boxes_names_scores_and_masks(convert_once, tmp_path):
+    _, _, result = convert_once("maskrcnn_resnet50_fpn")
     out_png = tmp_path / "result.png"
     proc = run_cli("run", result.backend_path, "--input", DEMO_IMG, "--out", out_png)
     count = int(proc.stdout.split(" detections")[0].split()[-1])

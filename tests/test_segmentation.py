@@ -32,13 +32,24 @@ def build(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def convert_once(tmp_path_factory):
+    """name -> (name, eager model, ConvertResult), each model converted once for the session."""
+    done = {}
+
+    def convert(name: str):
+        if name not in done:
+            model = build(name)
+            cfg = Config.fromfile(str(CONFIGS / "segmentation/segmentation_onnxruntime_dynamic.py")).to_dict()
+            cfg["onnx_config"]["input_shape"] = [160, 128]
+            done[name] = name, model, trtdeploy.convert(cfg, model, work_dir=tmp_path_factory.mktemp(name))
+        return done[name]
+    return convert
+
+
 @pytest.fixture(scope="session", params=SEGMENTORS)
-def converted(request, tmp_path_factory):
-    name = request.param
-    model = build(name)
-    cfg = Config.fromfile(str(CONFIGS / "segmentation/segmentation_onnxruntime_dynamic.py")).to_dict()
-    cfg["onnx_config"]["input_shape"] = [160, 128]
-    return name, model, trtdeploy.convert(cfg, model, work_dir=tmp_path_factory.mktemp(name))
+def converted(request, convert_once):
+    return convert_once(request.param)
 
 
 @pytest.mark.slow
@@ -92,9 +103,8 @@ def test_tensorrt_rtx_builds_the_graph(converted, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("converted", ["lraspp_mobilenet_v3_large"], indirect=True)
-def test_run_prints_and_draws_the_class_map(converted, tmp_path):
-    _, _, result = converted
+def test_run_prints_and_draws_the_class_map(convert_once, tmp_path):
+    _, _, result = convert_once("lraspp_mobilenet_v3_large")
     sidecar = json.loads(result.sidecar_path.read_text())
     assert sidecar["task"] == "Segmentation" and sidecar["class_names"][15] == "person"
     out_png = tmp_path / "map.png"
