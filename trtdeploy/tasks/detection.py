@@ -142,8 +142,7 @@ class ObjectDetection(Task):
 
     # -- export -----------------------------------------------------------
     def check_model(self, model) -> None:
-        from ..export import FUNCTION_REWRITER
-        from ..export import rewriters  # noqa: F401  (registers the rewriters)
+        from ..export import FUNCTION_REWRITER  # importing trtdeploy.export registers the rewriters
 
         self.check_post_processing()
         kind = type(model).__name__
