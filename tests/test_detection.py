@@ -352,3 +352,11 @@ def test_post_processing_out_of_range_is_refused_before_export(tmp_path, key, va
     with pytest.raises(ConfigError, match=f"codebase_config.post_processing.{message}"):
         trtdeploy.convert(cfg, model, work_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_masks_pasted_in_the_graph_are_refused(tmp_path):
+    cfg = ort_config("maskrcnn_resnet50_fpn")
+    cfg["codebase_config"]["export_postprocess_mask"] = True
+    with pytest.raises(ConfigError, match="export_postprocess_mask=True .* is not supported; set it to False"):
+        trtdeploy.convert(cfg, "torchvision://maskrcnn_resnet50_fpn", work_dir=tmp_path)
+    assert not list(tmp_path.iterdir())

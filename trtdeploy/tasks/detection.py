@@ -168,7 +168,10 @@ class ObjectDetection(Task):
                                  f"(see trtdeploy/export/rewriters/)")
 
     def check_post_processing(self) -> None:
-        """Raise ConfigError for a post_processing value out of range, naming the field."""
+        """Raise ConfigError for a post_processing value out of range (or a mask option we lack), naming the field."""
+        if self.settings.get("export_postprocess_mask"):
+            raise ConfigError("codebase_config.export_postprocess_mask=True (pasting masks inside the graph) is not "
+                              "supported; set it to False: the graph returns 28x28 masks and `run`/`test` paste them")
         for key, value in self.post_processing.items():
             accepts, what = POST_PROCESSING_RANGES.get(key, (lambda v: True, ""))
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepts(value):
