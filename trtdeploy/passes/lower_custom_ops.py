@@ -17,6 +17,7 @@ from ..errors import BuildError, ConfigError
 
 ROUTES = ("auto", "plugin", "plugin-free")
 MIN_OPSET = 13  # Split, Squeeze and Unsqueeze take their sizes/axes as inputs
+UPGRADE_OPSET = 17  # what an older graph is converted to (the lowerings also use Shape's start/end, opset 15)
 
 
 class Emitter:
@@ -125,7 +126,8 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx
     ``route`` is ``backend_config.custom_ops``: 'plugin-free' and 'auto' lower every node that has a
     lowering ('auto' because it builds everywhere and needs nothing at run time); 'plugin' keeps
     the nodes that have a TensorRT plugin (and ONNX Runtime implementation) and lowers the rest.
-    The model is changed in place and returned; domains no node uses any more are dropped.
+    The model is changed in place and returned (a graph below opset 13 is first converted to 17, so
+    use the returned model); domains no node uses any more are dropped.
     """
     if route not in ROUTES:
         raise ConfigError(f"backend_config.custom_ops must be one of {', '.join(ROUTES)}, got {route!r}")
@@ -138,15 +140,24 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx
     if not any(f"{n.domain}::{n.op_type}" in table for n in _all_nodes(model.graph)):
         return model
     opset = model_opset(model)
-    if opset < MIN_OPSET:
-        raise BuildError(f"the plugin-free lowering of custom ops needs ONNX opset >= {MIN_OPSET}, the graph has "
-                         f"{opset}; set onnx_config.opset_version=17")
+    if opset < MIN_OPSET:  # e.g. MMDeploy's configs export with opset 11
+        model, opset = _upgrade_opset(model, opset), UPGRADE_OPSET
     _lower_graph(model.graph, table, opset, scope="")
     used = {n.domain for n in _all_nodes(model.graph)} | {""}
     kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
     del model.opset_import[:]
     model.opset_import.extend(kept)
     return model
+
+
+def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as e:  # the converter has no adapter for some op of the graph
+        raise BuildError(f"the plugin-free lowering of custom ops needs ONNX opset >= {MIN_OPSET} and the graph "
+                         f"(opset {opset}) cannot be converted ({e}); set onnx_config.opset_version=17") from None
 
 
 def _lower_graph(graph: onnx.GraphProto, table: dict[str, Callable], opset: int, scope: str) -> None:
