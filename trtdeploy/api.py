@@ -168,10 +168,8 @@ def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_d
     """The calibration file in ``work`` (MMDeploy's calib_data.h5), collected or reused."""
     import functools
 
-    from .calibration import prepare_calibration_file
-
     from .backends.tensorrt.int8 import check_calibration_shapes
-    from .calibration import CalibrationFile
+    from .calibration import CalibrationFile, prepare_calibration_file
     from .config import ShapeRange
 
     name = cfg.input_names[0]
@@ -196,10 +194,10 @@ def compare_on_image(torch_model, task: Task, artefact: Path, image, device: str
         theirs = task.torch_outputs(torch_model, batch, deployed.runner.output_names)
     finally:
         deployed.close()
-    diff = task.output_difference(ours, theirs)
-    return {"backend": label, "result": task.postprocess(ours, meta), "torch_result": task.postprocess(theirs, meta),
-            "max_abs_diff": diff, "formatted": task.format_result(task.postprocess(ours, meta)),
-            "torch_formatted": task.format_result(task.postprocess(theirs, meta))}
+    result, torch_result = task.postprocess(ours, meta), task.postprocess(theirs, meta)
+    return {"backend": label, "result": result, "torch_result": torch_result,
+            "max_abs_diff": task.output_difference(ours, theirs), "formatted": task.format_result(result),
+            "torch_formatted": task.format_result(torch_result)}
 
 
 def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
