@@ -123,3 +123,19 @@ def test_factory_model_and_checkpoint(tmp_path):
     with torch.no_grad():
         expected = reference(x).numpy()
     np.testing.assert_allclose(trtdeploy.load(result.backend_path)(x.numpy())["output"], expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_several_profiles_one_per_model_inputs_entry(tmp_path):
+    """Each backend_config.model_inputs entry becomes one optimization profile of the engine."""
+    cfg = tmp_path / "two_profiles.py"
+    cfg.write_text(f"_base_ = ['{CLS}/classification_dynamic.py', '{CONFIGS}/_base_/backends/tensorrt.py']\n"
+                   "backend_config = dict(model_inputs=[\n"
+                   "    dict(input_shapes=dict(input=dict(min_shape=[1, 3, 224, 224], opt_shape=[1, 3, 224, 224],"
+                   " max_shape=[1, 3, 224, 224]))),\n"
+                   "    dict(input_shapes=dict(input=dict(min_shape=[2, 3, 160, 160], opt_shape=[8, 3, 192, 192],"
+                   " max_shape=[8, 3, 256, 256])))])\n")
+    run_cli("convert", cfg, "torchvision://mobilenet_v3_small", "--work-dir", tmp_path / "w")
+    profiles = _engine_sidecar(tmp_path / "w")["profiles"]
+    assert [p["input"]["opt_shape"] for p in profiles] == [[1, 3, 224, 224], [8, 3, 192, 192]]
+    assert profiles[1]["input"]["min_shape"] == [2, 3, 160, 160]
