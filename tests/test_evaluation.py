@@ -17,7 +17,7 @@ from trtdeploy.evaluation import (EvalDataset, Tolerances, bisect_onnx, check_co
 from trtdeploy.evaluation.inspection import inspect_file
 from trtdeploy.evaluation.metrics import MeanIoU
 from trtdeploy.backends.base import TensorSpec
-from trtdeploy.passes import to_fp16
+from trtdeploy.passes import to_fp16_body
 
 from conftest import CONFIGS
 
@@ -199,7 +199,7 @@ def test_bisect_names_the_injected_node(tmp_path):
 def test_bisect_fp32_against_its_fp16_graph(tmp_path):
     """The FP16 graph (as the TensorRT backend writes it) keeps the FP32 tensor names, so bisect lines them up."""
     good = _chain(1.0, tmp_path / "good.onnx")
-    onnx.save(to_fp16(onnx.load(str(good))), str(tmp_path / "good_fp16.onnx"))
+    onnx.save(to_fp16_body(onnx.load(str(good))), str(tmp_path / "good_fp16.onnx"))
     feed = {"input": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}
     loose = Tolerances(atol={"": 1e-2}, rtol={"": 1e-2})
     assert bisect_onnx(good, tmp_path / "good_fp16.onnx", feed, loose)[0] is None
