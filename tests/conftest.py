@@ -54,6 +54,24 @@ def restore_trtdeploy_logger():
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+def build_in_child(onnx_path: Path, work_dir: Path, deploy_cfg: Path) -> dict:
+    """Build ``onnx_path`` with the TensorRT backend and ``deploy_cfg`` in a child process; returns
+    ``{"size": engine bytes, "profiles": the sidecar's profiles}``."""
+    import json
+    import textwrap
+
+    proc = run_python(textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from trtdeploy.backends.base import get_backend
+        from trtdeploy.config import load_deploy_config
+        built = get_backend("tensorrt").build(Path({str(onnx_path)!r}), Path({str(work_dir)!r}),
+                                              load_deploy_config({str(deploy_cfg)!r}))
+        print(json.dumps({{"size": built.path.stat().st_size, "profiles": built.facts["profiles"]}}))
+    """))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def demo_img() -> Path:
     return DEMO_IMG

@@ -20,7 +20,7 @@ import torchvision
 from mmengine import Config
 
 import trtdeploy
-from conftest import CONFIGS, DEMO_IMG, REPO, run_cli, run_python
+from conftest import CONFIGS, DEMO_IMG, REPO, run_cli, build_in_child
 from trtdeploy.errors import ConfigError, ModelError, ShapeError
 from trtdeploy.tasks.detection import paste_masks
 
@@ -140,16 +140,7 @@ def test_tensorrt_rtx_builds_the_graph(converted, tmp_path):
     name, _, result = converted
     folder = "instance-seg" if name.startswith("maskrcnn") else "detection"
     cfg = CONFIGS / folder / f"{folder}_tensorrt_dynamic-320x320-1344x1344.py"
-    proc = run_python(textwrap.dedent(f"""
-        import json
-        from pathlib import Path
-        from trtdeploy.backends.base import get_backend
-        from trtdeploy.config import load_deploy_config
-        built = get_backend("tensorrt").build(Path({str(result.onnx_path)!r}), Path({str(tmp_path)!r}),
-                                              load_deploy_config({str(cfg)!r}))
-        print(json.dumps({{"size": built.path.stat().st_size, "profiles": built.facts["profiles"]}}))
-    """))
-    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    facts = build_in_child(result.onnx_path, tmp_path, cfg)
     assert facts["size"] > 1_000_000
     assert facts["profiles"] == [{"input": {"min_shape": [1, 3, 320, 320], "opt_shape": [1, 3, 800, 1344],
                                             "max_shape": [1, 3, 1344, 1344]}}]

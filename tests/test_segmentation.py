@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torchvision
 from mmengine import Config
 
 import trtdeploy
-from conftest import CONFIGS, DEMO_IMG, run_cli, run_python
+from conftest import CONFIGS, DEMO_IMG, run_cli, build_in_child
 from trtdeploy.errors import ModelError
 
 SEGMENTORS = ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
@@ -88,16 +87,7 @@ def test_tensorrt_rtx_builds_the_graph(converted, tmp_path):
     config, low, high = TENSORRT_CONFIGS[name]
     cfg = CONFIGS / "segmentation" / config
     opt = low if low == high else [1, 3, 1024, 2048]
-    proc = run_python(textwrap.dedent(f"""
-        import json
-        from pathlib import Path
-        from trtdeploy.backends.base import get_backend
-        from trtdeploy.config import load_deploy_config
-        built = get_backend("tensorrt").build(Path({str(result.onnx_path)!r}), Path({str(tmp_path)!r}),
-                                              load_deploy_config({str(cfg)!r}))
-        print(json.dumps({{"size": built.path.stat().st_size, "profiles": built.facts["profiles"]}}))
-    """))
-    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    facts = build_in_child(result.onnx_path, tmp_path, cfg)
     assert facts["size"] > 1_000_000
     assert facts["profiles"] == [{"input": {"min_shape": low, "opt_shape": opt, "max_shape": high}}]
 
