@@ -8,8 +8,11 @@ earlier candidate)`` fixes at least one more leading position of the block per s
 reaches greedy's answer in at most BLOCK sweeps, and the first sweep that changes nothing
 proves it (the fixed point is unique). Then the next block starts. Each sweep only compares
 the block with the kept candidates so far (at most keep_topk - 1 before the block, plus the
-block), and the Loop stops as soon as every image has keep_topk survivors: the work follows
-the detections, not K squared. Trip bound: (K / BLOCK) * (BLOCK + 1).
+block), and the Loop stops as soon as every image has keep_topk survivors, or as soon as no image
+has a valid candidate (score above the threshold, rank below topk) in the blocks not yet final:
+valid candidates are a prefix of the sorted order, so nothing keepable is skipped, and with no
+valid candidate at all the Loop makes no trip. The work follows the detections, not K squared.
+Trip bound: (K / BLOCK) * (BLOCK + 1).
 
 IoU is computed with torchvision's float32 expression on the class-offset boxes, so keep sets
 equal ``torchvision.ops.batched_nms``'s. A ``topk`` above MAX_TOPK (TensorRT caps TopK's k at 3840)
@@ -156,14 +159,20 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     done_rows = b.op("Less", rank, b.op("Mul", block_out, b.i64(BLOCK)))
     n_kept = b.reduce("ReduceSum", b.op("Cast", b.op("And", keep_out, done_rows), to=TensorProto.INT64), [1], 0)
     enough = b.op("GreaterOrEqual", b.reduce("ReduceMin", n_kept, [0], keepdims=0), b.i64(keep_top_k))
-    n_blocks = b.squeeze(b.op("Div", n_cand, b.i64([BLOCK])), [0])
-    go_on = b.op("And", b.op("Less", block_out, n_blocks), b.op("Not", enough))
+    # The second exit: valid is a prefix of each image's sorted candidates (score > threshold, rank < topk),
+    # so once no image has a valid candidate at or after the next block, nothing more can be kept. This
+    # also ends the Loop after the last block (the K padded slots are never valid).
+    valid_left = b.reduce("ReduceMax", b.op("Cast", b.op("And", valid, b.op("Not", done_rows)),
+                                            to=TensorProto.INT32), [0, 1], keepdims=0)
+    go_on = b.op("And", b.op("Cast", valid_left, to=TensorProto.BOOL), b.op("Not", enough))
     graph = b.graph("nms_block_sweeps", [scalar_input(b.name("iter"), TensorProto.INT64),
                                          scalar_input(b.name("cond"), TensorProto.BOOL),
                                          scalar_input(block_in, TensorProto.INT64),
                                          tensor_input(keep_in, TensorProto.BOOL)], [go_on, block_out, keep_out])
     max_trips = e.squeeze(e.op("Mul", e.op("Div", n_cand, e.i64([BLOCK])), e.i64([BLOCK + 1])), [0])
-    last_block, keep = e.op("Loop", max_trips, e.const(True, np.bool_), e.i64(0), valid, body=graph, outputs=2)
+    any_valid = e.op("Cast", e.reduce("ReduceMax", e.op("Cast", valid, to=TensorProto.INT32), [0, 1], keepdims=0),
+                     to=TensorProto.BOOL)                                                   # none: no trip
+    last_block, keep = e.op("Loop", max_trips, any_valid, e.i64(0), valid, body=graph, outputs=2)
     keep = e.op("And", keep, e.op("Less", rank, e.op("Mul", last_block, e.i64(BLOCK))))
 
     # 5. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits).
