@@ -8,7 +8,6 @@ non-zero exit instead of taking pytest down.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 

@@ -81,6 +81,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     """
     from . import passes
     from .export import export_onnx, load_model
+    from .export.model_loader import describe_model
 
     cfg = load_deploy_config(deploy_cfg)
     task_cls = get_task(cfg.task)
@@ -103,7 +104,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
             made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg))
 
-    with stage(f"[{next(n)}/{steps}] load model {model if isinstance(model, str) else type(model).__name__}"):
+    with stage(f"[{next(n)}/{steps}] load model {describe_model(model)}"):
         torch_model = load_model(model, checkpoint, device)
         task.check_model(torch_model)
     with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
@@ -123,7 +124,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         atomic_write_bytes(onnx_path, proto.SerializeToString())
     in_specs, out_specs = _onnx_io(proto)
     facts = {
-        "model": model if isinstance(model, str) else type(model).__name__,
+        "model": describe_model(model),
         "checkpoint": str(checkpoint) if checkpoint else None,
         **task.sidecar_facts(torch_model, model),
         "export_shapes": {name: list(t.shape) for name, t in zip(cfg.input_names, inputs)},

@@ -312,8 +312,6 @@ class DeployConfig:
                             f"{self.source}: {where} lets dimension {d} range from {lo} to {hi} but "
                             f"onnx_config.dynamic_axes does not declare axis {d} of {name!r} dynamic; "
                             f"add it (e.g. dynamic_axes={{'{name}': {{{d}: 'dim{d}'}}}}) or make min_shape[{d}] == max_shape[{d}]")
-        if self.backend == "tensorrt" and not self.profiles and self.dynamic_axes:
-            logger.debug("%s: no model_inputs; static profiles will come from the export shapes", self.source)
 
     def check_profiles(self, model_inputs: Mapping[str, Sequence]) -> None:
         """Check every profile against the exported model's inputs (name -> shape; dynamic dims are

@@ -142,4 +142,5 @@ def load_model(spec, checkpoint: str | Path | None = None, device: str = "cpu"):
 
 
 def describe_model(spec) -> str:
+    """How a MODEL argument is named in logs and sidecars: the spec string, or the module's class."""
     return spec if isinstance(spec, str) else type(spec).__name__

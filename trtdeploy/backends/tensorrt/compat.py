@@ -272,11 +272,3 @@ def import_tensorrt(prefer: str | None = None) -> TensorRT:
                                type(e).__name__, e)
             return found
     raise _not_installed(order, tar)
-
-
-def tensorrt_available() -> bool:
-    try:
-        import_tensorrt()
-        return True
-    except BackendUnavailableError:
-        return False
