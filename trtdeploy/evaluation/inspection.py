@@ -19,6 +19,7 @@ from ..backends.sidecar import read_sidecar, sidecar_path
 from ..errors import ModelError
 from ..registry import Registry
 from .report import format_table
+from ..utils.onnx_graph import all_nodes
 
 INSPECTORS: Registry[Callable[[Path], dict]] = Registry("inspector (backend)", error=ModelError)
 
@@ -36,14 +37,6 @@ def _onnx_tensor(value_info) -> dict:
     return {"name": value_info.name, "dtype": dtype, "shape": _onnx_dims(value_info)}
 
 
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else []:
-                yield from _all_nodes(sub)
-            for sub in attr.graphs:
-                yield from _all_nodes(sub)
 
 
 def _backend_support(model) -> dict:
@@ -91,7 +84,7 @@ def inspect_onnx(path: Path) -> dict:
         raise ModelError(f"{path} is not a readable ONNX file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                          f"pass an .onnx written by torch.onnx.export or `trtdeploy convert`") from None
     initializers = {i.name for i in model.graph.initializer}
-    nodes = list(_all_nodes(model.graph))
+    nodes = list(all_nodes(model.graph))
     params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
     return {
         "file": str(path), "kind": "onnx", "size_bytes": path.stat().st_size,

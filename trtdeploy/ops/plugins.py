@@ -468,14 +468,9 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 
 def custom_nodes(model) -> list:
     """The graph's nodes outside the standard ONNX domain (subgraphs included)."""
-    def walk(graph):
-        for node in graph.node:
-            if node.domain not in STANDARD_DOMAINS:
-                yield node
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    yield from walk(sub)
-    return list(walk(model.graph))
+    from ..utils.onnx_graph import all_nodes
+
+    return [node for node in all_nodes(model.graph) if node.domain not in STANDARD_DOMAINS]
 
 
 def plugin_op_types(model) -> list[str]:

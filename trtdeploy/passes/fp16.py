@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..utils.onnx_graph import all_nodes, subgraphs
+
 HEAVY_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Float inputs that keep FP32 whatever the data type is (ONNX types them separately).
 FP32_ONLY_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
@@ -112,16 +114,8 @@ def has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.HasField("g") or len(a.graphs) for a in node.attribute)
 
 
-def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
 
 
-def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of its subgraphs, depth first."""
-    for node in graph.node:
-        yield node
-        for sub in subgraphs(node):
-            yield from all_nodes(sub)
 
 
 def names_within(node: onnx.NodeProto) -> Iterator[str]:

@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import BuildError, ConfigError
+from ..utils.onnx_graph import all_nodes, subgraphs
 
 ROUTES = ("auto", "plugin", "plugin-free")
 MIN_OPSET = 13  # Split, Squeeze and Unsqueeze take their sizes/axes as inputs
@@ -137,13 +138,13 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx
 
         load_plugin_specs()
         table = {key: lower for key, lower in table.items() if key not in PLUGINS}
-    if not any(f"{n.domain}::{n.op_type}" in table for n in _all_nodes(model.graph)):
+    if not any(f"{n.domain}::{n.op_type}" in table for n in all_nodes(model.graph)):
         return model
     opset = model_opset(model)
     if opset < MIN_OPSET:  # e.g. MMDeploy's configs export with opset 11
         model, opset = _upgrade_opset(model, opset), UPGRADE_OPSET
     _lower_graph(model.graph, table, opset, scope="")
-    used = {n.domain for n in _all_nodes(model.graph)} | {""}
+    used = {n.domain for n in all_nodes(model.graph)} | {""}
     kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
     del model.opset_import[:]
     model.opset_import.extend(kept)
@@ -164,9 +165,8 @@ def _lower_graph(graph: onnx.GraphProto, table: dict[str, Callable], opset: int,
     """Lower the custom nodes of ``graph`` and of every subgraph (If/Loop/Scan bodies) in place."""
     new_nodes = []
     for index, node in enumerate(graph.node):
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                _lower_graph(sub, table, opset, scope=f"{scope}{sub.name}/")
+        for sub in subgraphs(node):
+            _lower_graph(sub, table, opset, scope=f"{scope}{sub.name}/")
         lower = table.get(f"{node.domain}::{node.op_type}")
         if lower is None:
             new_nodes.append(node)
@@ -177,10 +177,3 @@ def _lower_graph(graph: onnx.GraphProto, table: dict[str, Callable], opset: int,
     del graph.node[:]
     graph.node.extend(new_nodes)
 
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _all_nodes(sub)

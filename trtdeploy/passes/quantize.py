@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import BuildError, ConfigError
 from ..registry import Registry
+from ..utils.onnx_graph import all_nodes
 from ..utils.logging import logger
 
 INT8_MAX = 127
@@ -196,11 +197,8 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
 # -- Q/DQ insertion ----------------------------------------------------------------------
 def _inputs_used(graph: onnx.GraphProto) -> Iterator[str]:
     """Every tensor name a node reads, subgraphs (If/Loop bodies read outer names) included."""
-    for node in graph.node:
+    for node in all_nodes(graph):
         yield from node.input
-        for attr in node.attribute:
-            for sub in [attr.g] * attr.HasField("g") + list(attr.graphs):
-                yield from _inputs_used(sub)
 
 
 # A zero range (a dead channel or activation) still needs a positive scale, one FP16 can hold too.

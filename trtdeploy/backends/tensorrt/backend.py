@@ -17,6 +17,7 @@ from ..base import BACKENDS, Backend, BuildResult, Runner
 from ..sidecar import read_sidecar
 from ...ops.plugins import check_engine_plugins, plugin_op_types, prepare_plugin_build
 from .compat import INSTALL_HINT, import_tensorrt
+from ...utils.onnx_graph import all_nodes
 
 # Standard ONNX ops a flavour parses but cannot build (measured with tensorrt_rtx 1.7 on the CPU),
 # with what serves them instead.
@@ -46,7 +47,7 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         table = UNBUILDABLE_OPS.get(trt.flavour, {})
         found = []
-        for node in _all_nodes(model.graph):
+        for node in all_nodes(model.graph):
             if node.domain in ("", "ai.onnx") and node.op_type in table:
                 found.append({"name": node.name, "op_type": node.op_type, "domain": node.domain or "ai.onnx",
                               "hint": table[node.op_type]})
@@ -176,12 +177,3 @@ def check_engine_file(path: Path, sidecar: Mapping) -> None:
         raise ModelError(f"{path} does not match its sidecar (sha256 differs): it was replaced after the build; "
                          f"convert the model again")
 
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _all_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _all_nodes(g)
