@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from conftest import REPO, run_python
 from trtdeploy.errors import BackendUnavailableError, BuildError, ModelError, UnsupportedOpError
+from trtdeploy.backends.tensorrt import plugins as trt_plugins
 from trtdeploy.ops import plugins
 from trtdeploy.ops.batched_nms import multiclass_nms
 from trtdeploy.ops.batched_nms.function import multiclass_nms_reference
@@ -118,7 +119,8 @@ import json, sys
 import onnx
 from trtdeploy.backends.tensorrt.builder import build_engine, network_io, parse_onnx, make_logger
 from trtdeploy.backends.tensorrt.compat import import_tensorrt
-from trtdeploy.ops.plugins import PLUGINS, prepare_plugin_build, read_plugin_fields
+from trtdeploy.backends.tensorrt.plugins import prepare_plugin_build, read_plugin_fields
+from trtdeploy.ops.plugins import PLUGINS
 
 trt = import_tensorrt("tensorrt_rtx")
 mod = trt.module
@@ -381,8 +383,8 @@ def test_serialized_fields_round_trip_through_tensorrt_field_objects():
     for key, spec in plugins.PLUGINS.items():
         values = {f.name: (f.default if f.default is not plugins.REQUIRED else
                            [4.0, 8.0] if f.kind == "floats" else 3 if f.kind == "int" else 0.5) for f in spec.fields}
-        collection, arrays = plugins.to_plugin_fields(module, values, spec.fields)
-        assert plugins.read_plugin_fields(collection, spec.fields, key) == values, key
+        collection, arrays = trt_plugins.to_plugin_fields(module, values, spec.fields)
+        assert trt_plugins.read_plugin_fields(collection, spec.fields, key) == values, key
 
 
 # -- engine load, the library-name bridge, ONNX Runtime without the extensions ---------------------------
@@ -390,9 +392,9 @@ def test_engine_whose_plugin_is_not_registered_says_how_to_register(tmp_path):
     from trtdeploy.backends.tensorrt.compat import import_tensorrt
 
     trt = import_tensorrt("tensorrt_rtx")
-    plugins.check_engine_plugins(trt, {"plugins": ["mmdeploy::TRTBatchedNMS"]}, tmp_path / "ok.engine")
+    trt_plugins.check_engine_plugins(trt, {"plugins": ["mmdeploy::TRTBatchedNMS"]}, tmp_path / "ok.engine")
     with pytest.raises(ModelError) as err:
-        plugins.check_engine_plugins(trt, {"plugins": ["mmdeploy::TRTFancyNMS"]}, tmp_path / "x.engine")
+        trt_plugins.check_engine_plugins(trt, {"plugins": ["mmdeploy::TRTFancyNMS"]}, tmp_path / "x.engine")
     assert "x.engine needs the TensorRT plugin(s) mmdeploy::TRTFancyNMS" in str(err.value)
     assert "register_plugins()" in str(err.value)
 
@@ -410,26 +412,26 @@ def fake_libs(tmp_path, monkeypatch):
 
 
 def test_library_link_is_made_once_and_relative(fake_libs):
-    link = plugins.ensure_loader_link("tensorrt_rtx")
+    link = trt_plugins.ensure_loader_link("tensorrt_rtx")
     assert link == fake_libs / "libtensorrt_rtx.so" and link.is_symlink()
     assert str(link.readlink()) == "libtensorrt_rtx.so.1"
-    assert plugins.ensure_loader_link("tensorrt_rtx") == link  # idempotent
+    assert trt_plugins.ensure_loader_link("tensorrt_rtx") == link  # idempotent
     assert sorted(p.name for p in fake_libs.iterdir()) == ["__init__.py", "libtensorrt_rtx.so", "libtensorrt_rtx.so.1"]
 
 
 def test_read_only_library_folder_says_what_to_export(fake_libs, tmp_path, monkeypatch):
     fallback = tmp_path / "links"
-    monkeypatch.setenv(plugins.LINK_DIR_ENV, str(fallback))
+    monkeypatch.setenv(trt_plugins.LINK_DIR_ENV, str(fallback))
     monkeypatch.setenv("LD_LIBRARY_PATH", "")
-    make_link = plugins._make_link  # the wheel's folder refuses the link, as a read-only one does
-    monkeypatch.setattr(plugins, "_make_link",
+    make_link = trt_plugins._make_link  # the wheel's folder refuses the link, as a read-only one does
+    monkeypatch.setattr(trt_plugins, "_make_link",
                         lambda folder, name, target: None if folder == fake_libs else make_link(folder, name, target))
     with pytest.raises(BackendUnavailableError) as err:
-        plugins.ensure_loader_link("tensorrt_rtx")
+        trt_plugins.ensure_loader_link("tensorrt_rtx")
     assert f"export LD_LIBRARY_PATH={fallback}:$LD_LIBRARY_PATH" in str(err.value)
     assert (fallback / "libtensorrt_rtx.so").is_symlink()
     monkeypatch.setenv("LD_LIBRARY_PATH", str(fallback))
-    assert plugins.ensure_loader_link("tensorrt_rtx") == fallback / "libtensorrt_rtx.so"
+    assert trt_plugins.ensure_loader_link("tensorrt_rtx") == fallback / "libtensorrt_rtx.so"
 
 
 def test_onnxruntime_without_extensions_says_how_to_install(tmp_path, monkeypatch):

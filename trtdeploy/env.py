@@ -331,7 +331,7 @@ def _gpus() -> list[Finding]:
 def _plugins() -> list[Finding]:
     """trtdeploy's custom ops: how each can be served, and its TensorRT plugin's registration per flavour."""
     from .ops import CUSTOM_OPS, load_ops
-    from .ops.plugins import last_creation_error, plugin_status
+    from .backends.tensorrt.plugins import last_creation_error, plugin_status
 
     load_ops()
     rows = []

@@ -96,7 +96,7 @@ def test_plugin_enqueue_on_raw_pointers_and_a_side_stream():
     """What PythonPlugin.enqueue does with TensorRT's buffers: wrap pointers, run on TensorRT's stream."""
     import types as pytypes
 
-    from trtdeploy.ops import plugins
+    from trtdeploy.backends.tensorrt import plugins
     from trtdeploy.ops.batched_nms.plugin import BatchedNMSPlugin
 
     spec = BatchedNMSPlugin()

@@ -105,12 +105,15 @@ def _engine_from_tensorrt(path: Path) -> tuple[dict | None, str]:
     """What TensorRT itself says about the engine, or (None, why it cannot load it here)."""
     from ..backends.tensorrt import import_tensorrt
     from ..backends.tensorrt.builder import make_logger, numpy_dtype_name
+    from ..backends.tensorrt.plugins import register_plugins
     from ..errors import BackendUnavailableError
 
     try:
         trt = import_tensorrt()
     except BackendUnavailableError as e:
         return None, str(e)
+    if (read_sidecar(path) or {}).get("plugins"):
+        register_plugins(trt)  # TensorRT deserializes an engine with plugins only once their creators are registered
     mod = trt.module
     trt_logger = make_logger(trt)
     engine = mod.Runtime(trt_logger).deserialize_cuda_engine(path.read_bytes())

@@ -15,7 +15,8 @@ from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
 from ..base import BACKENDS, Backend, BuildResult, Runner
 from ..sidecar import read_sidecar
-from ...ops.plugins import check_engine_plugins, plugin_op_types, prepare_plugin_build
+from ...ops.plugins import plugin_op_types
+from .plugins import check_engine_plugins, prepare_plugin_build
 from .compat import INSTALL_HINT, import_tensorrt
 from ...utils.onnx_graph import all_nodes
 

@@ -262,13 +262,5 @@ def import_tensorrt(prefer: str | None = None) -> TensorRT:
                                "to use it", tar.root, tar.flavour, found.label, found.how, tar.root)
             logger.debug("using %s from %s (%s), library %s (%s)", found.label, found.origin, found.how,
                          found.library, found.library_how)
-            from ...ops.plugins import register_plugins  # here, so that `import trtdeploy` stays cheap
-
-            try:
-                register_plugins(found)
-            except Exception as e:  # a broken plugin must not take plugin-free builds down with it
-                logger.warning("trtdeploy's TensorRT plugins are not registered with %s (%s: %s); graphs with "
-                               "custom ops need backend_config.custom_ops='plugin-free'", found.label,
-                               type(e).__name__, e)
-            return found
+            return found  # plugins are registered where a graph or an engine needs them (plugins.py)
     raise _not_installed(order, tar)
