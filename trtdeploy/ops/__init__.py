@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ..passes.lower_custom_ops import LOWERINGS, Lowering
 from ..registry import Registry
 
 
@@ -21,14 +22,18 @@ class CustomOp:
     register_plugin: Optional[Callable] = None  # called with a compat.TensorRT to register the creator
     ort_impl: Optional[Callable] = None          # registers the ONNX Runtime implementation
     attributes: dict = field(default_factory=dict)
-    lower: Optional[Callable] = None             # plugin-free lowering: lower(node, passes.lower_custom_ops.Emitter)
+    lower: Optional[Callable] = None             # plugin-free lowering: lower(node, utils.onnx_build.Emitter)
 
 
 CUSTOM_OPS: Registry[CustomOp] = Registry("custom op")
 
 
 def register_op(op: CustomOp) -> CustomOp:
-    CUSTOM_OPS.register(f"{op.domain}::{op.op_type}")(op)
+    """Register ``op``, and its lowering with the pass that applies it (``passes.lower_custom_ops``)."""
+    key = f"{op.domain}::{op.op_type}"
+    CUSTOM_OPS.register(key)(op)
+    if op.lower is not None:
+        LOWERINGS.register(key)(Lowering(op.lower, has_plugin=op.plugin_name is not None))
     return op
 
 

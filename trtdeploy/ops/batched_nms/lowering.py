@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import BuildError
-from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
+from ...utils.onnx_build import Emitter, attributes, scalar_input, tensor_input
 
 LOWEST = np.finfo(np.float32).min
 MAX_TOPK = 3840  # TensorRT's largest TopK k; a larger topk is taken in pages

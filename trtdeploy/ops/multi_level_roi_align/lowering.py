@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import BuildError
-from ...passes.lower_custom_ops import Emitter, attributes
+from ...utils.onnx_build import Emitter, attributes
 from ..roi_align.lowering import emit_roi_align
 from .function import CANONICAL_LEVEL
 

@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import BuildError
-from ...passes.lower_custom_ops import Emitter, attributes, scalar_input, tensor_input
+from ...utils.onnx_build import Emitter, attributes, scalar_input, tensor_input
 
 CHUNK = 64  # RoIs per chunk: they share a trip count, so sorting by sample count keeps the waste small
 
