@@ -29,11 +29,6 @@ BATCHED_NMS_FIELDS = (
 )
 
 
-def candidates_per_image(values: Mapping, num_boxes: int, num_classes: int) -> int:
-    topk, pairs = values["topk"], num_boxes * num_classes
-    return min(topk, pairs) if topk > 0 else pairs
-
-
 class BatchedNMSPlugin(PluginSpec):
     name = "TRTBatchedNMS"
     fields = BATCHED_NMS_FIELDS
@@ -72,10 +67,12 @@ class BatchedNMSPlugin(PluginSpec):
                              f"got shape {list(shapes[0])}")
 
     def workspace_size(self, values: Mapping, input_shapes: list[tuple], output_shapes: list[tuple]) -> int:
-        from .kernel import workspace_bytes
+        """The scratch arrays of ``kernel.Workspace`` for these shapes (histograms, keys, ranked candidates, bits)."""
+        from .workspace import candidates, workspace_bytes
 
         num_images, num_boxes, num_classes = input_shapes[1]
-        return workspace_bytes(num_images, candidates_per_image(values, num_boxes, num_classes))
+        pairs = num_boxes * num_classes
+        return workspace_bytes(num_images, pairs, candidates(pairs, values["topk"]))
 
     def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
         import torch
