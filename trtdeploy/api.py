@@ -56,7 +56,7 @@ class DeployedModel:
         return self.task.postprocess(self.runner(batch), meta)
 
     def close(self) -> None:
-        self.runner.close()
+        self.runner.deactivate()
 
 
 def _onnx_io(model) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -1,7 +1,8 @@
 """The backend interface (build, load, describe) and the runner base shared by all backends.
 
 A runner checks its inputs in one place (``Runner.check_inputs``): names, dtypes, ranks,
-static dimensions and optimization profiles. Backends implement only ``_infer``.
+static dimensions and optimization profiles, and picks the profile the inputs fit. Backends implement
+only ``activate_impl`` / ``infer_impl`` / ``deactivate_impl``.
 """
 from __future__ import annotations
 
@@ -51,7 +52,11 @@ def profiles_from_json(data: list[Mapping]) -> list[dict[str, ShapeRange]]:
 
 
 class Runner(ABC):
-    """Runs one model; call it with a dict of arrays (or one array) and get a dict of arrays."""
+    """Runs one model, with a lifecycle: ``activate()`` acquires the backend's resources (session,
+    engine, context, buffers), ``infer(feed)`` (or calling the runner) checks the feed once here and runs
+    it, ``deactivate()`` frees them again; ``with runner:`` does both. Backends implement only
+    ``activate_impl`` / ``infer_impl`` / ``deactivate_impl``.
+    """
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  profiles: list[dict[str, ShapeRange]] | None = None, source: str = ""):
@@ -59,6 +64,7 @@ class Runner(ABC):
         self.outputs = outputs
         self.profiles = profiles or []
         self.source = source
+        self.is_active = False
 
     @property
     def input_names(self) -> list[str]:
@@ -68,10 +74,28 @@ class Runner(ABC):
     def output_names(self) -> list[str]:
         return [s.name for s in self.outputs]
 
-    def __call__(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+    def activate(self) -> "Runner":
+        """Acquire the backend's resources; a no-op on an active runner. Returns the runner."""
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Free the backend's resources; ``activate()`` acquires them again."""
+        if self.is_active:
+            self.is_active = False
+            self.deactivate_impl()
+
+    def infer(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        """Check ``feed`` against the model's inputs and profiles, run it, return the outputs by name."""
+        if not self.is_active:
+            raise ModelError(f"{self.source}: the runner is not active (it was deactivated); call activate() "
+                             f"or use `with runner:`")
         checked = self.check_inputs(feed)
+        profile = self.select_profile(checked)
         try:
-            return self._infer(checked)
+            return self.infer_impl(checked, profile)
         except TrtDeployError:
             raise
         except Exception as e:  # the backend's own exception types stop here
@@ -79,18 +103,23 @@ class Runner(ABC):
             raise ModelError(f"{self.source}: the backend failed to run the model ({type(e).__name__}: {first[:300]}); "
                              f"check the model with `trtdeploy inspect` and convert it again") from e
 
+    __call__ = infer
+
     def __enter__(self) -> "Runner":
-        return self
+        return self.activate()
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.deactivate()
 
-    def close(self) -> None:
-        """Release backend resources (sessions, contexts)."""
+    def activate_impl(self) -> None:
+        """Acquire what ``infer_impl`` needs; runners that hold nothing leave this empty."""
 
     @abstractmethod
-    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ...
+    def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
+        """Run a checked feed; ``profile`` is the index of the optimization profile it fits (0 without profiles)."""
+
+    def deactivate_impl(self) -> None:
+        """Free what ``activate_impl`` acquired."""
 
     def check_inputs(self, feed: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
         """Validate and convert ``feed``; every mismatch is a ShapeError that names the fix."""
@@ -120,12 +149,15 @@ class Runner(ABC):
                                      f"(the model was built for shape {spec.shape}), got {got}; "
                                      f"resize the input or convert with a dynamic config")
             out[spec.name] = arr
-        self._check_profiles(out)
+        self.select_profile(out)
         return out
 
-    def _check_profiles(self, feed: dict[str, np.ndarray]) -> None:
-        if not self.profiles:
-            return
+    def select_profile(self, feed: Mapping[str, np.ndarray]) -> int:
+        """The first optimization profile whose bounds hold every input of ``feed`` (0 without profiles).
+
+        All inputs must fit the same profile: an engine runs one profile at a time. When none fits,
+        the ShapeError names the first profile's offending dimension and the config field to raise.
+        """
         first_error = None
         for i, profile in enumerate(self.profiles):
             for name, rng in profile.items():
@@ -135,13 +167,16 @@ class Runner(ABC):
                     bound, key = (rng.max[d], "max_shape") if got > rng.max[d] else (rng.min[d], "min_shape")
                     first_error = first_error or (
                         f"{self.source}: input {name!r} has shape {list(feed[name].shape)}: dimension {d} is {got}, "
-                        f"outside the engine's profile {i} ({'max' if key == 'max_shape' else 'min'} {bound}); "
+                        f"outside the engine's profile {i} ({'max' if key == 'max_shape' else 'min'} {bound})"
+                        f"{f' and its {len(self.profiles) - 1} other profile(s)' if len(self.profiles) > 1 else ''}; "
                         f"resize the input, or raise backend_config.model_inputs[{i}].input_shapes.{name}.{key}[{d}] "
                         f"and convert again")
                     break
             else:
-                return
-        raise ShapeError(first_error)
+                return i
+        if first_error:
+            raise ShapeError(first_error)
+        return 0
 
 
 class Backend(ABC):

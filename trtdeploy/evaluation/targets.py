@@ -61,7 +61,7 @@ class TorchRunner(Runner):
         self.module = module
         self.task = task
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
         (batch,) = feed.values()
         return self.task.torch_outputs(self.module, batch, self.output_names)
 
@@ -142,7 +142,7 @@ def torch_target(model_spec, reference: Target, checkpoint: str | None = None, d
     ref = reference.model
     ref.task.check_model(module)
     label = model_spec if isinstance(model_spec, str) else type(module).__name__
-    runner = TorchRunner(module, ref.task, ref.runner.inputs, ref.runner.outputs, source=label)
+    runner = TorchRunner(module, ref.task, ref.runner.inputs, ref.runner.outputs, source=label).activate()
     runner.profiles = ref.runner.profiles
     return Target("pytorch", label, "fp32", DeployedModel(runner, ref.task, ref.sidecar))
 

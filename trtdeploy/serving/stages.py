@@ -77,7 +77,7 @@ def _task_io(sidecar: Mapping) -> list[StageTensor]:
 class _SpecsOnly(Runner):
     """Stands in for a runner where a stage needs only the model's input specs and profiles."""
 
-    def _infer(self, feed):
+    def infer_impl(self, feed, profile):
         raise NotImplementedError("a pre- or post-processing stage does not run the model")
 
 

@@ -22,28 +22,40 @@ def _spec(arg) -> TensorSpec:
 
 
 class OnnxRuntimeRunner(Runner):
+    """An InferenceSession; active from construction, since the model's inputs and outputs are the session's."""
+
     def __init__(self, path: Path, providers: list[str] | None = None, profiles=None,
                  session_options=None):
+        super().__init__([], [], profiles, source=str(path))
+        self.path = Path(path)
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.session_options = session_options
+        self.session = None
+        self.activate()
+
+    def activate_impl(self) -> None:
         import onnxruntime as ort
 
-        opts = session_options or ort.SessionOptions()
+        opts = self.session_options or ort.SessionOptions()
         opts.log_severity_level = 3
-        providers = providers or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
         except Exception as e:
             if "is not a registered function/op" not in str(e):
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelError(f"ONNX Runtime cannot load {path}: {first}") from None
+                raise ModelError(f"ONNX Runtime cannot load {self.path}: {first}") from None
             from ...ops.ort_ops import session_for  # custom nodes (mmdeploy::*): register their implementations
 
-            self.session = session_for(Path(path), opts, providers)
-        super().__init__([_spec(a) for a in self.session.get_inputs()],
-                         [_spec(a) for a in self.session.get_outputs()], profiles, source=str(path))
+            self.session = session_for(self.path, opts, self.providers)
+        self.inputs = [_spec(a) for a in self.session.get_inputs()]
+        self.outputs = [_spec(a) for a in self.session.get_outputs()]
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
         values = self.session.run(None, feed)
         return dict(zip(self.output_names, values))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
 
 
 @BACKENDS.register("onnxruntime")

@@ -103,7 +103,8 @@ class TensorRTBackend(Backend):
         check_engine_file(Path(path), sidecar)
         check_engine_compatible(trt, sidecar, Path(path))
         check_engine_plugins(trt, sidecar, Path(path))
-        return TensorRTRunner(trt, Path(path), sidecar, device)
+        gpu = device if device.startswith("cuda") else "cuda"  # an engine runs on a GPU whatever the default device
+        return TensorRTRunner(trt, Path(path), sidecar, gpu).activate()
 
     def describe(self) -> dict:
         try:

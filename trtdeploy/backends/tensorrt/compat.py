@@ -66,10 +66,6 @@ class TensorRT:
         caps = getattr(self.module, "ComputeCapability", None)
         return tuple(m for m in caps.__members__ if m.startswith("SM")) if caps is not None else ()
 
-    @property
-    def has_v3_execution(self) -> bool:
-        return hasattr(self.module.IExecutionContext, "execute_async_v3")
-
     def network_flags(self, strongly_typed: bool) -> int:
         trt = self.module
         flags = 0
