@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import gc
 import json
-import sys
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_fake import IExecutionContext, fake_engine_bytes, fake_tensorrt
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trt_fake import IExecutionContext, fake_engine_bytes, fake_tensorrt  # noqa: E402
-
-from trtdeploy.backends.tensorrt.runner import TensorRTRunner  # noqa: E402
-from trtdeploy.errors import ModelError, ShapeError  # noqa: E402
+from trtdeploy.backends.tensorrt.runner import TensorRTRunner
+from trtdeploy.errors import ModelError, ShapeError
 
 SMALL = ([1, 3, 8, 8], [2, 3, 8, 8], [4, 3, 16, 16])      # profile 0
 LARGE = ([8, 3, 16, 16], [8, 3, 32, 32], [16, 3, 32, 32])  # profile 1
