@@ -60,7 +60,7 @@ def test_base_inheritance_and_overrides_resolve(tmp_path):
 ])
 def test_bad_config_fields(tmp_path, body, fragment):
     with pytest.raises(ConfigError, match=None) as info:
-        load_deploy_config(write_cfg(tmp_path, body))
+        load_deploy_config(write_cfg(tmp_path, body)).check_export_axes()  # as convert does before a PyTorch export
     assert fragment in str(info.value) and str(tmp_path / "cfg.py") in str(info.value)
 
 
@@ -69,7 +69,7 @@ def test_dynamic_dim_not_declared(tmp_path):
     path.write_text(f"_base_ = ['{CLS}/classification_static.py', '{CONFIGS}/_base_/backends/tensorrt.py']\n"
                     + profile([1, 3, 224, 224], [1, 3, 224, 224], [8, 3, 224, 224]))
     with pytest.raises(ConfigError, match="does not declare axis 0 of 'input' dynamic"):
-        load_deploy_config(path)
+        load_deploy_config(path).check_export_axes()
 
 
 @pytest.mark.parametrize("args, code, fragment", [

@@ -189,7 +189,7 @@ class DeployConfig:
         self.calib = dict(cfg.get("calib_config") or {})
         self.dynamic_axes = _normalize_dynamic_axes(self.onnx.get("dynamic_axes"), source)
         self.profiles = self._read_profiles()
-        self._check_consistency()
+        self._check_dynamic_axes_names()
 
     # -- simple questions -------------------------------------------------
     @property
@@ -292,13 +292,18 @@ class DeployConfig:
                 raise ConfigError(f"{self.source}: onnx_config.{key} must be a non-empty list of distinct names, "
                                   f"got {names!r}")
 
-    def _check_consistency(self) -> None:
-        names = self.input_names
-        known = names + self.output_names
+    def _check_dynamic_axes_names(self) -> None:
+        known = self.input_names + self.output_names
         for name in self.dynamic_axes:
             if name not in known:
                 raise ConfigError(f"{self.source}: onnx_config.dynamic_axes names {name!r}, which is neither in "
                                   f"input_names nor in output_names ({known}){did_you_mean(name, known)}")
+
+    def check_export_axes(self) -> None:
+        """Before a PyTorch export: every profile names an ``onnx_config.input_names`` entry and ranges only
+        over axes ``onnx_config.dynamic_axes`` declares. (An ONNX file brings its own names and dynamic
+        dimensions; ``check_profiles`` checks the profiles against those instead.)"""
+        names = self.input_names
         for i, profile in enumerate(self.profiles):
             for name, rng in profile.items():
                 where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
@@ -313,29 +318,35 @@ class DeployConfig:
                             f"onnx_config.dynamic_axes does not declare axis {d} of {name!r} dynamic; "
                             f"add it (e.g. dynamic_axes={{'{name}': {{{d}: 'dim{d}'}}}}) or make min_shape[{d}] == max_shape[{d}]")
 
-    def check_profiles(self, model_inputs: Mapping[str, Sequence]) -> None:
-        """Check every profile against the exported model's inputs (name -> shape; dynamic dims are
-        strings or negative): each input present, ranks equal, and dims the graph fixes kept fixed."""
+    def check_profiles(self, model_inputs: Mapping[str, Sequence], origin: str | None = None) -> None:
+        """Check every profile against the model's inputs (name -> shape; dynamic dims are strings or
+        negative): each input present, ranks equal, and dims the graph fixes kept fixed. ``origin`` names
+        an ONNX file the graph came from (its fixed dims cannot be declared dynamic in the config)."""
+        model = origin or "the model"
+        fix_axis = (f"export {origin} again with that axis dynamic" if origin
+                    else "declare axis {d} in onnx_config.dynamic_axes")
         for i, profile in enumerate(self.profiles):
             for name in model_inputs:
                 if name not in profile:
                     raise ConfigError(f"{self.source}: backend_config.model_inputs[{i}].input_shapes lacks the model "
-                                      f"input {name!r}; every profile must give min/opt/max shapes for "
-                                      f"{list(model_inputs)}")
+                                      f"input {name!r}: it names {list(profile)} but {model} has inputs "
+                                      f"{list(model_inputs)}; give min/opt/max shapes for each of them")
             for name, rng in profile.items():
                 where = f"backend_config.model_inputs[{i}].input_shapes.{name}"
                 if name not in model_inputs:
-                    raise ConfigError(f"{self.source}: {where}: the model has no input {name!r}; its inputs are "
-                                      f"{list(model_inputs)}{did_you_mean(name, model_inputs)}")
+                    raise ConfigError(f"{self.source}: {where}: {model} has no input {name!r}; its inputs are "
+                                      f"{list(model_inputs)} and the profile names {list(profile)}"
+                                      f"{did_you_mean(name, model_inputs)}")
                 shape = list(model_inputs[name])
                 if len(shape) != len(rng.min):
                     raise ShapeError(f"{self.source}: {where} has rank {len(rng.min)} but the model input {name!r} "
-                                     f"has rank {len(shape)} (shape {shape}); give {len(shape)} dimensions")
+                                     f"has rank {len(shape)} (shape {shape}{f' in {origin}' if origin else ''}); "
+                                     f"give {len(shape)} dimensions")
                 for d, fixed in enumerate(shape):
                     if isinstance(fixed, int) and fixed > 0 and not rng.min[d] == rng.opt[d] == rng.max[d] == fixed:
-                        raise ShapeError(f"{self.source}: {where} dimension {d} must be {fixed} (the exported graph "
+                        raise ShapeError(f"{self.source}: {where} dimension {d} must be {fixed} ({origin or 'the exported graph'} "
                                          f"fixes it), got min/opt/max {rng.min[d]}/{rng.opt[d]}/{rng.max[d]}; fix the "
-                                         f"shapes or declare axis {d} in onnx_config.dynamic_axes")
+                                         f"shapes or {fix_axis.format(d=d)}")
 
     def to_dict(self) -> dict:
         """A plain, JSON-safe copy of the resolved config (for sidecars)."""

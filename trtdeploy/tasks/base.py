@@ -42,6 +42,23 @@ class Task:
         """Task facts the runner needs later (class names, pre-processing)."""
         return {"task": self.name}
 
+    # -- an ONNX file instead of a PyTorch model ---------------------------
+    def adapt_graph(self, model):
+        """An ONNX file as this task's graph (``onnx.ModelProto``): a task may append what the config asks for
+        (detection: decoding and NMS after a raw head); the base keeps the graph as it is."""
+        return model
+
+    def graph_facts(self, outputs: list) -> dict:
+        """``sidecar_facts`` for a model that came as an ONNX file: what the deploy config says (class names,
+        pre-processing, post-processing), since there is no PyTorch model to ask."""
+        facts = {"task": self.name, "class_names": self.settings.get("class_names")}
+        preprocess = getattr(self, "preprocess_cfg", None)
+        if preprocess is not None:
+            facts["preprocess"] = preprocess
+        if self.settings.get("post_processing"):
+            facts["post_processing"] = dict(self.settings["post_processing"])
+        return facts
+
     # -- inference --------------------------------------------------------
     def preprocess(self, image, input_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
         raise NotImplementedError
