@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -39,9 +40,13 @@ def test_main_job_prints_top5_and_files(tmp_path):
     out = proc.stdout
     assert out.count("  5. ") == 2, out  # top-5 from PyTorch and from ONNX Runtime
     assert "PyTorch:" in out and "onnxruntime:" in out
-    diff = float(out.split("largest absolute difference of the outputs:")[1].split()[0])
+    diff = float(out.split("max abs difference")[1].split()[0])
     assert diff <= 1e-4
-    assert str(tmp_path / "end2end.onnx") in out
+    # The closing summary: files with sizes, precision, dynamic dims by name, and the commands to run next.
+    assert re.search(rf"{re.escape(str(tmp_path / 'end2end.onnx'))} +\d+\.\d MB", out), out
+    assert "onnxruntime fp32" in out and "input [batch, 3, height, width]" in out
+    assert "trtdeploy compare " in out and "--model torchvision://resnet18" in out
+    assert proc.stderr.count("has random weights") == 1
     # Stage progress with timings goes to stderr.
     assert "[1/4] load model" in proc.stderr and "done in" in proc.stderr
     sidecar = json.loads((tmp_path / "end2end.onnx.json").read_text())

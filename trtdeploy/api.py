@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,12 +15,14 @@ from .config import DeployConfig, load_deploy_config
 from .errors import ModelError, UnsupportedOpError
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
-from .utils.logging import logger, stage
+from .utils.logging import ensure_visible, logger, stage
+from .utils.onnx_file import read_onnx
+from .utils.onnx_graph import all_nodes
 
 
 @dataclass
 class ConvertResult:
-    """Where conversion put its files, and the test-image report if one was asked for."""
+    """Where conversion put its files, what was built, and the test-image report if one was asked for."""
 
     work_dir: Path
     onnx_path: Path
@@ -27,6 +30,50 @@ class ConvertResult:
     sidecar_path: Path
     test_report: dict | None = None
     files: list[Path] = field(default_factory=list)
+    model: str = ""
+    weights: str = ""
+    deploy_cfg: str = ""
+    backend: str = ""
+    precision: str = ""
+    profiles: list[dict] = field(default_factory=list)
+    input_shapes: dict[str, list] = field(default_factory=dict)  # the graph's, dynamic dims by name
+    build_seconds: float | None = None   # the backend build alone (TensorRT); None for ONNX Runtime
+    total_seconds: float = 0.0
+
+    def summary(self) -> str:
+        """What trtexec and `yolo export` end with: files and sizes, precision, profiles, times, the check
+        against PyTorch, and the commands to run next."""
+        from .utils.fileio import human_size
+
+        lines = [f"converted {self.model} (weights: {self.weights}) with {self.deploy_cfg}",
+                 f"  backend      {self.backend} {self.precision}",
+                 "  inputs       " + "; ".join(f"{name} [{', '.join(map(str, shape))}]"
+                                             for name, shape in self.input_shapes.items())]
+        for i, profile in enumerate(self.profiles):
+            lines.append(f"  profile {i:<4} " + "; ".join(
+                f"{name} min {_dims(r['min_shape'])} opt {_dims(r['opt_shape'])} max {_dims(r['max_shape'])}"
+                for name, r in profile.items()))
+        build = f"build {self.build_seconds:.1f} s, " if self.build_seconds is not None else ""
+        lines.append(f"  time         {build}total {self.total_seconds:.1f} s")
+        report = self.test_report
+        lines.append(f"  vs {report['reference']}: max abs difference {report['max_abs_diff']:.3g} on "
+                     f"{report['image']} ({report['backend']})" if report else
+                     "  vs PyTorch   not checked: pass --test-img IMAGE (or run the compare command below)")
+        lines.append("files:")
+        width = max(len(str(p)) for p in self.files)
+        lines += [f"  {str(p):<{width}}  {human_size(p.stat().st_size)}" for p in self.files if p.is_file()]
+        model = self.model if " " not in self.model else f"'{self.model}'"
+        lines += ["next:",
+                  f"  trtdeploy run {self.backend_path} --input IMAGE",
+                  f"  trtdeploy compare {self.onnx_path}{'' if self.backend_path == self.onnx_path else ' ' + str(self.backend_path)} "
+                  f"--model {model} --input IMAGE",
+                  f"  trtdeploy test {self.deploy_cfg} {model} {self.backend_path} --dataset VAL_FOLDER",
+                  f"  trtdeploy profile {self.backend_path}"]
+        return "\n".join(lines)
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
 
 
 class DeployedModel:
@@ -52,6 +99,9 @@ class DeployedModel:
         return tuple(d if isinstance(d, int) and d > 0 else hint[i] for i, d in enumerate(spec.shape))
 
     def predict(self, image) -> Any:
+        """The task's answer for one image (a path or an (H, W, 3) array), or a list of answers for a list."""
+        if isinstance(image, (list, tuple)):
+            return [self.predict(one) for one in image]
         batch, meta = self.task.preprocess(image, self.input_shape())
         return self.task.postprocess(self.runner(batch), meta)
 
@@ -73,17 +123,21 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             work_dir: str | os.PathLike = "work_dirs/trtdeploy", device: str = "cpu",
             test_img: str | os.PathLike | None = None,
             calib_dataset_cfg: str | os.PathLike | None = None) -> ConvertResult:
-    """Export ``model`` to ONNX, optimise the graph, build the backend artefact, write sidecars.
+    """Export ``model`` to ONNX (or read an ONNX file), optimise the graph, build the backend artefact, write sidecars.
 
-    ``model`` is ``torchvision://<name>``, ``<module>:<factory>`` or a ``torch.nn.Module``;
+    ``model`` is ``torchvision://<name>``, ``<module>:<factory>``, a ``torch.nn.Module`` or a ``.onnx`` file
+    (no export and no torch: its input names and dynamic dimensions are the profiles' keys and ranges);
     ``calib_dataset_cfg`` is the INT8 calibration dataset config (MMDeploy's --calib-dataset-cfg).
     Files land in ``work_dir`` atomically; a failure leaves earlier files as they were.
     """
     from . import passes
-    from .export import export_onnx, load_model
-    from .export.model_loader import describe_model
 
+    ensure_visible()  # from Python too, progress goes through logging
+    started = time.perf_counter()
     cfg = load_deploy_config(deploy_cfg)
+    onnx_file = onnx_file_of(model)
+    if onnx_file is None:
+        cfg.check_export_axes()
     task_cls = get_task(cfg.task)
     backend = get_backend(cfg.backend)
     backend.require()  # fail before the slow steps
@@ -97,25 +151,49 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     for stale in clean_stale_temps(work):
         logger.info("removed %s left by an interrupted run", stale.name)
     task = task_cls.from_config(cfg)
-    steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime") + cfg.int8
+    steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime") + cfg.int8 - (onnx_file is not None)
     n = iter(range(1, steps + 1))
     made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
+    torch_model = proto = None
+    if onnx_file is not None:  # first: calibration needs its input names
+        with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
+            proto = task.adapt_graph(read_onnx(onnx_file))
+            export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
+        weights, model_name = f"from {onnx_file.name}", str(onnx_file)
     if cfg.int8:  # before the model: a wrong dataset config fails in a second
         with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
-            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg))
+            name, shape = (next(iter(export_shapes.items())) if proto is not None
+                           else (cfg.input_names[0], cfg.export_shape(cfg.input_names[0], task.default_input_shape)))
+            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg, name, tuple(shape)))
+    if onnx_file is None:
+        from .export import export_onnx, load_model
+        from .export.model_loader import describe_model, describe_weights
 
-    with stage(f"[{next(n)}/{steps}] load model {describe_model(model)}"):
-        torch_model = load_model(model, checkpoint, device)
-        task.check_model(torch_model)
-    with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
-        inputs = task.example_inputs(cfg, device)
-        proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)
-        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"))
+        model_name = describe_model(model)
+        with stage(f"[{next(n)}/{steps}] load model {model_name}"):
+            torch_model = load_model(model, checkpoint, device)
+            task.check_model(torch_model)
+        weights = describe_weights(model, checkpoint)
+        if weights.startswith("random"):
+            logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "
+                           "rebuilds the same ones); for trained weights pass --checkpoint FILE or %s%sweights=DEFAULT",
+                           model, model, "&" if "?" in model else "?")
+        with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
+            inputs = task.example_inputs(cfg, device)
+            proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)
+            export_shapes = {name: list(t.shape) for name, t in zip(cfg.input_names, inputs)}
     with stage(f"[{next(n)}/{steps}] simplify and check the graph"):
+        if onnx_file is not None and any(n.domain not in ("", "ai.onnx") for n in all_nodes(proto.graph)):
+            from .ops import load_ops
+
+            load_ops()  # an exported graph's ops were registered by the export; a file's custom nodes need them here
+        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"))
         if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
             proto = passes.simplify(proto)
-        proto = passes.check(proto)
-        cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]})
+        proto = passes.check(passes.fix_for_parser(proto))
+        cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]},
+                           origin=str(onnx_file) if onnx_file is not None else None)
+        passes.check_profile_shapes(proto, cfg.profiles, cfg.source)
         bad = backend.unsupported_nodes(proto)
         if bad:
             listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
@@ -124,10 +202,11 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         atomic_write_bytes(onnx_path, proto.SerializeToString())
     in_specs, out_specs = _onnx_io(proto)
     facts = {
-        "model": describe_model(model),
+        "model": model_name,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        **task.sidecar_facts(torch_model, model),
-        "export_shapes": {name: list(t.shape) for name, t in zip(cfg.input_names, inputs)},
+        "weights": weights,
+        **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
+        "export_shapes": {name: list(shape) for name, shape in export_shapes.items()},
         "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
         "deploy_config": cfg.to_dict(),
     }
@@ -135,18 +214,55 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                                              "inputs": [s.to_dict() for s in in_specs],
                                              "outputs": [s.to_dict() for s in out_specs], "profiles": [], **facts})
     backend_path, sidecar = onnx_path, onnx_sidecar
+    build_seconds, profiles = None, []
     if cfg.backend != "onnxruntime":
         with stage(f"[{next(n)}/{steps}] build {cfg.backend} ({cfg.precision})"):
-            built = backend.build(onnx_path, work, cfg)
+            build_start = time.perf_counter()
+            built = backend.build(onnx_path, work, cfg, sample=_numerics_sample(cfg, task, test_img, export_shapes))
+            build_seconds = time.perf_counter() - build_start
+            profiles = list(built.facts.get("profiles") or [])
             backend_path = built.path
             sidecar = write_sidecar(built.path, {"backend": cfg.backend, **facts, **built.facts})
             made.update(work / built.facts[k] for k in ("built_from", "check_with") if built.facts.get(k))
     result = ConvertResult(work, onnx_path, backend_path, sidecar,
-                           files=sorted({onnx_path, onnx_sidecar, backend_path, sidecar, *made}))
+                           files=sorted({onnx_path, onnx_sidecar, backend_path, sidecar, *made}),
+                           model=model_name, weights=weights, deploy_cfg=str(cfg.source),
+                           backend=cfg.backend, precision=cfg.precision, profiles=profiles,
+                           input_shapes={spec.name: list(spec.shape) for spec in in_specs}, build_seconds=build_seconds)
     if test_img is not None:
-        with stage(f"[{next(n)}/{steps}] compare with PyTorch on {Path(test_img).name}"):
-            result.test_report = compare_on_image(torch_model, task, backend_path, test_img, device)
+        reference = OnnxFileReference(onnx_file) if onnx_file is not None else TorchReference(torch_model, task)
+        with stage(f"[{next(n)}/{steps}] compare with {reference.label} on {Path(test_img).name}"):
+            result.test_report = {**compare_on_image(reference, task, backend_path, test_img, device),
+                                  "image": str(test_img)}
+    result.total_seconds = time.perf_counter() - started
+    logger.info("converted in %.1f s: %s", result.total_seconds, ", ".join(p.name for p in result.files))
     return result
+
+
+def onnx_file_of(model: Any) -> Path | None:
+    """``model`` as an ONNX file path when it names one (``*.onnx``), else None (a PyTorch model)."""
+    if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx") and "://" not in str(model):
+        return Path(model)
+    return None
+
+
+def onnx_file_shapes(cfg: DeployConfig, proto, default: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Each input of an ONNX file at the shape a static build and calibration use: the first profile's opt
+    shape, else the file's fixed dimensions with the task's default (batch 1) for the dynamic ones."""
+    shapes = {}
+    for spec in _onnx_io(proto)[0]:
+        fill = default if len(default) == len(spec.shape) else (1,) * len(spec.shape)
+        own = tuple(d if isinstance(d, int) and d > 0 else fill[i] for i, d in enumerate(spec.shape))
+        shapes[spec.name] = tuple(cfg.export_shape(spec.name, own))
+    return shapes
+
+
+def _numerics_sample(cfg: DeployConfig, task: Task, test_img, export_shapes: Mapping[str, list]):
+    """The pre-processed test image that FP16/BF16 numerics are checked on before the build (None: random input)."""
+    if test_img is None or cfg.precision not in ("fp16", "bf16") or len(export_shapes) != 1:
+        return None
+    name, shape = next(iter(export_shapes.items()))
+    return {name: task.preprocess(test_img, tuple(shape))[0]}, f"--test-img {Path(test_img).name}"
 
 
 def _check_int8_route(cfg: DeployConfig) -> None:
@@ -165,16 +281,15 @@ def _preprocessed(task: Task, shape: tuple, path) -> np.ndarray:
     return task.preprocess(path, shape)[0]
 
 
-def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_dataset_cfg) -> Path:
-    """The calibration file in ``work`` (MMDeploy's calib_data.h5), collected or reused."""
+def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_dataset_cfg, name: str,
+                              shape: tuple[int, ...]) -> Path:
+    """The calibration file in ``work`` (MMDeploy's calib_data.h5) for input ``name`` at ``shape``, collected or reused."""
     import functools
 
     from .backends.tensorrt.int8 import check_calibration_shapes
     from .calibration import CalibrationFile, prepare_calibration_file
     from .config import ShapeRange
 
-    name = cfg.input_names[0]
-    shape = tuple(cfg.export_shape(name, task.default_input_shape))
     path = prepare_calibration_file(cfg, work, name, calib_dataset_cfg,
                                     fallback=functools.partial(_preprocessed, task, shape),
                                     fallback_key=f"{task.name} pre-processing to {list(shape)}")
@@ -185,20 +300,49 @@ def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_d
     return path
 
 
-def compare_on_image(torch_model, task: Task, artefact: Path, image, device: str = "cpu") -> dict:
-    """Run the artefact (or, where TensorRT cannot execute, its ONNX on ONNX Runtime) and PyTorch on one image."""
+class TorchReference:
+    """The eager PyTorch model, run the way the exported graph runs."""
+
+    label = "PyTorch"
+
+    def __init__(self, torch_model, task: Task):
+        self.torch_model, self.task = torch_model, task
+
+    def __call__(self, batch: np.ndarray, input_name: str, output_names: list[str]) -> dict[str, np.ndarray]:
+        return self.task.torch_outputs(self.torch_model, batch, output_names)
+
+
+class OnnxFileReference:
+    """The user's own ONNX file, as it was given, on ONNX Runtime (there is no PyTorch model)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.label = f"{self.path.name} on ONNX Runtime"
+
+    def __call__(self, batch: np.ndarray, input_name: str, output_names: list[str]) -> dict[str, np.ndarray]:
+        model = load(self.path, device="cpu")
+        try:
+            outputs = model({input_name: batch})
+        finally:
+            model.close()
+        return {name: outputs[name] for name in output_names if name in outputs}
+
+
+def compare_on_image(reference, task: Task, artefact: Path, image, device: str = "cpu") -> dict:
+    """Run the artefact (or, where TensorRT cannot execute, its ONNX on ONNX Runtime) and ``reference``
+    (a ``TorchReference`` or an ``OnnxFileReference``) on one image."""
     deployed, label = _load_runnable(artefact, device)
     task = deployed.task  # carries what the sidecar recorded (class names, pre-processing)
     try:
         batch, meta = task.preprocess(image, deployed.input_shape())
         ours = deployed(batch)
-        theirs = task.torch_outputs(torch_model, batch, deployed.runner.output_names)
+        theirs = reference(batch, deployed.runner.input_names[0], deployed.runner.output_names)
     finally:
         deployed.close()
-    result, torch_result = task.postprocess(ours, meta), task.postprocess(theirs, meta)
-    return {"backend": label, "result": result, "torch_result": torch_result,
+    result, reference_result = task.postprocess(ours, meta), task.postprocess(theirs, meta)
+    return {"backend": label, "result": result, "reference": reference.label, "reference_result": reference_result,
             "max_abs_diff": task.output_difference(ours, theirs), "formatted": task.format_result(result),
-            "torch_formatted": task.format_result(torch_result)}
+            "reference_formatted": task.format_result(reference_result)}
 
 
 def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:

@@ -20,7 +20,7 @@ from ..config.deploy_config import read_config_file
 from ..datasets import list_image_folder, load_coco
 from ..errors import ConfigError, TrtDeployError
 from ..registry import Registry
-from ..utils.logging import logger
+from ..utils.logging import progress
 from .transforms import Compose
 
 IMAGE_LISTERS: Registry[Callable[[Mapping, str], list[Path]]] = Registry("calibration dataset type")
@@ -202,12 +202,9 @@ def iterate_samples(dataset: CalibrationDataset, batch_size: int = 1, workers: i
                     desc: str = "calibration images") -> Iterator[tuple[int, list[np.ndarray] | None, str | None]]:
     """Yield ``(index, arrays, error)`` in order, loading with ``workers`` processes, with a progress bar."""
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers, shuffle=False,
                         collate_fn=list, persistent_workers=False)
-    with tqdm(total=len(dataset), desc=f"[trtdeploy] {desc}", unit="img",
-              disable=not logger.isEnabledFor(20)) as bar:
+    with progress(total=len(dataset), desc=desc, unit="img") as bar:
         for batch in loader:
             for item in batch:
                 yield item

@@ -19,12 +19,14 @@ def register(sub, common) -> None:
                "  trtdeploy convert configs/classification/classification_tensorrt-fp16_dynamic-224x224-320x320.py "
                "my_models.py:build --checkpoint best.pth --work-dir work_dirs/mine")
     p.add_argument("deploy_cfg", help="deploy config (.py, OpenMMLab style with _base_)")
-    p.add_argument("model", help="torchvision://<name>[?num_classes=N] (random init unless --checkpoint) "
-                                 "or <module or file.py>:<factory>")
-    p.add_argument("--checkpoint", help="state dict to load into the model (never downloaded)")
+    p.add_argument("model", help="torchvision://<name>[?num_classes=N] (seeded random weights unless --checkpoint; "
+                                 "?weights=DEFAULT for torchvision's), <module or file.py>:<factory>, or an ONNX file "
+                                 "(model.onnx: no export, no torch)")
+    p.add_argument("--checkpoint", help="state dict to load into the model")
     p.add_argument("--work-dir", default="work_dirs/trtdeploy", help="where files go (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="device to export on: cpu or cuda[:N] (default: %(default)s)")
-    p.add_argument("--test-img", help="image to run through the converted model and PyTorch, printing both")
+    p.add_argument("--test-img", help="image to run through the converted model and PyTorch (or, for an ONNX file, "
+                                      "that file on ONNX Runtime), printing both")
     p.add_argument("--calib-dataset-cfg", help="dataset config for INT8 calibration (MMDetection style)")
     p.add_argument("--sensitivity", action="store_true",
                    help="INT8: then rank the layers by the error each adds alone (as `trtdeploy sensitivity`)")
@@ -41,12 +43,9 @@ def run(args) -> int:
                      device=args.device, test_img=args.test_img, **kwargs)
     report = result.test_report
     if report:
-        print(f"PyTorch:\n{report['torch_formatted']}")
+        print(f"{report['reference']}:\n{report['reference_formatted']}")
         print(f"{report['backend']}:\n{report['formatted']}")
-        print(f"largest absolute difference of the outputs: {report['max_abs_diff']:.3g}")
-    print("files:")
-    for path in result.files:
-        print(f"  {path}")
+    print(result.summary())
     if args.sensitivity:
         from .cmd_sensitivity import report_sensitivity
 

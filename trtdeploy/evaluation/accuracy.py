@@ -11,12 +11,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import DatasetError
 from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
-from ..utils.logging import logger
+from ..utils.logging import progress
 from .dataset import EvalDataset
 from .metrics import metric_for
 from .report import format_table
@@ -58,8 +56,7 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
                for t in runnable}
     seconds = {id(t): 0.0 for t in runnable}
     _warm_up(runnable, dataset.samples[0].path)
-    for n, sample in enumerate(tqdm(dataset.samples, desc="[trtdeploy] test", unit="img", leave=False,
-                                    disable=not logger.isEnabledFor(20))):
+    for n, sample in enumerate(progress(dataset.samples, desc="test", unit="img")):
         image = load_image(sample.path)
         prepared = {}
         for t in runnable:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import ShapeError
 from ..registry import Registry
 from ..utils.fileio import atomic_write
-from ..utils.logging import logger
+from ..utils.logging import progress
 from .report import format_table
 from .targets import Target
 
@@ -183,8 +182,7 @@ def profile_targets(targets: list[Target], shapes: list[Shapes] | None = None, b
         raise ShapeError(f"warm-up must be >= 0 and iterations >= 1, got {warmup} and {iterations}")
     plans = [(t, shapes_to_time(t, shapes, batch_sizes) if t.runnable else []) for t in targets]
     results = []
-    with tqdm(total=sum(len(p) for _, p in plans), desc="[trtdeploy] profile", leave=False,
-              disable=not logger.isEnabledFor(20)) as bar:
+    with progress(total=sum(len(p) for _, p in plans), desc="profile", unit="shape") as bar:
         for target, plan in plans:
             result = TargetProfile(target.label)
             if not target.runnable:

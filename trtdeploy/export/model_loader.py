@@ -1,18 +1,23 @@
 """Turn a MODEL argument into an eval-mode ``torch.nn.Module``.
 
-MODEL is ``torchvision://<name>[?key=value&...]`` (random init; keyword arguments go
-to the builder, e.g. ``?num_classes=10``) or ``<module or file.py>:<factory>`` for a
-user's own model. Weights come only from ``--checkpoint``: nothing is downloaded.
+MODEL is ``torchvision://<name>[?key=value&...]`` (keyword arguments go to the builder,
+e.g. ``?num_classes=10``; ``?weights=DEFAULT`` or any of the model's weight enums loads
+torchvision's pretrained weights through the torch hub cache, ``$TORCH_HOME``) or
+``<module or file.py>:<factory>`` for a user's own model. Without weights the random
+initialisation is seeded from the MODEL string, so convert, compare, test and profile all
+rebuild the same model. Nothing is downloaded unless weights were asked for.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlparse
 
 from ..errors import ModelError
 from ..registry import did_you_mean
@@ -41,13 +46,75 @@ def _torchvision_model(spec: str):
     builder = torchvision.models.get_model_builder(name)
     kwargs = {"weights": None, **_parse_kwargs(query)}
     if "weights_backbone" in inspect.signature(builder).parameters:
-        kwargs.setdefault("weights_backbone", None)  # never download a backbone
-    if kwargs.get("weights") is not None:
-        raise ModelError(f"{spec}: trtdeploy never downloads weights; drop 'weights=' and pass --checkpoint FILE")
+        kwargs.setdefault("weights_backbone", None)  # a backbone's weights only when asked for
+    for key in ("weights", "weights_backbone"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = _cached_weights(spec, name, key, kwargs[key])
     try:
         return builder(**kwargs)
     except (TypeError, ValueError) as e:
         raise ModelError(f"{spec}: torchvision's {name} rejected the arguments {kwargs}: {e}") from None
+
+
+def _cached_weights(spec: str, name: str, key: str, value):
+    """The weight enum named by ``value`` ('DEFAULT', 'IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1'), with its
+    file in the torch hub cache: downloaded there once when missing, else an error naming file and folder."""
+    import torch
+    from torchvision.models import get_model_weights, get_weight
+
+    text = str(value)
+    if key == "weights" and "." not in text:
+        enum = get_model_weights(name)
+        members = list(enum.__members__)
+        if text not in members:
+            raise ModelError(f"{spec}: {name} has no weights {text!r}{did_you_mean(text, members)}; "
+                             f"its weights are {', '.join(members)}")
+        weights = enum[text]
+    else:
+        try:
+            weights = get_weight(text)
+        except (ValueError, KeyError, AttributeError):
+            raise ModelError(f"{spec}: {key}={text!r} is not a torchvision weight enum; write it like "
+                             f"ResNet50_Weights.IMAGENET1K_V1 (see torchvision.models.get_model_weights)") from None
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / Path(urlparse(weights.url).path).name
+    if not path.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=None, progress=False)
+        except Exception as e:  # offline, proxy, read-only cache: all end in the same advice
+            raise ModelError(f"{spec}: the weights {weights} are not in the torch hub cache and cannot be downloaded "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); put {path.name} "
+                             f"(from {weights.url}) into {folder} (set TORCH_HOME to use another cache)") from None
+    return weights
+
+
+def model_seed(spec: str) -> int:
+    """The seed of a MODEL string's random initialisation: the same string gives the same weights everywhere."""
+    return int.from_bytes(hashlib.sha256(spec.encode()).digest()[:4], "little")
+
+
+def describe_weights(spec, checkpoint: str | Path | None = None) -> str:
+    """Where a model's weights come from, for logs, summaries and sidecars."""
+    if checkpoint:
+        return f"checkpoint {checkpoint}"
+    if not isinstance(spec, str) or not spec.startswith(TORCHVISION_SCHEME):
+        return "weights set by the model's code"
+    query = _parse_kwargs(spec.partition("?")[2])
+    asked = [f"{key}={query[key]}" for key in ("weights", "weights_backbone") if query.get(key) is not None]
+    if "weights" in query and query["weights"] is not None:
+        return f"torchvision {', '.join(asked)}"
+    return f"random, seeded from the MODEL string{' (' + ', '.join(asked) + ')' if asked else ''}"
+
+
+@contextlib.contextmanager
+def _seeded(spec: str):
+    """Seed torch's CPU generator from ``spec`` for the model's construction, leaving the caller's state as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_seed(spec))
+        yield
 
 
 def _factory_model(spec: str):
@@ -130,10 +197,9 @@ def load_model(spec, checkpoint: str | Path | None = None, device: str = "cpu"):
         model = spec
     elif not isinstance(spec, str) or not spec:
         raise ModelError(f"MODEL must be torchvision://<name> or <module>:<factory>, got {spec!r}")
-    elif spec.startswith(TORCHVISION_SCHEME):
-        model = _torchvision_model(spec)
     else:
-        model = _factory_model(spec)
+        with _seeded(spec):
+            model = _torchvision_model(spec) if spec.startswith(TORCHVISION_SCHEME) else _factory_model(spec)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"MODEL {spec!r} produced a {type(model).__name__}, not a torch.nn.Module")
     if checkpoint:

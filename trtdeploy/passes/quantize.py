@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from ..errors import BuildError, ConfigError
 from ..registry import Registry
 from ..utils.onnx_graph import all_nodes
-from ..utils.logging import logger
+from ..utils.logging import progress
 
 INT8_MAX = 127
 NUM_BINS = 2048
@@ -173,21 +173,18 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
 
     One pass finds max |x|; methods that need a histogram of |x| make a second pass.
     """
-    from tqdm import tqdm
-
     chosen = RANGE_METHODS.get(method, field="calib_config.method")
     session = _session_with_outputs(model, tensors)
-    quiet = not logger.isEnabledFor(20)
     amax = dict.fromkeys(tensors, 0.0)
-    for values in tqdm(_activations(session, samples(), tensors), desc="[trtdeploy] activation ranges",
-                       unit="sample", total=count, disable=quiet):
+    for values in progress(_activations(session, samples(), tensors), desc="activation ranges", unit="sample",
+                           total=count):
         for t, v in values.items():
             amax[t] = max(amax[t], float(np.max(np.abs(v))) if v.size else 0.0)
     if not chosen.needs_histogram:
         return amax
     hists = {t: np.zeros(num_bins, np.int64) for t in tensors}
-    for values in tqdm(_activations(session, samples(), tensors), desc=f"[trtdeploy] {method} histograms",
-                       unit="sample", total=count, disable=quiet):
+    for values in progress(_activations(session, samples(), tensors), desc=f"{method} histograms", unit="sample",
+                           total=count):
         for t, v in values.items():
             if amax[t] > 0:
                 hists[t] += np.histogram(np.abs(v), bins=num_bins, range=(0.0, amax[t]))[0]
@@ -318,12 +315,9 @@ def output_error(reference: list[list[np.ndarray]], outputs: list[list[np.ndarra
 def layer_sensitivity(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float],
                       feeds: list[Mapping[str, np.ndarray]]) -> list[tuple[QuantTarget, float]]:
     """The output error when only one layer is INT8, for each target, most sensitive first (FP32 elsewhere)."""
-    from tqdm import tqdm
-
     reference = _run_all(model, feeds)
     scores = [(t, output_error(reference, _run_all(insert_qdq(model, [t], ranges), feeds)))
-              for t in tqdm(targets, desc="[trtdeploy] layer sensitivity", unit="layer",
-                            disable=not logger.isEnabledFor(20))]
+              for t in progress(targets, desc="layer sensitivity", unit="layer")]
     return sorted(scores, key=lambda item: -item[1])
 
 

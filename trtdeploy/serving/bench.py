@@ -169,7 +169,7 @@ def run_level(module, address: str, model: str, arrays: dict[str, np.ndarray], c
 def bench_serve(url: str, model: str, concurrency: list[int], requests: int, image: str | None = None,
                 shapes: dict[str, list[int]] | None = None, warmup: int = 5) -> list[LevelResult]:
     """Measure ``model`` at each concurrency level with ``requests`` requests (after ``warmup`` unmeasured ones)."""
-    from tqdm import tqdm
+    from ..utils.logging import progress
 
     if not 1 <= requests <= MAX_REQUESTS:
         raise ConfigError(f"--requests {requests} is out of range; pass 1 to {MAX_REQUESTS}")
@@ -181,6 +181,6 @@ def bench_serve(url: str, model: str, concurrency: list[int], requests: int, ima
     for level in concurrency:
         if warmup:
             run_level(module, address, model, arrays, min(level, warmup), warmup)
-        with tqdm(total=requests, desc=f"concurrency {level}", unit="req", leave=False, disable=None) as bar:
+        with progress(total=requests, desc=f"concurrency {level}", unit="req") as bar:
             results.append(run_level(module, address, model, arrays, level, requests, bar))
     return results

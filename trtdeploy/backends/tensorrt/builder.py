@@ -56,7 +56,7 @@ def _progress_monitor(trt: TensorRT, cancel: threading.Event):
     mod = trt.module
     if not hasattr(mod, "IProgressMonitor"):
         return None
-    from tqdm import tqdm
+    from ...utils.logging import progress
 
     class BuildProgress(mod.IProgressMonitor):
         def __init__(self):
@@ -67,8 +67,7 @@ def _progress_monitor(trt: TensorRT, cancel: threading.Event):
         def phase_start(self, phase_name, parent_phase, num_steps):
             if parent_phase is None and self.bar is None:
                 self.top = phase_name
-                self.bar = tqdm(total=num_steps, desc=f"[trtdeploy] {phase_name}", leave=False,
-                                disable=not logger.isEnabledFor(20))
+                self.bar = progress(total=num_steps, desc=phase_name, unit="step")
 
         def step_complete(self, phase_name, step):
             if phase_name == self.top and self.bar is not None:
