@@ -7,10 +7,14 @@ rows are channels and whose columns are the output bins, so the stores are conti
 neighbouring bins read neighbouring pixels. Up to ``MAX_LEVELS`` feature maps are passed as
 element offsets from the first one (an integer select, not a pointer select), and each
 RoI's level is picked in the kernel (``level_of``) so that one launch serves all levels.
+A fixed ``sampling_ratio`` is a compile-time constant: its sample loops unroll, so all of a
+bin's loads are in flight at once; the adaptive grid steps ``UNROLL`` columns at a time for the
+same reason. The tile (channels per program, warps, ``UNROLL``) is autotuned per shape key.
 ``reference.py`` computes the same thing in PyTorch.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -29,11 +33,39 @@ def _pick(level, v0, v1, v2, v3, v4):
 
 
 @triton.jit
+def _bilinear(rows, keep, y, x, height, width):
+    """torchvision's bilinear sample at (y, x) [bins] of each channel plane ``rows`` -> [channels, bins]."""
+    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+    yc = tl.maximum(y, 0.0)
+    xc = tl.maximum(x, 0.0)
+    y_low = yc.to(tl.int32)
+    x_low = xc.to(tl.int32)
+    y_edge = y_low >= height - 1
+    x_edge = x_low >= width - 1
+    y_low = tl.where(y_edge, height - 1, y_low)
+    x_low = tl.where(x_edge, width - 1, x_low)
+    yc = tl.where(y_edge, y_low.to(tl.float32), yc)
+    xc = tl.where(x_edge, x_low.to(tl.float32), xc)
+    y_high = tl.where(y_edge, y_low, y_low + 1)
+    x_high = tl.where(x_edge, x_low, x_low + 1)
+    ly = yc - y_low
+    lx = xc - x_low
+    hy = 1.0 - ly
+    hx = 1.0 - lx
+    m = keep & (~outside)[None, :]
+    v1 = tl.load(rows[:, None] + (y_low * width + x_low)[None, :], mask=m, other=0.0)
+    v2 = tl.load(rows[:, None] + (y_low * width + x_high)[None, :], mask=m, other=0.0)
+    v3 = tl.load(rows[:, None] + (y_high * width + x_low)[None, :], mask=m, other=0.0)
+    v4 = tl.load(rows[:, None] + (y_high * width + x_high)[None, :], mask=m, other=0.0)
+    return (hy * hx)[None, :] * v1 + (hy * lx)[None, :] * v2 + (ly * hx)[None, :] * v3 + (ly * lx)[None, :] * v4
+
+
+@triton.jit
 def _roi_align_kernel(feat, rois, out, channels,
                       off0, off1, off2, off3, off4, h0, h1, h2, h3, h4, w0, w1, w2, w3, w4,
                       sc0, sc1, sc2, sc3, sc4, num_levels, first_level, canonical_level, canonical_scale,
-                      sampling_ratio, INTERPRETED: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr,
-                      PW: tl.constexpr, BINS: tl.constexpr, BLOCK_C: tl.constexpr):
+                      INTERPRETED: tl.constexpr, SR: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr,
+                      PW: tl.constexpr, BINS: tl.constexpr, BLOCK_C: tl.constexpr, UNROLL: tl.constexpr):
     r = tl.program_id(0)
     cblock = tl.program_id(1)
     batch = tl.load(rois + r * 5).to(tl.int64)
@@ -67,11 +99,6 @@ def _roi_align_kernel(feat, rois, out, channels,
         roi_h = tl.maximum(roi_h, 1.0)
     bin_h = tl.div_rn(roi_h, PH)
     bin_w = tl.div_rn(roi_w, PW)
-    grid_h = tl.ceil(bin_h).to(tl.int32)
-    grid_w = tl.ceil(bin_w).to(tl.int32)
-    if sampling_ratio > 0:  # (sampling_ratio == 1 arrives as a constant: keep this a plain branch)
-        grid_h = grid_h * 0 + sampling_ratio
-        grid_w = grid_w * 0 + sampling_ratio
 
     bins = tl.arange(0, BINS)
     bin_y = (bins // PW).to(tl.float32)
@@ -82,47 +109,56 @@ def _roi_align_kernel(feat, rois, out, channels,
     rows = feat + base + (batch * channels + chans.to(tl.int64)) * plane  # [BLOCK_C] pointers
     keep = chan_ok[:, None] & (bins < PH * PW)[None, :]
     total = tl.zeros((BLOCK_C, BINS), dtype=tl.float32)
-    for iy in range(0, grid_h):
-        y = start_y + bin_y * bin_h + tl.div_rn((iy + 0.5) * bin_h, grid_h.to(tl.float32))
-        for ix in range(0, grid_w):
-            x = start_x + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, grid_w.to(tl.float32))
-            outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-            yc = tl.maximum(y, 0.0)
-            xc = tl.maximum(x, 0.0)
-            y_low = yc.to(tl.int32)
-            x_low = xc.to(tl.int32)
-            y_edge = y_low >= height - 1
-            x_edge = x_low >= width - 1
-            y_low = tl.where(y_edge, height - 1, y_low)
-            x_low = tl.where(x_edge, width - 1, x_low)
-            yc = tl.where(y_edge, y_low.to(tl.float32), yc)
-            xc = tl.where(x_edge, x_low.to(tl.float32), xc)
-            y_high = tl.where(y_edge, y_low, y_low + 1)
-            x_high = tl.where(x_edge, x_low, x_low + 1)
-            ly = yc - y_low
-            lx = xc - x_low
-            hy = 1.0 - ly
-            hx = 1.0 - lx
-            m = keep & (~outside)[None, :]
-            v1 = tl.load(rows[:, None] + (y_low * width + x_low)[None, :], mask=m, other=0.0)
-            v2 = tl.load(rows[:, None] + (y_low * width + x_high)[None, :], mask=m, other=0.0)
-            v3 = tl.load(rows[:, None] + (y_high * width + x_low)[None, :], mask=m, other=0.0)
-            v4 = tl.load(rows[:, None] + (y_high * width + x_high)[None, :], mask=m, other=0.0)
-            total += ((hy * hx)[None, :] * v1 + (hy * lx)[None, :] * v2
-                      + (ly * hx)[None, :] * v3 + (ly * lx)[None, :] * v4)
-    count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
+    if SR > 0:  # a fixed grid: unrolled, so all its loads are in flight together
+        for iy in tl.static_range(SR):
+            y = start_y + bin_y * bin_h + tl.div_rn((iy + 0.5) * bin_h, SR * 1.0)
+            for ix in tl.static_range(SR):
+                x = start_x + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, SR * 1.0)
+                total += _bilinear(rows, keep, y, x, height, width)
+        count = SR * SR * 1.0
+    else:  # torchvision's adaptive grid, ceil(bin size) samples a side; UNROLL columns at a time
+        grid_h = tl.ceil(bin_h).to(tl.int32)
+        grid_w = tl.ceil(bin_w).to(tl.int32)
+        for iy in range(0, grid_h):
+            y = start_y + bin_y * bin_h + tl.div_rn((iy + 0.5) * bin_h, grid_h.to(tl.float32))
+            for ix0 in range(0, grid_w, UNROLL):
+                for u in tl.static_range(UNROLL):
+                    ix = ix0 + u
+                    x = start_x + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, grid_w.to(tl.float32))
+                    total += _bilinear(rows, keep & (ix < grid_w), y, x, height, width)
+        count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
     dest = out + (r * channels + chans.to(tl.int64))[:, None] * (PH * PW) + bins[None, :]
     tl.store(dest, tl.div_rn(total, count), mask=keep)
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drop tiles wider than the channels, and column unrolling where the grid is fixed (it changes nothing)."""
+    wide = triton.next_power_of_2(named_args["channels"])
+    fixed = kwargs.get("SR", named_args.get("SR", 0)) > 0
+    return [c for c in configs if c.kwargs["BLOCK_C"] <= wide and not (fixed and c.kwargs["UNROLL"] > 1)]
+
+
+# Tiles: channels per program, warps and (adaptive sampling) grid columns per step. Tuned once per key
+# (channels, levels, sampling grid, output size) by timing every tile, kept in memory and in Triton's cache
+# on disk, so later processes start tuned.
+TILES = [(c, w, u) for c in (1, 2, 4) for w in (1, 2, 4) for u in (1, 2)]
+_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+_tuned_kernel = triton.autotune(
+    configs=[triton.Config({"BLOCK_C": c, "UNROLL": u}, num_warps=w) for c, w, u in (TILES[:1] if INTERPRETED
+                                                                                    else TILES)],
+    key=["channels", "num_levels", "SR", "PH", "PW", "ALIGNED"], prune_configs_by={"early_config_prune": _prune},
+    warmup=5, rep=25, **_CACHE)(_roi_align_kernel)
 
 
 def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_size: tuple[int, int],
                      spatial_scales: list[float], sampling_ratio: int, aligned: bool,
                      canonical_scale: float = 224.0, canonical_level: int = 4, first_level: int = 2,
-                     out: torch.Tensor | None = None, block_c: int = 1, num_warps: int = 1) -> torch.Tensor:
+                     out: torch.Tensor | None = None, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """RoIAlign of ``rois`` [R, 5] over 1..5 float32 feature maps; with several, each RoI takes its FPN level.
 
-    ``block_c`` (channels per program) and ``num_warps``: the defaults were fastest on an H100 for
-    1,000 RoIs x 256 channels (benchmarks/RESULTS.md).
+    ``tile`` (channels per program, warps, adaptive-grid columns per step) forces one tile; by default
+    the tile is autotuned on the first call for each (channels, levels, sampling, output size): run
+    one call outside CUDA-graph capture first, since tuning times the kernel.
     """
     if not 1 <= len(features) <= MAX_LEVELS:
         raise ValueError(f"roi_align_levels takes 1 to {MAX_LEVELS} feature maps, got {len(features)}")
@@ -140,14 +176,16 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
     heights = [f.shape[2] for f in features] + [1] * pad
     widths = [f.shape[3] for f in features] + [1] * pad
     scales = [float(s) for s in spatial_scales] + [1.0] * pad
-    block_c = min(block_c, triton.next_power_of_2(channels))
-    bins = triton.next_power_of_2(pooled_h * pooled_w)
-    grid = (rois.shape[0], triton.cdiv(channels, block_c))
-    _roi_align_kernel[grid](features[0], rois, out, channels, *offsets, *heights, *widths, *scales,
-                            len(features), first_level, canonical_level, float(canonical_scale), int(sampling_ratio),
-                            INTERPRETED=INTERPRETED, ALIGNED=bool(aligned), PH=pooled_h, PW=pooled_w, BINS=bins,
-                            BLOCK_C=block_c,
-                            num_warps=num_warps)
+    args = (features[0], rois, out, channels, *offsets, *heights, *widths, *scales, len(features), first_level,
+            canonical_level, float(canonical_scale))
+    meta = dict(INTERPRETED=INTERPRETED, SR=max(int(sampling_ratio), 0), ALIGNED=bool(aligned), PH=pooled_h,
+                PW=pooled_w, BINS=triton.next_power_of_2(pooled_h * pooled_w))
+    if tile is None:
+        _tuned_kernel[lambda m: (rois.shape[0], triton.cdiv(channels, m["BLOCK_C"]))](*args, **meta)
+    else:
+        block_c, num_warps, unroll = tile
+        _roi_align_kernel[(rois.shape[0], triton.cdiv(channels, block_c))](
+            *args, **meta, BLOCK_C=block_c, UNROLL=unroll, num_warps=num_warps)
     return out
 
 
