@@ -1,6 +1,9 @@
 """Triton kernels of the custom-op plugins vs torchvision CUDA, side by side in one run (needs a CUDA GPU).
 
-    python benchmarks/bench_kernels_gpu.py --out bench_kernels.json
+    python benchmarks/bench_kernels_gpu.py --out bench_kernels.json [--baseline OLD_CHECKOUT]
+
+``--baseline`` names another checkout (e.g. ``git worktree add /tmp/old <commit>``) whose kernels
+are timed in the same run, in their own column.
 
 Times (median of ``triton.testing.do_bench``, warm) at realistic detector sizes:
 - batched NMS: 1,000 / 5,000 / 10,000 boxes x 80 classes, the 1,000 / 5,000 best candidates,
@@ -8,7 +11,8 @@ Times (median of ``triton.testing.do_bench``, warm) at realistic detector sizes:
   (box, class) pairs, ``torchvision.ops.batched_nms``, first keep_top_k.
 - RoIAlign: 1,000 RoIs x 256 channels -> 7x7 on one 200x336 map (torchvision.ops.roi_align);
 - multi-level RoIAlign: 1,000 RoIs x 256 channels -> 7x7 from 4 FPN levels of an 800x1344 image
-  (torchvision.ops.MultiScaleRoIAlign); both RoIAlign cases over a sweep of block_c / num_warps.
+  (torchvision.ops.MultiScaleRoIAlign). Ours with the autotuned tile (the default), then every tile.
+NMS is also timed as a CUDA-graph replay (what TensorRT runs when it captures the engine's stream).
 Prints a table and writes every figure to --out (JSON).
 """
 from __future__ import annotations
@@ -24,23 +28,27 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 OPS = ("batched_nms", "roi_align", "multi_level_roi_align")
-TILES = [(c, w) for c in (1, 2, 4, 8) for w in (1, 4)]  # RoIAlign kernel: channels per program, warps
 
 
-def import_kernels() -> dict:
-    """The kernel modules, without trtdeploy's package ``__init__``s when their other needs are missing."""
+def import_kernels(root: Path = REPO, package: str = "trtdeploy") -> dict:
+    """The kernel modules of the checkout ``root``, imported as ``package`` without its ``__init__``s.
+
+    The kernels need only torch and triton (a GPU machine may lack onnx, mmengine...), and a
+    second checkout imported under another package name can be timed beside this one.
+    """
     import importlib
 
     try:
+        if package != "trtdeploy":
+            raise ImportError(package)
         import trtdeploy  # noqa: F401
-    except Exception:  # e.g. a GPU machine without onnx/mmengine: the kernels need only torch and triton
-        sys.path.insert(0, str(REPO))
-        for name in ("trtdeploy", "trtdeploy.ops", *(f"trtdeploy.ops.{op}" for op in OPS)):
+    except Exception:
+        for name in (package, f"{package}.ops", *(f"{package}.ops.{op}" for op in OPS)):
             module = types.ModuleType(name)
-            module.__path__ = [str(REPO.joinpath(*name.split(".")))]
+            module.__path__ = [str(root.joinpath("trtdeploy", *name.split(".")[1:]))]
             sys.modules[name] = module
-    names = [f"trtdeploy.ops.{op}.{part}" for op in OPS for part in ("kernel", "reference")]
-    return {name.removeprefix("trtdeploy.ops."): importlib.import_module(name) for name in names}
+    names = [f"{package}.ops.{op}.{part}" for op in OPS for part in ("kernel", "reference")]
+    return {name.removeprefix(f"{package}.ops."): importlib.import_module(name) for name in names}
 
 
 def detector_scores(num_images: int, num_boxes: int, num_classes: int, device: str, seed: int = 0):
@@ -102,59 +110,78 @@ def bench(fn) -> float:
     return float(do_bench(fn, warmup=50, rep=300, return_mode="median"))
 
 
+def bench_graph(fn) -> float:
+    """Median ms of one replay of ``fn`` captured in a CUDA graph (``fn`` must not allocate or sync)."""
+    from triton.testing import do_bench_cudagraph
+
+    fn()  # compile and tune outside the capture
+    torch.cuda.synchronize()
+    return float(do_bench_cudagraph(fn, rep=300, return_mode="median"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench_kernels.json", help="where to write the figures (JSON)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose kernels to time in the same run")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_kernels_gpu.py needs a CUDA GPU; none is visible here", file=sys.stderr)
         return 2
     k = import_kernels()
+    old = import_kernels(args.baseline, "baseline_trtdeploy") if args.baseline else None
     device = "cuda"
     import torchvision
 
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                "torchvision": torchvision.__version__, "triton": __import__("triton").__version__, "rows": []}
 
-    def row(name, ours, theirs, **extra):
-        results["rows"].append({"case": name, "ours_ms": ours, "torchvision_ms": theirs,
+    def row(name, ours, theirs, before=None, **extra):
+        results["rows"].append({"case": name, "ours_ms": ours, "torchvision_ms": theirs, "baseline_ms": before,
                                 "speedup": theirs / ours, **extra})
-        print(f"{name:58s} ours {ours:8.3f} ms  torchvision {theirs:8.3f} ms  x{theirs / ours:5.2f}", flush=True)
+        was = f"  before {before:8.3f} ms" if before is not None else ""
+        print(f"{name:62s} ours {ours:8.3f} ms{was}  torchvision {theirs:8.3f} ms  x{theirs / ours:5.2f}", flush=True)
 
+    nms = k["batched_nms.kernel"]
     for num_boxes in (1000, 5000, 10000):
         for topk in (1000, 5000):
             boxes, scores = detector_scores(1, num_boxes, 80, device)
             kw = dict(topk=topk, keep_topk=100, score_threshold=0.05, iou_threshold=0.5)
-            ours = bench(lambda: k["batched_nms.kernel"].batched_nms(boxes, scores, **kw))
             theirs = bench(lambda: torchvision_nms(boxes, scores, **kw))
-            row(f"batched NMS {num_boxes} boxes x 80 classes, topk {topk}, keep 100", ours, theirs)
-
-    nms, ref = k["batched_nms.kernel"], k["batched_nms.reference"]
-    boxes, scores = detector_scores(1, 10000, 80, device)
-    kw = dict(topk=1000, score_threshold=0.05, background_label_id=-1, clip_boxes=False)
-    results["nms_parts_ms"] = {
-        "select_candidates (PyTorch)": bench(lambda: ref.select_candidates(boxes, scores, **kw)),
-        "whole batched_nms": bench(lambda: nms.batched_nms(boxes, scores, keep_topk=100, iou_threshold=0.5, **kw))}
-    print("batched NMS 10000 x 80, topk 1000 (ms):", results["nms_parts_ms"], flush=True)
+            ours = bench(lambda: nms.batched_nms(boxes, scores, **kw))
+            before = bench(lambda: old["batched_nms.kernel"].batched_nms(boxes, scores, **kw)) if old else None
+            name = f"batched NMS {num_boxes} boxes x 80 classes, topk {topk}, keep 100"
+            row(name, ours, theirs, before)
+            out = nms.batched_nms(boxes, scores, **kw)
+            workspace = torch.empty(nms.workspace_bytes(1, num_boxes * 80, min(topk, num_boxes * 80)),
+                                    dtype=torch.uint8, device=device)
+            row(name + ", CUDA graph", bench_graph(lambda: nms.batched_nms(boxes, scores, workspace=workspace,
+                                                                            out=out, **kw)), theirs)
 
     features, rois, boxes, size = fpn_case(1000, 256, device)
-    single = k["roi_align.kernel"].roi_align_levels
+    roi = k["roi_align.kernel"]
+    results["tiles"] = {}
     for sampling_ratio, aligned, label in ((2, False, "sr 2"), (0, True, "adaptive, aligned")):
         theirs = bench(lambda: torchvision.ops.roi_align(features[0], rois, (7, 7), 0.25, sampling_ratio, aligned))
-        for block_c, num_warps in TILES:
-            ours = bench(lambda: single(features[:1], rois, (7, 7), [0.25], sampling_ratio, aligned,
-                                        block_c=block_c, num_warps=num_warps))
-            row(f"RoIAlign 1000 x 256 -> 7x7, 200x336 map, {label}, C{block_c} W{num_warps}", ours, theirs,
-                block_c=block_c, num_warps=num_warps)
+        before = bench(lambda: old["roi_align.kernel"].roi_align_levels(features[:1], rois, (7, 7), [0.25],
+                                                                       sampling_ratio, aligned)) if old else None
+        ours = bench(lambda: roi.roi_align_levels(features[:1], rois, (7, 7), [0.25], sampling_ratio, aligned))
+        row(f"RoIAlign 1000 x 256 -> 7x7, 200x336 map, {label}, autotuned", ours, theirs, before)
+        sweep = {f"C{c} W{w} U{u}": bench(lambda: roi.roi_align_levels(features[:1], rois, (7, 7), [0.25],
+                                                                        sampling_ratio, aligned, tile=(c, w, u)))
+                 for c, w, u in roi.TILES if not (sampling_ratio and u > 1)}
+        results["tiles"][label] = sweep
+        print(f"  tiles ({label}): " + ", ".join(f"{t} {ms:.3f}" for t, ms in sweep.items()), flush=True)
 
     pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
     named = OrderedDict((str(i), f) for i, f in enumerate(features))
     theirs = bench(lambda: pooler(named, [boxes], [size]))
-    for block_c, num_warps in TILES:  # strides 4..32, finest_scale 56: torchvision's defaults
-        ours = bench(lambda: single(features, rois, (7, 7), [1 / 4, 1 / 8, 1 / 16, 1 / 32], 2, False,
-                                    block_c=block_c, num_warps=num_warps))
-        row(f"multi-level RoIAlign 1000 x 256 -> 7x7, 4 levels, C{block_c} W{num_warps}", ours, theirs,
-            block_c=block_c, num_warps=num_warps)
+    strides = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # finest_scale 56: torchvision's defaults
+    before = bench(lambda: old["roi_align.kernel"].roi_align_levels(features, rois, (7, 7), strides, 2, False)) \
+        if old else None
+    ours = bench(lambda: roi.roi_align_levels(features, rois, (7, 7), strides, 2, False))
+    row("multi-level RoIAlign 1000 x 256 -> 7x7, 4 levels, sr 2, autotuned", ours, theirs, before)
+    results["autotuned"] = {str(key): str(config) for key, config in roi._tuned_kernel.cache.items()}
+    print("autotuned tiles:", results["autotuned"], flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
 

@@ -1,4 +1,4 @@
-"""The plugins' Triton kernels on a CUDA GPU against torchvision.ops (run on the lent H100, never in CI).
+"""The plugins' Triton kernels on a CUDA GPU against torchvision.ops (run on the lent GPU, never in CI).
 
     TRTDEPLOY_GPU_TESTS=1 python -m pytest tests/gpu -q     # or: python tests/gpu/test_kernels_gpu.py
 
@@ -55,6 +55,30 @@ def test_batched_nms_keeps_what_torchvision_keeps():
             assert all(torch.equal(a, b) for a, b in zip((dets, labels, index), ref)), name
 
 
+def test_batched_nms_replays_in_a_cuda_graph_on_new_inputs():
+    """Captured once (TensorRT's workspace and outputs), replayed on other scores: equals a direct call."""
+    kernel = K["batched_nms.kernel"]
+    kw = dict(topk=1000, keep_topk=100, score_threshold=0.05, iou_threshold=0.5)
+    boxes, scores = detector_scores(2, 3000, 80, DEVICE, seed=11)
+    workspace = torch.empty(kernel.workspace_bytes(2, 3000 * 80, 1000), dtype=torch.uint8, device=DEVICE)
+    out = (torch.empty(2, 100, 5, device=DEVICE), torch.empty(2, 100, dtype=torch.int64, device=DEVICE),
+           torch.empty(2, 100, dtype=torch.int64, device=DEVICE))
+    kernel.batched_nms(boxes, scores, workspace=workspace, out=out, **kw)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kernel.batched_nms(boxes, scores, workspace=workspace, out=out, **kw)
+    for seed in (12, 13):
+        new_boxes, new_scores = detector_scores(2, 3000, 80, DEVICE, seed=seed)
+        boxes.copy_(new_boxes)
+        scores.copy_(new_scores)
+        for o in out:
+            o.fill_(7)  # poison: every row must be written
+        workspace.fill_(0xA5)  # TensorRT's workspace holds whatever the last layer left
+        graph.replay()
+        want = kernel.batched_nms(new_boxes, new_scores, **kw)
+        assert all(torch.equal(o, w) for o, w in zip(out, want)), seed
+
+
 def test_roi_align_matches_torchvision():
     import torchvision
 
@@ -71,8 +95,8 @@ def test_roi_align_matches_torchvision():
         for sampling_ratio in (0, 2):
             for aligned in (False, True):
                 want = torchvision.ops.roi_align(features, rois, size, scale, sampling_ratio, aligned)
-                for tile in (dict(), dict(block_c=4, num_warps=4)):
-                    got = kernel.roi_align_levels([features], rois, size, [scale], sampling_ratio, aligned, **tile)
+                for tile in (None, (4, 4, 2), (1, 1, 1)):  # autotuned, and two fixed tiles
+                    got = kernel.roi_align_levels([features], rois, size, [scale], sampling_ratio, aligned, tile=tile)
                     assert got.shape == want.shape
                     error = (got - want).abs().max().item() if num_rois else 0.0
                     assert error <= 1e-4, f"C={channels} {num_rois} RoIs sr={sampling_ratio} {tile}: {error}"

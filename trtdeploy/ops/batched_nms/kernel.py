@@ -26,7 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .workspace import BINS, DIGIT, Workspace, candidates
+from .workspace import BINS, DIGIT, Workspace, candidates, workspace_bytes
+
+__all__ = ["batched_nms", "workspace_bytes"]
 
 BLOCK_I = 32     # rows of a bitmask tile = candidates the scan settles at once (one int32 word)
 SELECT_BLOCK = 4096  # pairs per program in the selection passes
