@@ -203,6 +203,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     in_specs, out_specs = _onnx_io(proto)
     facts = {
         "model": model_name,
+        **({"source_format": "onnx"} if onnx_file is not None else {}),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "weights": weights,
         **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
@@ -230,7 +231,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                            backend=cfg.backend, precision=cfg.precision, profiles=profiles,
                            input_shapes={spec.name: list(spec.shape) for spec in in_specs}, build_seconds=build_seconds)
     if test_img is not None:
-        reference = OnnxFileReference(onnx_file) if onnx_file is not None else TorchReference(torch_model, task)
+        reference = OnnxFileReference(onnx_file, task) if onnx_file is not None else TorchReference(torch_model, task)
         with stage(f"[{next(n)}/{steps}] compare with {reference.label} on {Path(test_img).name}"):
             result.test_report = {**compare_on_image(reference, task, backend_path, test_img, device),
                                   "image": str(test_img)}
@@ -313,18 +314,28 @@ class TorchReference:
 
 
 class OnnxFileReference:
-    """The user's own ONNX file, as it was given, on ONNX Runtime (there is no PyTorch model)."""
+    """The user's own ONNX file on ONNX Runtime (there is no PyTorch model), with what the task appended to it
+    (e.g. NMS after a raw head, as the custom node itself: ONNX Runtime runs it with trtdeploy's reference op)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, task: Task):
+        self.path, self.task = Path(path), task
         self.label = f"{self.path.name} on ONNX Runtime"
 
     def __call__(self, batch: np.ndarray, input_name: str, output_names: list[str]) -> dict[str, np.ndarray]:
-        model = load(self.path, device="cpu")
-        try:
-            outputs = model({input_name: batch})
-        finally:
-            model.close()
+        import tempfile
+
+        original = read_onnx(self.path)
+        graph = self.task.adapt_graph(read_onnx(self.path))
+        with tempfile.TemporaryDirectory(prefix="trtdeploy-reference-") as scratch:
+            path = self.path
+            if graph != original:
+                path = Path(scratch) / self.path.name
+                path.write_bytes(graph.SerializeToString())
+            model = load(path, device="cpu")
+            try:
+                outputs = model({input_name: batch})
+            finally:
+                model.close()
         return {name: outputs[name] for name in output_names if name in outputs}
 
 

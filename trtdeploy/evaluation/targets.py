@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..api import DeployedModel, load, task_for
+from ..api import DeployedModel, load, onnx_file_of, task_for
 from ..backends.base import Runner, TensorSpec, backend_for_file, profiles_from_json
 from ..backends.sidecar import read_sidecar
 from ..config import DeployConfig, load_deploy_config
@@ -67,18 +67,22 @@ class TorchRunner(Runner):
 
 
 def check_config_matches(cfg: DeployConfig, inputs: list[TensorSpec], source: str | os.PathLike,
-                         outputs: list[TensorSpec] | None = None, task: str | None = None) -> None:
-    """Refuse a deploy config whose task, input/output names or shapes disagree with the model file's."""
+                         outputs: list[TensorSpec] | None = None, task: str | None = None,
+                         names_from_file: bool = False) -> None:
+    """Refuse a deploy config whose task, input/output names or shapes disagree with the model file's.
+
+    ``names_from_file``: the model was converted from an ONNX file, whose own input/output names the
+    conversion kept (``onnx_config.input_names``/``output_names`` did not apply)."""
     declared_task = (cfg.raw.get("codebase_config") or {}).get("task")
     if task and declared_task and declared_task != task:
         raise ConfigError(f"{cfg.source}: codebase_config.task is {declared_task!r} but {source} was converted as a "
                           f"{task!r} model; pass the deploy config the file was converted with")
     names = [s.name for s in inputs]
-    if sorted(cfg.input_names[:len(names)]) != sorted(names):
+    if not names_from_file and sorted(cfg.input_names[:len(names)]) != sorted(names):
         raise ConfigError(f"{cfg.source}: onnx_config.input_names is {cfg.input_names} but {source} has inputs "
                           f"{names}; pass the deploy config the file was converted with")
     out_names = [s.name for s in outputs or []]
-    if out_names and sorted(cfg.output_names) != sorted(out_names):
+    if out_names and not names_from_file and sorted(cfg.output_names) != sorted(out_names):
         raise ConfigError(f"{cfg.source}: onnx_config.output_names is {cfg.output_names} but {source} has outputs "
                           f"{out_names}; pass the deploy config the file was converted with")
     by_name = {s.name: s for s in inputs}
@@ -113,8 +117,10 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
     sidecar = read_sidecar(path) or {}
     precision = sidecar.get("precision", "")
     cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
+    own_names = sidecar.get("source_format") == "onnx"
     if cfg is not None and sidecar.get("inputs"):
-        check_config_matches(cfg, _specs(sidecar["inputs"]), path, _specs(sidecar.get("outputs")), sidecar.get("task"))
+        check_config_matches(cfg, _specs(sidecar["inputs"]), path, _specs(sidecar.get("outputs")), sidecar.get("task"),
+                             names_from_file=own_names)
     try:
         model = load(path, deploy_cfg=cfg, device=device)
     except (BackendUnavailableError, EngineCompatibilityError) as e:
@@ -130,8 +136,17 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
             targets.append(Target("onnxruntime", str(twin), precision, model, stands_in_for=path.name))
         return targets
     if cfg is not None:
-        check_config_matches(cfg, model.runner.inputs, path, model.runner.outputs)
+        check_config_matches(cfg, model.runner.inputs, path, model.runner.outputs, names_from_file=own_names)
     return [Target(backend.name, str(path), precision, model)]
+
+
+def onnx_file_target(path: str | os.PathLike, reference: Target) -> Target:
+    """The user's own ONNX file (the MODEL a file-based conversion started from) on ONNX Runtime, with the
+    reference target's task: the baseline where there is no PyTorch model."""
+    (target,) = open_file(path)
+    target.model.task = reference.model.task
+    target.model.sidecar.update({k: v for k, v in reference.model.sidecar.items() if k in ("profiles", "export_shapes")})
+    return target
 
 
 def torch_target(model_spec, reference: Target, checkpoint: str | None = None, device: str = "cpu") -> Target:
@@ -149,7 +164,8 @@ def torch_target(model_spec, reference: Target, checkpoint: str | None = None, d
 
 def open_targets(files: list[str | os.PathLike], deploy_cfg=None, model_spec=None, checkpoint: str | None = None,
                  device: str | None = None, stand_in: bool = True) -> list[Target]:
-    """PyTorch first (when ``model_spec`` is given), then each file (and the stand-ins of engines)."""
+    """PyTorch first (when ``model_spec`` is given; an ``.onnx`` MODEL runs on ONNX Runtime instead), then each
+    file (and the stand-ins of engines)."""
     targets = [t for f in files for t in open_file(f, deploy_cfg, device, stand_in)]
     runnable = [t for t in targets if t.runnable]
     if model_spec is not None:
@@ -157,7 +173,10 @@ def open_targets(files: list[str | os.PathLike], deploy_cfg=None, model_spec=Non
             reasons = "; ".join(t.reason for t in targets)
             raise ModelError(f"none of {[str(f) for f in files]} can run here ({reasons}), so PyTorch has no "
                              f"inputs/outputs to follow; pass the end2end.onnx as well")
-        targets.insert(0, torch_target(model_spec, runnable[0], checkpoint, "cpu" if device is None else device))
+        if onnx_file_of(model_spec) is not None:
+            targets.insert(0, onnx_file_target(model_spec, runnable[0]))
+        else:
+            targets.insert(0, torch_target(model_spec, runnable[0], checkpoint, "cpu" if device is None else device))
     return targets
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import signal
 import threading
 from pathlib import Path
@@ -190,6 +191,21 @@ BUILD_FAILURE_HINTS = {
 }
 
 
+REQUESTED_SIZE = re.compile(r"Requested size was (\d+) bytes")
+
+
+def out_of_memory_hint(errors: list[str], workspace: int | None) -> str:
+    """For a build TensorRT stopped for lack of memory: the size it asked for and the config field that caps it."""
+    sizes = [int(m) for e in errors for m in REQUESTED_SIZE.findall(e)]
+    if not sizes and not any("OutOfMemory" in e or "out of memory" in e.lower() for e in errors):
+        return ""
+    asked = f"TensorRT asked for {max(sizes)} bytes ({max(sizes) / 2**30:.2f} GiB)" if sizes else "TensorRT ran out of memory"
+    cap = (f"backend_config.common_config.max_workspace_size is {workspace} ({workspace / 2**30:.2f} GiB)"
+           if workspace else "backend_config.common_config.max_workspace_size is unset (no cap: all memory)")
+    return (f"; {asked} and {cap}: set max_workspace_size below what this machine has free (e.g. 1 << 30), "
+            f"or narrow the profile's max_shape (backend_config.model_inputs), which sets the sizes TensorRT plans for")
+
+
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
                  default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool,
                  configure: Callable | None = None) -> dict:
@@ -229,7 +245,8 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
         raise KeyboardInterrupt
     if serialized is None:
         detail = _one_line("; ".join(dict.fromkeys(trt_logger.errors[-3:])) or "no reason given")
-        hint = next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), "")
+        hint = (out_of_memory_hint(trt_logger.errors, cfg.common.get("max_workspace_size"))
+                or next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), ""))
         raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}{hint}")
     engine = memoryview(serialized)
     atomic_write_bytes(engine_path, engine)
