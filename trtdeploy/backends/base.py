@@ -199,8 +199,8 @@ class Backend(ABC):
         return []
 
     @abstractmethod
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResult:
-        ...
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
+        """``sample``: (feed, where it came from), real input for checks a build makes (FP16/BF16 numerics)."""
 
     @abstractmethod
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cpu") -> Runner:

@@ -213,16 +213,23 @@ class DeployConfig:
         return list(self.onnx["output_names"])
 
     @property
+    def named_precision(self) -> str | None:
+        """``common_config.precision`` (or MMDeploy-style ``backend_config.precision``) when the config names one."""
+        return self.common.get("precision") or self.backend_cfg.get("precision")
+
+    @property
     def fp16(self) -> bool:
-        return bool(self.common.get("fp16_mode", False)) or self.backend_cfg.get("precision") == "fp16"
+        """FP16 for the engine, or for what INT8 leaves (int8_mode with fp16_mode)."""
+        return bool(self.common.get("fp16_mode", False)) or self.named_precision == "fp16"
 
     @property
     def int8(self) -> bool:
-        return bool(self.common.get("int8_mode", False)) or self.backend_cfg.get("precision") == "int8"
+        return bool(self.common.get("int8_mode", False)) or self.named_precision == "int8"
 
     @property
     def precision(self) -> str:
-        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+        """One of PRECISIONS: what the engine is built in."""
+        return "int8" if self.int8 else self.named_precision or ("fp16" if self.fp16 else "fp32")
 
     @property
     def save_file(self) -> str:
@@ -278,10 +285,7 @@ class DeployConfig:
             problem = check(value) if value is not None else None
             if problem:
                 raise ConfigError(f"{self.source}: backend_config.common_config.{key} {problem}, got {value!r}")
-        precision = self.backend_cfg.get("precision")
-        if precision is not None and precision not in PRECISIONS:
-            raise ConfigError(f"{self.source}: backend_config.precision must be one of {list(PRECISIONS)}, "
-                              f"got {precision!r}")
+        self._check_precision()
         opset, newest = self.onnx["opset_version"], _newest_opset()
         if not 7 <= opset <= newest:
             raise ConfigError(f"{self.source}: onnx_config.opset_version must be 7..{newest} (the installed onnx "
@@ -291,6 +295,28 @@ class DeployConfig:
             if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
                 raise ConfigError(f"{self.source}: onnx_config.{key} must be a non-empty list of distinct names, "
                                   f"got {names!r}")
+
+    def _check_precision(self) -> None:
+        """Precision names, and the combinations no backend builds, each refused in one sentence."""
+        named = {f"{key}.precision": section.get("precision") for key, section in
+                 (("backend_config.common_config", self.common), ("backend_config", self.backend_cfg))
+                 if section.get("precision") is not None}
+        for where, value in named.items():
+            if value not in PRECISIONS:
+                raise ConfigError(f"{self.source}: {where} must be one of {', '.join(PRECISIONS)}, got {value!r}"
+                                  f"{did_you_mean(str(value), PRECISIONS)}")
+        if len(set(named.values())) > 1:
+            raise ConfigError(f"{self.source}: {' and '.join(f'{k}={v!r}' for k, v in named.items())} disagree; "
+                              f"keep one of them")
+        precision = next(iter(named.values()), None)
+        modes = [m for m in ("fp16_mode", "int8_mode") if self.common.get(m)]
+        if precision in ("fp32", "bf16") and modes:
+            raise ConfigError(f"{self.source}: precision {precision!r} conflicts with common_config."
+                              f"{'/'.join(modes)}=True; remove {'them' if len(modes) > 1 else 'it'} or the precision")
+        if precision == "bf16" and self.backend != "tensorrt":
+            raise ConfigError(f"{self.source}: precision 'bf16' is built by TensorRT (strongly typed: TensorRT-RTX, "
+                              f"TensorRT >= 10; weakly typed: TensorRT 9-10 with BuilderFlag.BF16), but "
+                              f"backend_config.type is {self.backend!r}, which runs the FP32 graph; set type='tensorrt'")
 
     def _check_dynamic_axes_names(self) -> None:
         known = self.input_names + self.output_names

@@ -44,6 +44,8 @@ DEPLOY_SCHEMA: dict = {
         "common_config": {
             "fp16_mode": bool,
             "int8_mode": bool,
+            "precision": str,  # fp32, fp16, bf16 or int8 (the *_mode flags' counterpart)
+            "fp32_nodes": (list, tuple),  # FP16/BF16: node-name patterns kept in FP32 (calib_config.fp32_nodes for INT8)
             "max_workspace_size": int,
             "tactic_sources": (list, tuple, NoneType),
             "builder_optimization_level": (int, NoneType),
@@ -80,4 +82,4 @@ TACTIC_SOURCES = {
 HARDWARE_COMPATIBILITY_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
 # LAYER_NAMES_ONLY/DETAILED/NONE since TensorRT 8.2; DEFAULT/VERBOSE are their older names.
 PROFILING_VERBOSITIES = ("LAYER_NAMES_ONLY", "DETAILED", "NONE", "DEFAULT", "VERBOSE")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")

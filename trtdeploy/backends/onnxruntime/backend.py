@@ -67,7 +67,7 @@ class OnnxRuntimeBackend(Backend):
     def is_available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
 
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResult:
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
         # ONNX Runtime runs the ONNX file itself: nothing to build.
         return BuildResult(Path(onnx_path), {"precision": "fp32"})
 

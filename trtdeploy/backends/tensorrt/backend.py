@@ -9,8 +9,7 @@ import onnx
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
-from ...passes.fp16 import to_fp16_body
-from ...utils.fileio import atomic_write_bytes, sha256_file
+from ...utils.fileio import sha256_file
 from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
 from ..base import BACKENDS, Backend, BuildResult, Runner
@@ -61,7 +60,8 @@ class TensorRTBackend(Backend):
                                   "hint": f"no TensorRT plugin serves it: {unknown_op_hint()}"})
         return found
 
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResult:
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
+        """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input)."""
         from .builder import build_engine
 
         trt = import_tensorrt()
@@ -74,25 +74,25 @@ class TensorRTBackend(Backend):
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
         shapes = cfg_default_shapes(cfg, default_shapes)
-        int8 = None
+        plan = None  # what INT8 or FP16/BF16 adds: the graph to parse, a config hook, facts
         if cfg.int8:
             from .int8 import prepare_int8
 
             profile = cfg.profiles[0] if cfg.profiles else {n: ShapeRange(s, s, s) for n, s in shapes.items()}
-            int8 = prepare_int8(trt, source, Path(work_dir), cfg, strongly_typed, profile)
-            source = int8.onnx_path
-        elif cfg.fp16 and strongly_typed:
-            # Strongly typed TensorRT takes FP16 from the graph's tensor types.
-            source = Path(work_dir) / f"{source.stem}_fp16.onnx"
+            plan = prepare_int8(trt, source, Path(work_dir), cfg, strongly_typed, profile)
+            source = plan.onnx_path
+        elif cfg.precision in ("fp16", "bf16"):
+            from .low_precision import prepare_low_precision
+
             # our plugins take FP32: their nodes stay FP32, with casts around them
-            full = onnx.load(str(onnx_path))
-            plugin_nodes = [n.name for n in full.graph.node if n.op_type in plugin_op_types(model)]
-            atomic_write_bytes(source, to_fp16_body(full, keep_fp32=plugin_nodes).SerializeToString())
+            plugin_nodes = [n.name for n in model.graph.node if n.op_type in plugin_op_types(model)]
+            plan = prepare_low_precision(trt, source, Path(work_dir), cfg, strongly_typed, plugin_nodes, shapes, sample)
+            source = plan.onnx_path
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
         facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
-                             configure=int8.configure if int8 else None)
+                             configure=plan.configure if plan else None)
         facts.update(flavour=trt.flavour, backend_version=trt.version, precision=cfg.precision,
-                     built_from=source.name, plugins=plugins, **(int8.facts if int8 else {}))
+                     built_from=source.name, plugins=plugins, **(plan.facts if plan else {}))
         return BuildResult(engine_path, facts)
 
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cuda") -> Runner:
@@ -178,4 +178,3 @@ def check_engine_file(path: Path, sidecar: Mapping) -> None:
     if want_sha is not None and sha256_file(path) != want_sha:
         raise ModelError(f"{path} does not match its sidecar (sha256 differs): it was replaced after the build; "
                          f"convert the model again")
-
