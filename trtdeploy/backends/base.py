@@ -169,8 +169,8 @@ class Runner(ABC):
                         f"{self.source}: input {name!r} has shape {list(feed[name].shape)}: dimension {d} is {got}, "
                         f"outside the engine's profile {i} ({'max' if key == 'max_shape' else 'min'} {bound})"
                         f"{f' and its {len(self.profiles) - 1} other profile(s)' if len(self.profiles) > 1 else ''}; "
-                        f"resize the input, or raise backend_config.model_inputs[{i}].input_shapes.{name}.{key}[{d}] "
-                        f"and convert again")
+                        f"resize the input, or {'raise' if key == 'max_shape' else 'lower'} "
+                        f"backend_config.model_inputs[{i}].input_shapes.{name}.{key}[{d}] and convert again")
                     break
             else:
                 return i

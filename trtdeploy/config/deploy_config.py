@@ -421,7 +421,9 @@ def read_config_file(path: Path) -> Mapping:
     try:
         return Config.fromfile(str(path)).to_dict()
     except SyntaxError as e:
-        raise ConfigError(f"{e.filename or path}: syntax error at line {e.lineno}: {e.msg}") from None
+        # mmengine parses the source itself, so the SyntaxError's filename is '<unknown>'
+        where = e.filename if e.filename and not e.filename.startswith("<") else path
+        raise ConfigError(f"{where}: syntax error at line {e.lineno}: {e.msg}") from None
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: a file it inherits from (_base_) is missing: {e.filename or e}") from None
     except Exception as e:  # anything the config's own code raised

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from trtdeploy.errors import InputError, ShapeError
 from trtdeploy.serving.stages import STAGES
+
+CLIENT_ERRORS = (InputError, ShapeError)  # the request's fault: HTTP 400 / gRPC INVALID_ARGUMENT, not 500
+
+
+def triton_error(answer: Exception):
+    """A TritonError whose code says whose fault it is (older Python backends have no codes: INTERNAL)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if isinstance(answer, CLIENT_ERRORS) else None
+    return pb_utils.TritonError(str(answer)) if code is None else pb_utils.TritonError(str(answer), code)
 
 
 class TritonPythonModel:
@@ -23,7 +32,7 @@ class TritonPythonModel:
     def execute(self, requests):
         feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names}
                  for r in requests]
-        return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(answer)))
+        return [pb_utils.InferenceResponse(error=triton_error(answer))
                 if isinstance(answer, Exception)
                 else pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in answer.items()])
                 for answer in self.stage(feeds)]
