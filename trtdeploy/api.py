@@ -9,10 +9,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .backends.base import Runner, TensorSpec, get_backend, backend_for_file
+from .artefacts import resolve_model, stand_in_onnx, task_for
+from .backends.base import Runner, TensorSpec, backend_for_file, get_backend, profiles_from_json
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
-from .errors import ModelError, UnsupportedOpError
+from .errors import InputError, ModelError, UnsupportedOpError
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
 from .utils.logging import ensure_visible, logger, stage
@@ -141,12 +142,11 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     task_cls = get_task(cfg.task)
     backend = get_backend(cfg.backend)
     backend.require()  # fail before the slow steps
-    if cfg.int8:
-        _check_int8_route(cfg)
-    elif calib_dataset_cfg is not None:
+    backend.check_config(cfg)
+    if not cfg.int8 and calib_dataset_cfg is not None:
         logger.warning("--calib-dataset-cfg is ignored: %s is not an INT8 config (common_config.int8_mode)", cfg.source)
     if test_img is not None and not Path(test_img).is_file():
-        raise ModelError(f"--test-img {test_img} does not exist")
+        raise InputError(f"--test-img {test_img} does not exist; pass an image file (JPEG or PNG)")
     work = ensure_writable_dir(work_dir)
     for stale in clean_stale_temps(work):
         logger.info("removed %s left by an interrupted run", stale.name)
