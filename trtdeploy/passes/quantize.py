@@ -1,17 +1,21 @@
-"""Explicit INT8 quantization: activation ranges from calibration data, then Q/DQ nodes where TensorRT fuses them.
+"""Explicit INT8 quantization: activation ranges from calibration data, then Q/DQ nodes where the backend fuses them.
 
-What the result guarantees, so that TensorRT (11, TensorRT-RTX, and 8.6-10 in explicit mode) builds it:
-- weights of Conv / Gemm / MatMul are stored as INT8 with one symmetric scale per output channel
-  (zero point 0) and reach the node through DequantizeLinear;
-- the activation input of those nodes goes through QuantizeLinear -> DequantizeLinear with one
-  symmetric scale per tensor (zero point 0);
-- biases stay float, and no other node is touched: everything else runs in the graph's float type.
-Ranges come from a method in ``RANGE_METHODS`` (entropy, minmax, percentile).
+Two schemes (``SCHEMES``), one per backend that runs Q/DQ graphs:
+- ``tensorrt`` (TensorRT 11, TensorRT-RTX, 8.6-10 in explicit mode): weights of Conv / Gemm / MatMul as INT8
+  with one symmetric scale per output channel, reached through DequantizeLinear; symmetric per-tensor
+  QuantizeLinear -> DequantizeLinear (zero point 0) on the inputs TensorRT's fusions want in INT8: those
+  layers' activations, both inputs of activation x activation MatMul (attention), pooling inputs, the
+  residual input of an Add that follows a Conv, and Concat inputs, which share one scale. Biases stay
+  float; Softmax, LayerNorm and everything else run in the graph's float type.
+- ``onnxruntime``: the same weights, plus output Q/DQ after each quantized layer (after its Relu), uint8
+  activations (zero point 0 after Relu, else 128) and int32 biases: the QDQ patterns ONNX Runtime's CPU
+  provider fuses into QLinearConv / QGemm / MatMulInteger / QLinearAdd kernels.
+Ranges come from a method in ``RANGE_METHODS`` (mse, entropy, minmax, percentile).
 """
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -83,6 +87,177 @@ def quantization_targets(model: onnx.ModelProto, exclude_nodes: Iterable[str] = 
     return targets
 
 
+@dataclass
+class Placement:
+    """Where activation Q/DQ pairs go: tensor -> the nodes that read its dequantized copy; tensors sharing a scale."""
+
+    edges: dict[str, set[str]] = field(default_factory=dict)
+    groups: list[set[str]] = field(default_factory=list)
+
+    def add(self, tensor: str, node: str) -> None:
+        self.edges.setdefault(tensor, set()).add(node)
+
+    @property
+    def tensors(self) -> list[str]:
+        return sorted(self.edges)
+
+
+def weight_placement(targets: Iterable[QuantTarget]) -> Placement:
+    """Only the activation inputs of the weighted layers (what one layer's sensitivity measures)."""
+    placement = Placement()
+    for t in targets:
+        placement.add(t.activation, t.node)
+    return placement
+
+
+class _GraphView:
+    """Producers, consumers, float tensors and constants of a graph's top level."""
+
+    def __init__(self, model: onnx.ModelProto):
+        graph = model.graph
+        self.consts = {i.name for i in graph.initializer}
+        self.consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in graph.node:
+            for i in dict.fromkeys(n.input):
+                self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in graph.output}
+        try:
+            typed = onnx.shape_inference.infer_shapes(model).graph
+        except Exception:  # noqa: BLE001  (shape inference gives up on some custom ops: fall back to what is stored)
+            typed = graph
+        self.floats = {v.name for v in (*typed.input, *typed.value_info, *typed.output)
+                       if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+    def activations(self, node: onnx.NodeProto) -> list[str]:
+        """The node's float inputs that are computed at run time (not weights or constants)."""
+        return [i for i in node.input if i and i in self.floats and i not in self.consts]
+
+    def op_of(self, tensor: str) -> str:
+        return self.producer[tensor].op_type if tensor in self.producer else ""
+
+    def branch_length(self, start: str, limit: int = 64) -> dict[str, int]:
+        """Tensors upstream of ``start`` with their distance in nodes (breadth first, at most ``limit`` deep)."""
+        dist, frontier = {start: 0}, [start]
+        for d in range(1, limit + 1):
+            nxt = []
+            for t in frontier:
+                for i in self.activations(self.producer[t]) if t in self.producer else ():
+                    if i not in dist:
+                        dist[i] = d
+                        nxt.append(i)
+            if not nxt:
+                break
+            frontier = nxt
+        return dist
+
+
+POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+
+
+def _residual_inputs(view: _GraphView, node: onnx.NodeProto) -> list[str]:
+    """The inputs of a residual Add to quantize: all but the Conv output on the longer branch, which TensorRT fuses
+    into that Conv (as ModelOpt does); none when no input comes from a Conv."""
+    inputs = view.activations(node)
+    convs = [i for i in inputs if view.op_of(i) == "Conv"]
+    if len(inputs) != 2 or not convs:
+        return []
+    if len(convs) == 2:  # e.g. a downsampling block: the main branch is the one farther from the shared input
+        a, b = (view.branch_length(i) for i in convs)
+        common = set(a) & set(b)
+        if common:
+            split = min(common, key=lambda t: a[t] + b[t])
+            convs = [convs[0] if a[split] >= b[split] else convs[1]]
+    return [i for i in inputs if i != convs[0]]
+
+
+def _excluded(node: onnx.NodeProto, exclude_nodes: Iterable[str], exclude_op_types: Iterable[str]) -> bool:
+    return node.op_type in set(exclude_op_types) or matches_any(node.name, exclude_nodes)
+
+
+PLACEMENTS: Registry[Callable[..., Placement]] = Registry("Q/DQ placement")
+
+
+@PLACEMENTS.register("tensorrt")
+def tensorrt_placement(model: onnx.ModelProto, targets: list[QuantTarget], exclude_nodes: Iterable[str] = (),
+                       exclude_op_types: Iterable[str] = ()) -> Placement:
+    """TensorRT's Q/DQ placement rules: INT8 inputs for weighted layers, attention MatMul, pooling, the residual
+    input of Conv + Add, and Concat inputs (one shared scale, so the Concat needs no requantization)."""
+    exclude_nodes, exclude_op_types = list(exclude_nodes), list(exclude_op_types)
+    view = _GraphView(model)
+    placement = weight_placement(targets)
+    for node in model.graph.node:
+        if _excluded(node, exclude_nodes, exclude_op_types):
+            continue
+        acts = view.activations(node)
+        if node.op_type == "MatMul" and len(acts) == 2:
+            quantized = acts
+        elif node.op_type in POOLING_OPS:
+            quantized = acts[:1]
+        elif node.op_type == "Add":
+            quantized = _residual_inputs(view, node)
+        else:
+            continue
+        for tensor in quantized:
+            placement.add(tensor, node.name)
+    for node in reversed(model.graph.node):  # consumers first, so chained Concats share one scale too
+        if node.op_type == "Concat" and node.output[0] in placement.edges and not _excluded(node, exclude_nodes,
+                                                                                               exclude_op_types):
+            acts = view.activations(node)
+            for tensor in acts:
+                placement.add(tensor, node.name)
+            placement.groups.append({node.output[0], *acts})
+    return placement
+
+
+# Ops ONNX Runtime fuses into integer kernels when every float input comes from DequantizeLinear and the output
+# goes to QuantizeLinear, and ops it runs on the integers when input and output share one scale.
+ORT_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool")
+ORT_SAME_SCALE_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize")
+
+
+@PLACEMENTS.register("onnxruntime")
+def onnxruntime_placement(model: onnx.ModelProto, targets: list[QuantTarget], exclude_nodes: Iterable[str] = (),
+                          exclude_op_types: Iterable[str] = ()) -> Placement:
+    """ONNX Runtime's QDQ format: Q/DQ on the inputs and the output (after a following Relu, which the uint8 zero
+    point makes redundant) of each quantized op, and one scale across data-movement ops."""
+    exclude_nodes, exclude_op_types = list(exclude_nodes), list(exclude_op_types)
+    view = _GraphView(model)
+    placement = weight_placement(targets)
+    weighted = {t.node for t in targets}
+
+    def quantize_output(tensor: str) -> str:
+        after = view.consumers.get(tensor, [])
+        if len(after) == 1 and after[0].op_type == "Relu" and tensor not in view.outputs:
+            tensor = after[0].output[0]
+        if tensor not in view.outputs:
+            for consumer in view.consumers.get(tensor, []):
+                placement.add(tensor, consumer.name)
+        return tensor
+
+    for node in model.graph.node:
+        if _excluded(node, exclude_nodes, exclude_op_types):
+            continue
+        acts = view.activations(node)
+        only_activations = bool(acts) and len(acts) == len([i for i in node.input if i])
+        if node.name in weighted or (node.op_type in ORT_COMPUTE_OPS and node.op_type not in ("Conv", "Gemm")
+                                     and only_activations):
+            for tensor in acts:
+                placement.add(tensor, node.name)
+            quantize_output(node.output[0])
+        elif node.op_type in ORT_SAME_SCALE_OPS and acts and acts[0] in placement.edges:
+            placement.add(acts[0], node.name)
+            placement.groups.append({acts[0], quantize_output(node.output[0])})
+    return placement
+
+
+def place(model: onnx.ModelProto, targets: list[QuantTarget], scheme: str, exclude_nodes: Iterable[str] = (),
+          exclude_op_types: Iterable[str] = ()) -> Placement:
+    """Where ``scheme``'s backend wants Q/DQ on ``model`` beside ``targets``."""
+    return PLACEMENTS.get(scheme, field="quantization scheme")(model, targets, exclude_nodes, exclude_op_types)
+
+
 # -- ranges ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RangeMethod:
@@ -115,7 +290,7 @@ def _entropy(hist: np.ndarray, amax: float, opts: Mapping) -> float:
         # Exact zeros (after ReLU, padding) pile up in bin 0 and would pull the threshold down; weigh
         # that bin like its neighbour.
         hist[0] = hist[1]
-    bins, levels = len(hist), INT8_MAX + 1
+    bins, levels = len(hist), int(opts.get("levels", INT8_MAX)) + 1
     tail = np.cumsum(hist[::-1])[::-1]  # tail[i] = sum(hist[i:])
     best_kl, best_i = np.inf, bins
     for i in range(levels, bins + 1, max(1, bins // 512)):
@@ -138,9 +313,28 @@ def _entropy(hist: np.ndarray, amax: float, opts: Mapping) -> float:
     return best_i * amax / bins
 
 
+def _mse(hist: np.ndarray, amax: float, opts: Mapping) -> float:
+    """The threshold whose quantization (rounding inside, clipping outside) has the least mean squared error over
+    the histogram; candidates are the bin edges from 1/16 of max |x| to max |x| (every percentile in between)."""
+    levels = int(opts.get("levels", INT8_MAX))
+    bins = len(hist)
+    width = amax / bins
+    centres = (np.arange(bins) + 0.5) * width
+    counts = hist.astype(np.float64)
+    candidates = np.arange(max(1, bins // 16), bins + 1, max(1, bins // 512)) * width
+    errors = np.empty(len(candidates))
+    for start in range(0, len(candidates), 64):  # 64 candidates at a time keeps memory at a few MB
+        step = candidates[start:start + 64, None] / levels
+        quantized = np.minimum(np.round(centres / step), levels) * step
+        errors[start:start + 64] = ((quantized - centres) ** 2 * counts).sum(axis=1)
+    return float(candidates[int(np.argmin(errors))])
+
+
 RANGE_METHODS.register("minmax")(RangeMethod(False, _minmax))
 RANGE_METHODS.register("percentile")(RangeMethod(True, _percentile))
 RANGE_METHODS.register("entropy")(RangeMethod(True, _entropy))
+RANGE_METHODS.register("mse")(RangeMethod(True, _mse))
+DEFAULT_METHOD = "mse"  # least mean |logit error| on benchmarks/bench_int8_trained.py (RESULTS.md, issue 15)
 
 
 def _session_with_outputs(model: onnx.ModelProto, tensors: list[str]):
@@ -167,11 +361,13 @@ def _activations(session, samples: Iterable[Mapping[str, np.ndarray]], tensors: 
         yield values
 
 
-def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples, method: str = "entropy",
-                   options: Mapping | None = None, num_bins: int = NUM_BINS, count: int | None = None) -> dict[str, float]:
+def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples, method: str = DEFAULT_METHOD,
+                   options: Mapping | None = None, num_bins: int = NUM_BINS, count: int | None = None,
+                   levels: Mapping[str, int] | None = None) -> dict[str, float]:
     """Per-tensor clipping thresholds (amax) over the calibration samples.
 
-    One pass finds max |x|; methods that need a histogram of |x| make a second pass.
+    One pass finds max |x|; methods that need a histogram of |x| make a second pass. ``levels`` gives the
+    positive quantization levels of a tensor (127 for symmetric INT8, the default; 255 for uint8 after Relu).
     """
     chosen = RANGE_METHODS.get(method, field="calib_config.method")
     session = _session_with_outputs(model, tensors)
@@ -188,7 +384,9 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
         for t, v in values.items():
             if amax[t] > 0:
                 hists[t] += np.histogram(np.abs(v), bins=num_bins, range=(0.0, amax[t]))[0]
-    return {t: chosen.threshold(hists[t], amax[t], dict(options or {})) if amax[t] > 0 else 0.0 for t in tensors}
+    levels = levels or {}
+    return {t: chosen.threshold(hists[t], amax[t], {**(options or {}), "levels": levels.get(t, INT8_MAX)})
+            if amax[t] > 0 else 0.0 for t in tensors}
 
 
 # -- Q/DQ insertion ----------------------------------------------------------------------
@@ -202,13 +400,75 @@ def _inputs_used(graph: onnx.GraphProto) -> Iterator[str]:
 MIN_AMAX = 1e-4
 
 
-def _scale(amax: float) -> np.float32:
-    return np.float32(max(float(amax), MIN_AMAX) / INT8_MAX)
+@dataclass(frozen=True)
+class Scheme:
+    """How a backend wants its Q/DQ graph (see the module docstring)."""
+
+    unsigned_activations: bool  # uint8 activations (zero point 0 or 128) instead of symmetric int8
+    int32_bias: bool            # biases as int32 through DequantizeLinear (ONNX Runtime fuses only those)
 
 
-def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float]) -> onnx.ModelProto:
-    """A copy of ``model`` with ``targets`` quantized (see the module docstring for the guarantees)."""
-    missing = [t.activation for t in targets if t.activation not in ranges]
+SCHEMES: Registry[Scheme] = Registry("quantization scheme")
+SCHEMES.register("tensorrt")(Scheme(unsigned_activations=False, int32_bias=False))
+SCHEMES.register("onnxruntime")(Scheme(unsigned_activations=True, int32_bias=True))
+
+# Ops whose output is never negative, and ops that pass their input's sign through.
+NONNEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax")
+SIGN_KEEPING_OPS = POOLING_OPS + ORT_SAME_SCALE_OPS
+
+
+def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors that can never be negative (after Relu, Sigmoid, Softmax, through pooling and reshapes)."""
+    found: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in NONNEGATIVE_OPS or (node.op_type in SIGN_KEEPING_OPS and node.input[0] in found):
+            found.update(node.output[:1])
+    return found
+
+
+def activation_levels(model: onnx.ModelProto, placement: Placement, scheme: str) -> dict[str, int]:
+    """Positive quantization levels per placed tensor: 255 for uint8 tensors that are never negative, else 127."""
+    if not SCHEMES.get(scheme, field="quantization scheme").unsigned_activations:
+        return {t: INT8_MAX for t in placement.edges}
+    nonneg = nonnegative_tensors(model)
+    unsigned = {t for t in placement.edges if t in nonneg}
+    for group in placement.groups:  # one scale and zero point for the whole group
+        if not group <= nonneg:
+            unsigned -= group
+    return {t: 2 * INT8_MAX + 1 if t in unsigned else INT8_MAX for t in placement.edges}
+
+
+def _shared(ranges: Mapping[str, float], groups: list[set[str]]) -> dict[str, float]:
+    """Ranges with each group of tensors (merged where they overlap) given the largest range among them."""
+    out = dict(ranges)
+    merged: list[set[str]] = []
+    for group in groups:
+        group = set(group)
+        for other in [m for m in merged if m & group]:
+            group |= other
+            merged.remove(other)
+        merged.append(group)
+    for group in merged:
+        amax = max(out.get(t, 0.0) for t in group)
+        out.update({t: amax for t in group if t in out})
+    return out
+
+
+def _weight_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+    scales = (np.maximum(np.abs(w).max(axis=reduce_axes), MIN_AMAX) / INT8_MAX).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8), scales
+
+
+def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float],
+               placement: Placement | None = None, scheme: str = "tensorrt") -> onnx.ModelProto:
+    """A copy of ``model`` with ``targets``' weights and ``placement``'s activations (by default the targets'
+    inputs only) quantized as ``scheme`` wants (see the module docstring)."""
+    chosen = SCHEMES.get(scheme, field="quantization scheme")
+    placement = placement or weight_placement(targets)
+    missing = [t for t in placement.edges if t not in ranges]
     if missing:
         raise BuildError(f"no calibration range for {missing[:3]}; the ranges were computed for another graph: "
                          f"delete the ranges cache in the work dir and convert again")
@@ -219,26 +479,34 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         raise BuildError("per-channel Q/DQ needs ONNX opset >= 13; set onnx_config.opset_version=17")
     inits = {i.name: i for i in graph.initializer}
     nodes_by_name = {n.name: n for n in graph.node}
+    position = {n.name: i for i, n in enumerate(graph.node)}
     new_nodes: dict[str, list[onnx.NodeProto]] = {}  # inserted before the named node
-    dq_of: dict[str, str] = {}
+    amax = _shared(ranges, placement.groups)
+    levels = activation_levels(model, placement, scheme)
+    act_scale: dict[str, np.float32] = {}
+    for tensor in sorted(placement.edges, key=lambda t: min(position[n] for n in placement.edges[t])):
+        readers = sorted(placement.edges[tensor], key=position.get)
+        scale, zero = f"{tensor}_scale", f"{tensor}_zero_point"
+        act_scale[tensor] = np.float32(max(float(amax[tensor]), MIN_AMAX) / levels[tensor])
+        if not chosen.unsigned_activations:
+            zero_point = np.array(0, np.int8)
+        else:
+            zero_point = np.array(0 if levels[tensor] > INT8_MAX else INT8_MAX + 1, np.uint8)
+        graph.initializer.extend([numpy_helper.from_array(np.array(act_scale[tensor]), scale),
+                                  numpy_helper.from_array(zero_point, zero)])
+        q, dq = f"{tensor}_quantized", f"{tensor}_dequantized"
+        new_nodes.setdefault(readers[0], []).extend([
+            helper.make_node("QuantizeLinear", [tensor, scale, zero], [q], name=f"{tensor}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [q, scale, zero], [dq], name=f"{tensor}_DequantizeLinear")])
+        for name in readers:
+            node = nodes_by_name[name]
+            for k, i in enumerate(node.input):
+                if i == tensor:
+                    node.input[k] = dq
     for t in targets:
         node = nodes_by_name[t.node]
         before = new_nodes.setdefault(t.node, [])
-        if t.activation not in dq_of:
-            scale, zero = f"{t.activation}_scale", f"{t.activation}_zero_point"
-            graph.initializer.extend([numpy_helper.from_array(np.array(_scale(ranges[t.activation])), scale),
-                                      numpy_helper.from_array(np.array(0, np.int8), zero)])
-            q, dq = f"{t.activation}_quantized", f"{t.activation}_dequantized"
-            before += [helper.make_node("QuantizeLinear", [t.activation, scale, zero], [q], name=f"{t.activation}_QuantizeLinear"),
-                       helper.make_node("DequantizeLinear", [q, scale, zero], [dq], name=f"{t.activation}_DequantizeLinear")]
-            dq_of[t.activation] = dq
-        node.input[0] = dq_of[t.activation]
-        w = numpy_helper.to_array(inits[t.weight]).astype(np.float32)
-        reduce_axes = tuple(a for a in range(w.ndim) if a != t.axis)
-        scales = (np.maximum(np.abs(w).max(axis=reduce_axes), MIN_AMAX) / INT8_MAX).astype(np.float32)
-        shape = [1] * w.ndim
-        shape[t.axis] = -1
-        w_int8 = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+        w_int8, scales = _weight_int8(numpy_helper.to_array(inits[t.weight]).astype(np.float32), t.axis)
         base = f"{t.node}_{t.weight}"
         graph.initializer.extend([numpy_helper.from_array(w_int8, f"{base}_int8"),
                                   numpy_helper.from_array(scales, f"{base}_scale"),
@@ -246,6 +514,19 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         before.append(helper.make_node("DequantizeLinear", [f"{base}_int8", f"{base}_scale", f"{base}_zero_point"],
                                        [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=t.axis))
         node.input[1] = f"{base}_dequantized"
+        bias = inits.get(node.input[2]) if chosen.int32_bias and len(node.input) > 2 else None
+        if bias is not None and t.activation in act_scale and tuple(bias.dims) == scales.shape:
+            bias_scale = (act_scale[t.activation] * scales).astype(np.float32)
+            b = numpy_helper.to_array(bias).astype(np.float64)
+            b_int32 = np.clip(np.round(b / bias_scale), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+            bname = f"{t.node}_{bias.name}"
+            graph.initializer.extend([numpy_helper.from_array(b_int32, f"{bname}_int32"),
+                                      numpy_helper.from_array(bias_scale, f"{bname}_scale"),
+                                      numpy_helper.from_array(np.zeros(len(scales), np.int32), f"{bname}_zero_point")])
+            before.append(helper.make_node("DequantizeLinear", [f"{bname}_int32", f"{bname}_scale",
+                                                                f"{bname}_zero_point"],
+                                           [f"{bname}_dequantized"], name=f"{bname}_DequantizeLinear", axis=0))
+            node.input[2] = f"{bname}_dequantized"
     ordered = []
     for node in graph.node:
         ordered += new_nodes.get(node.name, [])
