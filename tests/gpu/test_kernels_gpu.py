@@ -95,7 +95,8 @@ def test_roi_align_matches_torchvision():
         for sampling_ratio in (0, 2):
             for aligned in (False, True):
                 want = torchvision.ops.roi_align(features, rois, size, scale, sampling_ratio, aligned)
-                for tile in (None, (4, 4, 2), (1, 1, 1)):  # autotuned, and two fixed tiles
+                tuned = (None,) if channels == 256 else ()  # autotuned once per key: compiles every tile
+                for tile in (*tuned, (4, 4, 2), (1, 1, 1)):
                     got = kernel.roi_align_levels([features], rois, size, [scale], sampling_ratio, aligned, tile=tile)
                     assert got.shape == want.shape
                     error = (got - want).abs().max().item() if num_rois else 0.0
