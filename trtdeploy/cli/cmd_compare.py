@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EXIT_MISMATCH = 1
 
@@ -44,11 +45,15 @@ def register(sub, common) -> None:
 
 def run(args) -> int:
     from ..config import load_deploy_config
-    from ..errors import ModelError
+    from ..errors import InputError, ModelError
     from ..evaluation import Tolerances, compare_outputs, format_table, open_targets, worst_case, write_json
     from ..evaluation.compare import save_outputs
     from ..evaluation.targets import runnable_or_fail
 
+    for image in args.input or []:  # before the models: a missing image is the answer, not "nothing to compare"
+        if not Path(image).is_file():
+            raise InputError(f"--input {image} does not exist; pass image files (JPEG or PNG), or leave --input out "
+                             f"to compare on random data")
     cfg = load_deploy_config(args.deploy_cfg) if args.deploy_cfg else None
     tol = Tolerances.from_sources({k: getattr(args, k) for k in ("atol", "rtol", "cosine")},
                                   cfg.raw.get("compare_config") if cfg else None, f"{args.deploy_cfg}: compare_config")

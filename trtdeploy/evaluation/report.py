@@ -44,3 +44,13 @@ def json_safe(obj):
     if hasattr(obj, "item"):  # numpy scalars
         return json_safe(obj.item())
     return obj
+
+
+def reason_notes(items: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Notes under a table for (target label, short status, full reason): one note per kind of status, naming
+    every target it holds for, so a long reason ("... needs an NVIDIA GPU ...") is printed once."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for label, status, reason in items:
+        if reason:
+            groups.setdefault(status or reason, []).append((label, reason))
+    return [f"{', '.join(label for label, _ in members)}: {members[0][1]}" for members in groups.values()]

@@ -205,9 +205,22 @@ def parse_shapes(specs: list[str] | None, input_names: list[str]) -> dict[str, t
         except ValueError:
             shape = ()
         if not shape or any(d < 1 for d in shape):
-            raise ShapeError(f"--shape {spec}: {dims!r} is not a shape; write positive sizes joined by 'x', "
-                             f"e.g. {name}:1x3x224x224")
+            example = dims.replace(",", "x") if "," in dims else "1x3x224x224"
+            raise ShapeError(f"--shape {spec}: {dims!r} is not a shape; write positive sizes joined by 'x' "
+                             f"(not commas), e.g. {example} or {name}:{example}")
         shapes[name] = shape
+def parse_shape_sets(specs: list[str] | None, input_names: list[str]) -> list[dict[str, tuple[int, ...]]]:
+    """``profile --shape``: one set of shapes per value, inputs separated by commas
+    (``input:1x3x224x224,mask:1x1x224x224``); ``1,3,224,224`` is one shape mistyped, and told so."""
+    sets = []
+    for spec in specs or []:
+        parts = spec.split(",")
+        if len(parts) > 1 and not all("x" in part.rpartition(":")[2].lower() for part in parts):
+            parts = [spec]
+        sets.append(parse_shapes(parts, input_names))
+    return sets
+
+
     return shapes
 
 
