@@ -13,7 +13,8 @@ from .artefacts import resolve_model, stand_in_onnx, task_for
 from .backends.base import Runner, TensorSpec, backend_for_file, get_backend, profiles_from_json
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
-from .errors import InputError, ModelError, UnsupportedOpError
+from .errors import BuildError, InputError, ModelError, UnsupportedOpError
+from .passes.numerics import nonfinite_outputs
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
 from .utils.logging import ensure_visible, logger, stage
@@ -57,7 +58,7 @@ class ConvertResult:
         build = f"build {self.build_seconds:.1f} s, " if self.build_seconds is not None else ""
         lines.append(f"  time         {build}total {self.total_seconds:.1f} s")
         report = self.test_report
-        lines.append(f"  vs {report['reference']}: max abs difference {report['max_abs_diff']:.3g} on "
+        lines.append(f"  vs {report['reference']}: {report['difference']} on "
                      f"{report['image']} ({report['backend']})" if report else
                      "  vs PyTorch   not checked: pass --test-img IMAGE (or run the compare command below)")
         lines.append("files:")
@@ -235,6 +236,10 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         with stage(f"[{next(n)}/{steps}] compare with {reference.label} on {Path(test_img).name}"):
             result.test_report = {**compare_on_image(reference, task, backend_path, test_img, device),
                                   "image": str(test_img)}
+        if result.test_report["nonfinite"]:
+            raise BuildError(f"--test-img {test_img}: {result.test_report['backend']} gives non-finite outputs "
+                             f"{', '.join(result.test_report['nonfinite'])}; find the node with `trtdeploy compare "
+                             f"{onnx_path} {backend_path} --bisect --input {test_img}` (the files are written)")
     result.total_seconds = time.perf_counter() - started
     logger.info("converted in %.1f s: %s", result.total_seconds, ", ".join(p.name for p in result.files))
     return result
@@ -352,7 +357,8 @@ def compare_on_image(reference, task: Task, artefact: Path, image, device: str =
         deployed.close()
     result, reference_result = task.postprocess(ours, meta), task.postprocess(theirs, meta)
     return {"backend": label, "result": result, "reference": reference.label, "reference_result": reference_result,
-            "max_abs_diff": task.output_difference(ours, theirs), "formatted": task.format_result(result),
+            "max_abs_diff": task.output_difference(ours, theirs), "difference": task.describe_difference(ours, theirs),
+            "nonfinite": nonfinite_outputs(ours), "formatted": task.format_result(result),
             "reference_formatted": task.format_result(reference_result)}
 
 

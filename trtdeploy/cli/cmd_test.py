@@ -30,6 +30,9 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
+EXIT_FAILED = 1  # a target's outputs held NaN/inf
+
+
 def run(args) -> int:
     from ..evaluation import evaluate, format_accuracy, open_dataset, open_targets, write_json
 
@@ -48,4 +51,7 @@ def run(args) -> int:
         print(f"results: {args.out}")
     if args.show_dir:
         print(f"pictures: {args.show_dir}")
-    return 0
+    failed = [r.target for r in rows if r.status.startswith("FAIL")]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} gave NaN/inf outputs")
+    return EXIT_FAILED if failed else 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
+from ..passes.numerics import nonfinite_outputs
 from ..utils.logging import progress
 from .dataset import EvalDataset
 from .metrics import metric_for
@@ -55,6 +56,7 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
     metrics = {id(t): metric_for(t.model.task.name, dataset, t.model.task.settings.get("class_names"))
                for t in runnable}
     seconds = {id(t): 0.0 for t in runnable}
+    nonfinite: dict[int, str] = {}  # the first image on which a target's outputs hold NaN/inf
     _warm_up(runnable, dataset.samples[0].path)
     for n, sample in enumerate(progress(dataset.samples, desc="test", unit="img")):
         image = load_image(sample.path)
@@ -67,6 +69,9 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
             start = time.perf_counter()
             outputs = t.model.runner(batch)
             seconds[id(t)] += time.perf_counter() - start
+            bad = nonfinite_outputs(outputs)
+            if bad and id(t) not in nonfinite:
+                nonfinite[id(t)] = f"non-finite outputs {', '.join(bad)} on {sample.path.name}"
             result = t.model.task.postprocess(outputs, meta)[0]
             metrics[id(t)].update(result, sample)
             if pictures:
@@ -78,6 +83,8 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
             row.scores = metrics[id(t)].compute()
             row.images = len(dataset)
             row.latency_ms = 1000.0 * seconds[id(t)] / len(dataset)
+            if id(t) in nonfinite:
+                row.status, row.reason = "FAIL (NaN/inf)", nonfinite[id(t)]
         else:
             row.status, row.reason = f"cannot run here ({t.why})", t.reason
         rows.append(row)

@@ -12,6 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ModelError, ShapeError
+from ..passes.numerics import nonfinite_count
 from .tolerance import Tolerances
 
 
@@ -53,18 +54,20 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances,
         return OutputComparison(name, reference, candidate, list(got.shape), np.inf, np.inf, np.inf, 0.0,
                                 atol, rtol, min_cos, False, f"shape {list(got.shape)} != reference {list(ref.shape)}")
     a, b = got.astype(np.float64), ref.astype(np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    same_nonfinite = (a == b) | (np.isnan(a) & np.isnan(b))
-    diff = np.where(finite, np.abs(a - b), np.where(same_nonfinite, 0.0, np.inf))
-    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
     if a.size == 0:
         return OutputComparison(name, reference, candidate, list(a.shape), 0.0, 0.0, 0.0, 1.0,
                                 atol, rtol, min_cos, True, "empty")
+    # NaN/inf is a failure on either side, even where both agree; the figures measure the finite elements.
+    finite = np.isfinite(a) & np.isfinite(b)
+    diff = np.abs(np.where(finite, a, 0.0) - np.where(finite, b, 0.0))
+    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    nonfinite = "; ".join(f"{who} holds {what}" for who, values in (("output", a), ("reference", b))
+                          for what in [nonfinite_count(values)] if what)
     cos = cosine_similarity(np.where(finite, a, 0.0), np.where(finite, b, 0.0))
     within = bool(np.all(diff <= atol + rtol * np.abs(np.where(finite, b, 0.0))))
     return OutputComparison(name, reference, candidate, list(a.shape), float(diff.max()),
                             float(np.where(diff == 0, 0.0, rel).max()), float(diff.mean()), cos,
-                            atol, rtol, min_cos, within and cos >= min_cos)
+                            atol, rtol, min_cos, within and cos >= min_cos and not nonfinite, nonfinite)
 
 
 def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], tol: Tolerances,

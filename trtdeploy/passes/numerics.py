@@ -57,17 +57,18 @@ def run_onnx(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], all_tensors
     return dict(zip(names, session.run(names, {k: feed[k] for k in inputs})))
 
 
+def nonfinite_count(values: np.ndarray) -> str:
+    """``"12 NaN, 3 inf"``, or "" when every element is finite (or not a float)."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return ""
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    return ", ".join(f"{k} {kind}" for k, kind in ((nan, "NaN"), (inf, "inf")) if k)
+
+
 def nonfinite_outputs(outputs: Mapping[str, np.ndarray]) -> list[str]:
-    """Names of the float outputs holding NaN or inf, each with what it holds, e.g. ``scores (12 NaN)``."""
-    found = []
-    for name, value in outputs.items():
-        value = np.asarray(value)
-        if value.dtype.kind != "f" or value.size == 0:
-            continue
-        nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
-        if nan or inf:
-            found.append(f"{name} ({', '.join(p for p in (f'{nan} NaN' * bool(nan), f'{inf} inf' * bool(inf)) if p)})")
-    return found
+    """The outputs holding NaN or inf, each with what it holds, e.g. ``scores (12 NaN)``."""
+    return [f"{name} ({count})" for name, value in outputs.items() for count in [nonfinite_count(value)] if count]
 
 
 def first_nonfinite_node(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> tuple[str, str] | None:

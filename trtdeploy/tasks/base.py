@@ -77,6 +77,10 @@ class Task:
         return max((float(np.max(np.abs(ours[k].astype(np.float64) - theirs[k].astype(np.float64))))
                     if ours[k].size else 0.0 for k in ours), default=0.0)
 
+    def describe_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> str:
+        """``output_difference`` in words, for convert's --test-img line."""
+        return f"max abs difference {self.output_difference(ours, theirs):.3g}"
+
     def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
         """Run the eager model the way the exported graph runs."""
         import torch

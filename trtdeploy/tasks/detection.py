@@ -125,6 +125,45 @@ def preprocessed_input(model) -> Iterator[None]:
         model.transform = original
 
 
+MATCH_IOU = 0.5
+
+
+def match_detections(ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> dict:
+    """Pair each reference detection (``theirs``) with the free one of ``ours`` of the same label and highest IoU
+    (at least MATCH_IOU); row order is no measure, since detections with equal scores come in any order.
+
+    Returns counts (reference, matched, unmatched: reference and candidate detections left without a partner)
+    and the largest box/score/mask difference over matched pairs (0 when none matched).
+    """
+    found = {"reference": 0, "matched": 0, "unmatched": 0, "box": 0.0, "score": 0.0, "mask": 0.0}
+    for i in range(len(theirs["labels"])):
+        free = list(np.flatnonzero(ours["labels"][i] >= 0))
+        ref = np.flatnonzero(theirs["labels"][i] >= 0)
+        found["reference"] += len(ref)
+        for j in ref:
+            same = [k for k in free if ours["labels"][i, k] == theirs["labels"][i, j]]
+            ious = [_iou(ours["dets"][i, k, :4], theirs["dets"][i, j, :4]) for k in same]
+            if not same or max(ious) < MATCH_IOU:
+                found["unmatched"] += 1
+                continue
+            k = same[int(np.argmax(ious))]
+            free.remove(k)
+            found["matched"] += 1
+            gap = np.abs(ours["dets"][i, k].astype(np.float64) - theirs["dets"][i, j])
+            found["box"], found["score"] = max(found["box"], float(gap[:4].max())), max(found["score"], float(gap[4]))
+            if "masks" in ours:
+                found["mask"] = max(found["mask"], float(np.abs(ours["masks"][i, k] - theirs["masks"][i, j]).max()))
+        found["unmatched"] += len(free)
+    return found
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - w * h
+    return w * h / union if union > 0 else float(np.allclose(a, b))
+
+
 @TASKS.register("ObjectDetection")
 class ObjectDetection(Task):
     name = "ObjectDetection"
@@ -202,25 +241,16 @@ class ObjectDetection(Task):
         return padded_outputs(results, keep_top_k, output_names)
 
     def output_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> float:
-        """The largest difference between matched detections (same label, nearest box), inf if the sets differ.
+        """The largest difference (box, score, mask) between matched detections; unmatched ones are counted, not
+        measured (``describe_difference``)."""
+        match = match_detections(ours, theirs)
+        return max(match["box"], match["score"], match["mask"])
 
-        Row order is no measure: detections with equal scores may come in any order.
-        """
-        worst = 0.0
-        for i in range(len(theirs["labels"])):
-            free = list(np.flatnonzero(ours["labels"][i] >= 0))
-            ref = np.flatnonzero(theirs["labels"][i] >= 0)
-            if len(free) != len(ref):
-                return float("inf")
-            for j in ref:
-                same = [k for k in free if ours["labels"][i, k] == theirs["labels"][i, j]]
-                if not same:
-                    return float("inf")
-                k = min(same, key=lambda c: float(np.abs(ours["dets"][i, c] - theirs["dets"][i, j]).max()))
-                free.remove(k)
-                gaps = [np.abs(ours[name][i, k] - theirs[name][i, j]).max() for name in ("dets", "masks") if name in ours]
-                worst = max(worst, *map(float, gaps))
-        return worst
+    def describe_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> str:
+        m = match_detections(ours, theirs)
+        text = (f"{m['matched']} of {m['reference']} detections matched (same label, IoU >= {MATCH_IOU}), "
+                f"{m['unmatched']} unmatched; matched boxes differ by at most {m['box']:.3g} px, scores by {m['score']:.3g}")
+        return text + (f", masks by {m['mask']:.3g}" if "masks" in ours else "")
 
     def sidecar_facts(self, model, model_spec: Any) -> dict:
         names = self.settings.get("class_names")
