@@ -15,7 +15,7 @@ from trtdeploy.evaluation import (EvalDataset, Tolerances, bisect_onnx, check_co
                                   compare_arrays, compare_outputs, metric_for, open_dataset, parse_tolerance,
                                   worst_case)
 from trtdeploy.evaluation.inspection import inspect_file
-from trtdeploy.evaluation.metrics import MeanIoU
+from trtdeploy.tasks.segmentation import MeanIoU
 from trtdeploy.backends.base import TensorSpec
 from trtdeploy.passes import to_fp16_body
 
@@ -260,8 +260,7 @@ def test_tensorrt_layer_times_from_iprofiler_reports():
     and the profiler is detached afterwards."""
     from types import SimpleNamespace
 
-    from trtdeploy.evaluation import Target
-    from trtdeploy.evaluation.benchmark import LAYER_PROFILERS
+    from trtdeploy.backends.base import get_backend
 
     class IProfiler:
         def __init__(self):
@@ -278,7 +277,6 @@ def test_tensorrt_layer_times_from_iprofiler_reports():
             self.context.profiler.report_layer_time("relu", 1.0)
 
     runner = FakeRunner()
-    target = Target("tensorrt", "m.engine", "fp16", SimpleNamespace(runner=runner))
-    layers = LAYER_PROFILERS.get("tensorrt")(target, {}, 4)
+    layers = get_backend("tensorrt").layer_times(runner, {}, 4)
     assert [(lt.name, lt.mean_ms, lt.share) for lt in layers] == [("conv", 3.0, 75.0), ("relu", 1.0, 25.0)]
     assert runner.context.profiler is None

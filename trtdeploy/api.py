@@ -152,13 +152,14 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     for stale in clean_stale_temps(work):
         logger.info("removed %s left by an interrupted run", stale.name)
     task = task_cls.from_config(cfg)
-    steps = 4 + (test_img is not None) - (cfg.backend == "onnxruntime") + cfg.int8 - (onnx_file is not None)
+    steps = 4 + (test_img is not None) - (not backend.builds_for(cfg)) + cfg.int8 - (onnx_file is not None)
     n = iter(range(1, steps + 1))
     made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
     torch_model = proto = None
     if onnx_file is not None:  # first: calibration needs its input names
         with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
             proto = task.adapt_graph(read_onnx(onnx_file))
+            cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
             export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
         weights, model_name = f"from {onnx_file.name}", str(onnx_file)
     if cfg.int8:  # before the model: a wrong dataset config fails in a second
@@ -217,7 +218,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                                              "outputs": [s.to_dict() for s in out_specs], "profiles": [], **facts})
     backend_path, sidecar = onnx_path, onnx_sidecar
     build_seconds, profiles = None, []
-    if cfg.backend != "onnxruntime":
+    if backend.builds_for(cfg):
         with stage(f"[{next(n)}/{steps}] build {cfg.backend} ({cfg.precision})"):
             build_start = time.perf_counter()
             built = backend.build(onnx_path, work, cfg, sample=_numerics_sample(cfg, task, test_img, export_shapes))
@@ -269,18 +270,6 @@ def _numerics_sample(cfg: DeployConfig, task: Task, test_img, export_shapes: Map
         return None
     name, shape = next(iter(export_shapes.items()))
     return {name: task.preprocess(test_img, tuple(shape))[0]}, f"--test-img {Path(test_img).name}"
-
-
-def _check_int8_route(cfg: DeployConfig) -> None:
-    """INT8 is a TensorRT precision; fail before export when the installed TensorRT has no route to it."""
-    from .backends.tensorrt import import_tensorrt
-    from .backends.tensorrt.int8 import choose_route
-    from .errors import ConfigError
-
-    if cfg.backend != "tensorrt":
-        raise ConfigError(f"{cfg.source}: int8_mode/precision='int8' is a TensorRT setting but backend_config.type is "
-                          f"{cfg.backend!r}; use a *_tensorrt-int8_* config")
-    choose_route(import_tensorrt(), cfg)
 
 
 def _preprocessed(task: Task, shape: tuple, path) -> np.ndarray:
@@ -369,38 +358,35 @@ def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
         return load(artefact, device=device), backend_for_file(artefact).name
     except BackendUnavailableError as e:
         sidecar = read_sidecar(artefact) or {}
-        fallback = artefact.with_name(sidecar.get("check_with") or sidecar.get("built_from") or sidecar.get("onnx_file")
-                                      or artefact.stem + ".onnx")
-        logger.warning("%s; checking the same graph (%s) on ONNX Runtime instead", e, fallback.name)
-        model = load(fallback, device="cpu")
-        model.task = task_for(sidecar)  # an FP16/INT8 twin has no sidecar of its own: the engine's says the task
-        model.sidecar.update({k: v for k, v in sidecar.items() if k in ("profiles", "export_shapes")})
-        return model, f"onnxruntime ({fallback.name}, standing in for {artefact.name})"
+        stand_in = stand_in_onnx(artefact, sidecar)
+        if stand_in is None:
+            raise
+        logger.warning("%s; checking the same graph (%s) on ONNX Runtime instead", e, stand_in.name)
+        return load_stand_in(stand_in, sidecar), f"onnxruntime ({stand_in.name}, standing in for {artefact.name})"
 
 
-def task_for(sidecar: Mapping | None, cfg: DeployConfig | None = None) -> Task:
-    """The task of a converted model: what its sidecar recorded, overridden by an explicit deploy config."""
-    layers = [(sidecar or {}).get("deploy_config", {}).get("codebase_config") or {},
-              {k: (sidecar or {}).get(k) for k in ("class_names", "preprocess")},
-              cfg.codebase if cfg is not None else {}]
-    settings = {k: v for layer in layers for k, v in layer.items() if v is not None}
-    task_name = (cfg.task if cfg else None) or (sidecar or {}).get("task") or "Classification"
-    return get_task(task_name)(settings)
+def load_stand_in(stand_in: Path, sidecar: Mapping, cfg: DeployConfig | None = None) -> DeployedModel:
+    """The ONNX graph that stands in for an engine (``artefacts.stand_in_onnx``), on the CPU, with the engine's
+    task, profiles and export shapes (the graph has no sidecar of its own: the engine's tells them)."""
+    model = load(stand_in, deploy_cfg=cfg, device="cpu")
+    model.task = task_for(sidecar, cfg)
+    model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes") if k in sidecar})
+    model.runner.profiles = model.runner.profiles or profiles_from_json(sidecar.get("profiles"))
+    return model
 
 
 def load(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping | None = None,
          device: str | None = None) -> DeployedModel:
-    """Load an ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT) file; its sidecar supplies the task."""
-    path = Path(path)
+    """Load an ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT) file, or a work dir's converted model
+    (``artefacts.resolve_model``); its sidecar supplies the task."""
+    path = resolve_model(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     backend = backend_for_file(path)
     sidecar = read_sidecar(path)
     cfg = load_deploy_config(deploy_cfg) if deploy_cfg is not None else None
     task = task_for(sidecar, cfg)
-    if device is None:
-        device = "cuda" if backend.name == "tensorrt" else "cpu"
-    runner = backend.load(path, sidecar, device)
+    runner = backend.load(path, sidecar, device or backend.default_device)
     if cfg is not None and cfg.profiles and not runner.profiles:
         runner.profiles = cfg.profiles
     return DeployedModel(runner, task, sidecar)

@@ -7,22 +7,22 @@ default job (convert to ONNX and run it on ONNX Runtime) cannot work without it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import importlib.metadata
-import importlib.util
-import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from .backends.base import all_backends
 from .registry import Registry
-
-OK, WARN, FAIL, ABSENT = "ok", "warn", "fail", "absent"
+from .utils.findings import ABSENT, FAIL, OK, WARN, Finding
+from .utils.findings import dist_version as _dist_version
 
 # Jetson boards carry their L4T release here; tests point it elsewhere.
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -33,25 +33,18 @@ MIN_DRIVER_FOR_CUDA = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 TORCHVISION_MINOR_OFFSET = 15
 
 
-@dataclass
-class Finding:
-    """One line of the report: what was checked, what was found and, when not ok, the fix."""
-
-    section: str
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-    required: bool = False
-
-
 ENV_CHECKS: Registry[Callable[[], list[Finding]]] = Registry("environment check")
 
 
 def check_environment() -> list[Finding]:
-    """Run every registered check, in registration order."""
+    """Run every registered check in registration order, each backend's own (``Backend.env_findings``) after
+    'packages'."""
+    checks = list(ENV_CHECKS.items())
+    at = [name for name, _ in checks].index("packages") + 1
+    gpus = visible_gpus()
+    own = [(backend.name, functools.partial(backend.env_findings, gpus)) for backend in all_backends()]
     findings = []
-    for section, check in ENV_CHECKS.items():
+    for section, check in checks[:at] + own + checks[at:]:
         try:
             findings.extend(check())
         except Exception as e:  # a check must never stop the report
@@ -62,15 +55,6 @@ def check_environment() -> list[Finding]:
 
 def default_job_broken(findings: list[Finding]) -> bool:
     return any(f.required and f.status in (FAIL, ABSENT) for f in findings)
-
-
-def _dist_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 @ENV_CHECKS.register("python")
@@ -139,87 +123,6 @@ def _torchvision_pairing() -> list[Finding]:
     wanted = f"0.{torch_minor + TORCHVISION_MINOR_OFFSET}"
     return [Finding("packages", "torchvision", FAIL, f"torchvision {tv_v} was not built for torch {torch_v}",
                     f"pip install 'torchvision=={wanted}.*'", required=True)]
-
-
-@ENV_CHECKS.register("onnxruntime")
-def _onnxruntime() -> list[Finding]:
-    try:
-        import onnxruntime as ort
-    except Exception as e:
-        return [Finding("onnxruntime", "onnxruntime", FAIL, f"cannot be imported ({type(e).__name__}: {e})",
-                        "pip install onnxruntime", required=True)]
-    providers = ort.get_available_providers()
-    rows = [Finding("onnxruntime", "onnxruntime", OK, f"{ort.__version__}, providers: {', '.join(providers)}")]
-    if "CUDAExecutionProvider" not in providers and visible_gpus():
-        rows.append(Finding("onnxruntime", "onnxruntime", WARN, "a GPU is visible but ONNX Runtime runs on the CPU only",
-                            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (for `--device cuda`)"))
-    both = [d for d in ("onnxruntime", "onnxruntime-gpu") if _dist_version(d)]
-    if len(both) == 2:
-        rows.append(Finding("onnxruntime", "onnxruntime", WARN, "both onnxruntime and onnxruntime-gpu are installed; "
-                            "they share one module and the last installed wins",
-                            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"))
-    return rows
-
-
-@ENV_CHECKS.register("tensorrt")
-def _tensorrt() -> list[Finding]:
-    from .backends.tensorrt.compat import FLAVOURS, INSTALL_HINT, import_tensorrt
-    from .errors import BackendUnavailableError
-
-    rows = []
-    for flavour in FLAVOURS:
-        try:
-            trt = import_tensorrt(flavour)
-        except BackendUnavailableError as e:
-            installed = importlib.util.find_spec(flavour) is not None
-            rows.append(Finding("tensorrt", flavour, WARN if installed else ABSENT,
-                                "installed but unusable" if installed else "not installed",
-                                str(e) if installed else INSTALL_HINT))
-            continue
-        rows.append(Finding("tensorrt", flavour, OK,
-                            f"{trt.label}: module {trt.origin} ({trt.how}); library {trt.library or '?'} "
-                            f"({trt.library_how})"))
-    try:
-        in_use = import_tensorrt()
-        rows.append(Finding("tensorrt", "in use", OK, f"{in_use.label} (set TRTDEPLOY_TENSORRT=tensorrt|tensorrt_rtx "
-                                                       f"to choose)"))
-    except BackendUnavailableError as e:
-        rows.append(Finding("tensorrt", "in use", ABSENT, "none: trtdeploy converts to ONNX Runtime only", str(e)))
-    return rows + _tensorrt_dir()
-
-
-def _tensorrt_dir() -> list[Finding]:
-    """A tar install named by TENSORRT_DIR: its files, LD_LIBRARY_PATH and its Python wheel."""
-    from .backends.tensorrt.compat import inspect_tensorrt_dir
-
-    trt_dir = os.environ.get("TENSORRT_DIR")
-    if not trt_dir:
-        return [Finding("tensorrt", "TENSORRT_DIR", OK, "not set (pip installs need none)")]
-    tar = inspect_tensorrt_dir(trt_dir)
-    if not tar.root.is_dir():
-        return [Finding("tensorrt", "TENSORRT_DIR", FAIL, f"{trt_dir} does not exist",
-                        "point TENSORRT_DIR at the extracted TensorRT tar (with lib/, include/, python/) or unset it")]
-    if not tar.flavour:
-        return [Finding("tensorrt", "TENSORRT_DIR", FAIL, f"{trt_dir} lacks {' and '.join(tar.missing())}",
-                        "point TENSORRT_DIR at the folder of the extracted TensorRT tar that holds lib/ and include/")]
-    rows = [Finding("tensorrt", "TENSORRT_DIR", OK, f"{trt_dir}: {tar.flavour} {tar.library_version or ''}".strip())]
-    if not tar.has_header:
-        rows.append(Finding("tensorrt", "TENSORRT_DIR", WARN, f"{trt_dir} has no include/NvInfer.h",
-                            "headers are needed only to compile C++ plugins (trtdeploy's are Python); "
-                            "re-extract the tar if you compile any"))
-    lib_dir = str(tar.root / "lib")
-    ld_dirs = [str(Path(d).resolve()) for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-    if str(Path(lib_dir).resolve()) not in ld_dirs:
-        rows.append(Finding("tensorrt", "LD_LIBRARY_PATH", WARN, f"does not contain {lib_dir}",
-                            f"export LD_LIBRARY_PATH={lib_dir}:$LD_LIBRARY_PATH (e.g. in ~/.bashrc); trtdeploy "
-                            f"preloads the libraries, other tools and plugins need it"))
-    if importlib.util.find_spec(tar.flavour) is None:
-        wheel = tar.wheel_for_this_python(tar.flavour)
-        rows.append(Finding("tensorrt", "TENSORRT_DIR", WARN, f"the {tar.flavour} Python module is not installed",
-                            f"pip install {wheel}" if wheel else
-                            f"{trt_dir}/python has no wheel for Python {sys.version_info.major}."
-                            f"{sys.version_info.minor}; use a Python it has one for"))
-    return rows
 
 
 def cuda_driver_version() -> tuple[int, int] | None:
@@ -301,53 +204,47 @@ def visible_gpus() -> list[dict]:
 
 @ENV_CHECKS.register("gpus")
 def _gpus() -> list[Finding]:
-    from .backends.tensorrt.compat import import_tensorrt
-    from .errors import BackendUnavailableError
-
+    """Each visible GPU, judged by every backend that can tell whether it builds for it (``Backend.gpu_support``)."""
     gpus = visible_gpus()
     if not gpus:
         return [Finding("gpus", "GPU", ABSENT, "none visible",
                         "engines can be built here with TensorRT-RTX (compute_capabilities picks targets) "
                         "and checked on ONNX Runtime; running them needs an NVIDIA GPU")]
-    try:
-        trt = import_tensorrt()
-    except BackendUnavailableError:
-        trt = None
+    backends = all_backends()
     rows = []
     for gpu in gpus:
-        sm = f"SM{gpu['cc'][0]}{gpu['cc'][1]}"
         detail = f"{gpu['index']}: {gpu['name']}, compute capability {gpu['cc'][0]}.{gpu['cc'][1]}"
-        if trt is not None and trt.supported_targets and sm not in trt.supported_targets:
-            rows.append(Finding("gpus", f"GPU {gpu['index']}", WARN, f"{detail}: {trt.label} does not support {sm}",
-                                f"pip install tensorrt to build and run engines on this GPU; {trt.label} targets "
-                                f"{'/'.join(trt.supported_targets)}"))
+        verdicts = [v for v in (b.gpu_support(tuple(gpu["cc"])) for b in backends) if v is not None]
+        bad = next((v for v in verdicts if not v[0]), None)
+        if bad is not None:
+            rows.append(Finding("gpus", f"GPU {gpu['index']}", WARN, f"{detail}: {bad[1]}", bad[2]))
         else:
-            rows.append(Finding("gpus", f"GPU {gpu['index']}", OK,
-                                detail + (f": supported by {trt.label}" if trt is not None else "")))
+            rows.append(Finding("gpus", f"GPU {gpu['index']}", OK, detail + "".join(f": {v[1]}" for v in verdicts)))
     return rows
 
 
 @ENV_CHECKS.register("plugins")
 def _plugins() -> list[Finding]:
-    """trtdeploy's custom ops: how each can be served, and its TensorRT plugin's registration per flavour."""
+    """trtdeploy's custom ops: how each can be served, and what each backend has for it (its plugin's registration)."""
     from .ops import CUSTOM_OPS, load_ops
-    from .backends.tensorrt.plugins import last_creation_error, plugin_status
 
     load_ops()
+    registrations = {}  # op key -> [(what a backend has for it, the fix where that is broken)]
+    for backend in all_backends():
+        for key, status in backend.custom_op_status().items():
+            registrations.setdefault(key, []).append(status)
     rows = []
-    for key, op in CUSTOM_OPS.items():
+    for key in [*CUSTOM_OPS, *(name for name in registrations if name not in CUSTOM_OPS)]:  # each name once
+        op = CUSTOM_OPS.get(key) if key in CUSTOM_OPS else None
         ways = [w for w, present in (("plugin-free lowering", op.lower), ("ONNX Runtime", op.ort_impl),
-                                     (f"TensorRT plugin {op.plugin_name}", op.plugin_name)) if present]
-        rows.append(Finding("plugins", key, OK if ways else WARN, ", ".join(ways) or "no implementation",
-                            "" if ways else "the op folder registers neither a lowering nor a plugin"))
-    for row in plugin_status():
-        states = row["registered"]  # flavour -> True / False / why it cannot be asked
-        broken = [f for f, state in states.items() if state is False]
-        detail = f"v{row['version']} namespace {row['namespace']}: " + ", ".join(
-            f"{f} {'registered' if s is True else 'NOT registered' if s is False else s}" for f, s in states.items())
-        rows.append(Finding("plugins", row["plugin"], WARN if broken else OK, detail,
-                            f"registration failed ({last_creation_error() or 'no reason recorded'}); the plugin-free "
-                            f"lowering still builds" if broken else ""))
+                                     (f"TensorRT plugin {op.plugin_name}", op.plugin_name)) if present] if op else []
+        status, fix = (OK, "") if ways or op is None else (WARN, "the op folder registers neither a lowering nor a plugin")
+        parts = [", ".join(ways) or "no implementation"] if op else []
+        for detail, problem in registrations.get(key, []):
+            parts.append(detail)
+            if problem:
+                status, fix = WARN, problem
+        rows.append(Finding("plugins", key, status, "; ".join(parts), fix))
     if not rows:
         rows.append(Finding("plugins", "custom ops", OK, "none registered"))
     return rows

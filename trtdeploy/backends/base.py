@@ -14,8 +14,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import DeployConfig, ShapeRange
-from ..errors import BackendUnavailableError, InputError, ModelError, ShapeError, TrtDeployError
+from ..errors import BackendUnavailableError, ConfigError, InputError, ModelError, ShapeError, TrtDeployError
 from ..registry import Registry
+from ..utils.logging import logger
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Runner(ABC):
         """The first optimization profile whose bounds hold every input of ``feed`` (0 without profiles).
 
         All inputs must fit the same profile: an engine runs one profile at a time. When none fits,
-        the ShapeError names the first profile's offending dimension and the config field to raise.
+        the ShapeError names the first profile's offending dimension and the config field to change.
         """
         first_error = None
         for i, profile in enumerate(self.profiles):
@@ -179,12 +180,37 @@ class Runner(ABC):
         return 0
 
 
+@dataclass
+class LayerTime:
+    """Mean time of one layer (node) per inference, and its share of all layers."""
+
+    name: str
+    op_type: str
+    mean_ms: float
+    share: float
+
+
+def layer_times_from_totals(totals: Mapping[str, float], op_types: Mapping[str, str], runs: int) -> list[LayerTime]:
+    """Per-layer totals over ``runs`` inferences as LayerTimes, slowest first."""
+    whole = sum(totals.values()) or 1.0
+    return sorted((LayerTime(name, op_types.get(name, ""), t / runs, 100.0 * t / whole) for name, t in totals.items()),
+                  key=lambda lt: -lt.mean_ms)
+
+
 class Backend(ABC):
-    """One inference backend: can it run here, build an artefact, load it as a Runner."""
+    """One inference backend, everything trtdeploy knows about it in its folder ``backends/<name>/``:
+    whether it runs here, what it builds and loads, how it describes its artefacts, times their layers
+    and reports itself in check-env. A new backend subclasses this and registers in ``BACKENDS``."""
 
     name: str = ""
-    file_suffixes: tuple[str, ...] = ()
+    file_suffixes: tuple[str, ...] = ()  # the artefacts it loads
+    artefact_suffix: str = ""             # what ``build`` writes; ".onnx": the ONNX file itself, nothing to build
+    default_device: str = "cpu"
     install_hint: str = ""
+
+    def builds_for(self, cfg: DeployConfig) -> bool:
+        """Whether ``convert`` has a build step for ``cfg`` (it writes something besides the ONNX file)."""
+        return self.artefact_suffix != ".onnx"
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -210,14 +236,72 @@ class Backend(ABC):
     def describe(self) -> dict:
         """Version and origin facts for check-env and sidecars."""
 
+    def check_config(self, cfg: DeployConfig) -> None:
+        """Refuse, before any slow step, what ``cfg`` asks and this backend cannot do (precisions)."""
+        if cfg.int8:
+            raise ConfigError(f"{cfg.source}: int8_mode/precision='int8' is a TensorRT setting but backend_config.type "
+                              f"is {self.name!r}; use a *_tensorrt-int8_* config")
+
+    def inspect(self, path: Path) -> dict:
+        """What the artefact ``path`` holds, as a JSON-ready dict (``trtdeploy inspect``)."""
+        raise ModelError(f"{self.name} cannot describe {path}; inspect the ONNX file it was built from")
+
+    def layer_times(self, runner: Runner, feed: dict, iterations: int) -> list[LayerTime] | None:
+        """Per-layer times of ``runner`` over ``iterations`` runs of ``feed``, or None where the backend has none."""
+        return None
+
+    def env_findings(self, gpus: list[dict]) -> list:
+        """Its check-env rows (``utils.findings.Finding``): installed, usable, what to fix. ``gpus``: visible GPUs."""
+        return []
+
+    def custom_op_status(self) -> dict[str, tuple[str, str]]:
+        """Per custom op ('domain::op_type'): what this backend has for it in words, and a fix where that is broken."""
+        return {}
+
+    def gpu_support(self, cc: tuple[int, int]) -> tuple[bool, str, str] | None:
+        """Whether it can build and run for a GPU of compute capability ``cc``: (ok, detail, fix), or None (no view)."""
+        return None
+
 
 BACKENDS: Registry[type[Backend]] = Registry("backend type")
+ENTRY_POINT_GROUP = "trtdeploy.backends"  # a third-party package adds a backend by naming its module here
+
+
+def discover_backends() -> list[str]:
+    """Import every backend once: each ``backends/<name>/`` package, then each ``trtdeploy.backends`` entry point
+    (the module registers its Backend in ``BACKENDS`` on import). Returns the registered names."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        import importlib
+        import importlib.metadata
+        import pkgutil
+
+        from . import __path__ as here
+
+        for info in pkgutil.iter_modules(here):
+            if info.ispkg:
+                importlib.import_module(f"{__package__}.{info.name}")
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as e:  # one broken package must not take the other backends down with it
+                logger.warning("the backend entry point %r (%s) fails to load (%s: %s); reinstall or uninstall that "
+                               "package", entry.name, entry.value, type(e).__name__, e)
+    return list(BACKENDS)
+
+
+_discovered = False
 
 
 def get_backend(name: str) -> Backend:
-    from . import onnxruntime, tensorrt  # noqa: F401  (registration on import)
-
+    discover_backends()
     return BACKENDS.get(name, field="backend_config.type")()
+
+
+def all_backends() -> list[Backend]:
+    """One instance of every backend, in discovery order."""
+    return [get_backend(name) for name in discover_backends()]
 
 
 def build_from_onnx(onnx_path: str | Path, deploy_cfg, work_dir: str | Path) -> BuildResult:
@@ -248,8 +332,7 @@ def build_from_onnx(onnx_path: str | Path, deploy_cfg, work_dir: str | Path) -> 
 
 
 def backend_for_file(path: str | Path) -> Backend:
-    from . import onnxruntime, tensorrt  # noqa: F401
-
+    discover_backends()
     suffix = Path(path).suffix.lower()
     for _, backend in BACKENDS.items():
         if suffix in backend.file_suffixes:

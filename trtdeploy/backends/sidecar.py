@@ -44,3 +44,15 @@ def read_sidecar(artifact: str | Path, required: bool = False) -> dict | None:
     if not isinstance(data, dict) or "inputs" not in data:
         raise ModelError(f"sidecar {path} is not a trtdeploy sidecar; delete it and convert again")
     return data
+
+
+def sidecars_in(work_dir: str | Path, asked_for: str = "you gave `trtdeploy convert`") -> list[tuple[Path, dict]]:
+    """Every file of ``work_dir`` that has a sidecar, with the sidecar, by file name: what conversions left there.
+
+    ``asked_for`` completes the message for a missing work dir ("pass the --work-dir <asked_for>").
+    """
+    work = Path(work_dir)
+    if not work.is_dir():
+        raise ModelError(f"work dir {work} does not exist; pass the --work-dir {asked_for}")
+    files = sorted(p for p in work.iterdir() if not p.name.endswith(SIDECAR_SUFFIX) and sidecar_path(p).is_file())
+    return [(p, read_sidecar(p, required=True)) for p in files]

@@ -3,28 +3,30 @@ a per-layer breakdown where the backend offers one, and a plot of latency agains
 
 Shapes stay inside each target's optimization profiles: by default the profiles' min/opt/max
 shapes (or the export shape), each at the requested batch sizes where the batch is dynamic.
+Each target and shape gets a time budget (``seconds``), not a count of calls, so a large shape on
+a slow backend costs what a small one does; a fixed ``iterations`` count is there when wanted.
 """
 from __future__ import annotations
 
-import collections
-import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
+from ..backends.base import LayerTime, discover_backends, get_backend
 from ..errors import ShapeError
-from ..registry import Registry
 from ..utils.fileio import atomic_write
-from ..utils.logging import progress
-from .report import format_table
+from ..utils.logging import logger, progress
+from .report import format_table, reason_notes
 from .targets import Target
 
 Shapes = dict[str, tuple[int, ...]]
+
+DEFAULT_SECONDS = 2.0   # timed calls per target and shape last this long ...
+MIN_ITERATIONS = 5      # ... but never fewer calls than this, nor more than MAX_ITERATIONS
+MAX_ITERATIONS = 10000
+STAND_IN_NOTE = "ONNX Runtime CPU time of the engine's graph, not the engine's speed"
 
 
 @dataclass
@@ -45,15 +47,10 @@ class LatencyStats:
     def shape_label(self) -> str:
         return ",".join("x".join(map(str, s)) for s in self.shapes.values())
 
-
-@dataclass
-class LayerTime:
-    """Mean time of one layer (node) per inference, and its share of all layers."""
-
-    name: str
-    op_type: str
-    mean_ms: float
-    share: float
+    @property
+    def size_key(self) -> tuple:
+        """Order of shapes on an axis: by elements in all inputs, then by the dimensions."""
+        return (sum(int(np.prod(s)) for s in self.shapes.values()), tuple(tuple(s) for s in self.shapes.values()))
 
 
 @dataclass
@@ -64,9 +61,21 @@ class TargetProfile:
     layer_note: str = ""
     status: str = "ok"
     reason: str = ""
+    measures: str = ""   # what the figures are when they are not the target's own speed (a stand-in's)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self) -> str:
+        """One line: the p50 range over the shapes and the best throughput."""
+        if not self.latency:
+            return f"{self.target}: {self.status}"
+        fastest, best = min(self.latency, key=lambda s: s.p50_ms), max(self.latency, key=lambda s: s.throughput)
+        slowest = max(self.latency, key=lambda s: s.p50_ms)
+        span = (f"p50 {fastest.p50_ms:.3g} ms at {fastest.shape_label}" if len(self.latency) == 1 else
+                f"p50 {fastest.p50_ms:.3g} ms ({fastest.shape_label}) to {slowest.p50_ms:.3g} ms ({slowest.shape_label})")
+        note = f" [{self.measures}]" if self.measures else ""
+        return f"{self.target}: {span}; best {best.throughput:.4g} samples/s at {best.shape_label}{note}"
 
 
 def shapes_to_time(target: Target, shapes: list[Shapes] | None = None, batch_sizes: list[int] | None = None) -> list[Shapes]:
@@ -97,104 +106,62 @@ def _random_feed(target: Target, shapes: Shapes, seed: int = 0) -> dict[str, np.
             for spec in target.model.runner.inputs}
 
 
-def measure_latency(target: Target, shapes: Shapes, warmup: int = 10, iterations: int = 100) -> LatencyStats:
-    """Warm up, then time ``iterations`` calls one by one (wall clock around the whole call)."""
+def measure_latency(target: Target, shapes: Shapes, warmup: int = 2, iterations: int | None = None,
+                    seconds: float = DEFAULT_SECONDS) -> LatencyStats:
+    """Warm up, then time calls one by one (wall clock around the whole call): ``iterations`` of them, or as many
+    as fit in ``seconds`` (at least MIN_ITERATIONS, at most MAX_ITERATIONS)."""
     feed = _random_feed(target, shapes)
     runner = target.model.runner
     for _ in range(warmup):
         runner(feed)
-    times = np.empty(iterations)
-    for i in range(iterations):
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < (iterations or MAX_ITERATIONS) and (
+            iterations or len(times) < MIN_ITERATIONS or time.perf_counter() < deadline):
         start = time.perf_counter()
         runner(feed)
-        times[i] = time.perf_counter() - start
+        times.append(time.perf_counter() - start)
+    times = np.array(times)
+    iterations = len(times)
     ms = times * 1000.0
     batch = int(next(iter(shapes.values()))[0])
     return LatencyStats(target.label, {k: list(v) for k, v in shapes.items()}, batch, iterations, float(ms.mean()),
                         *(float(np.percentile(ms, q)) for q in (50, 90, 99)), batch / float(times.mean()))
 
 
-# -- per-layer breakdowns, one per backend that offers one -----------------------------------------------------
-
-LAYER_PROFILERS: Registry[Callable[[Target, dict, int], list[LayerTime]]] = Registry("per-layer profiler")
-
-
-def _layer_times(totals: Mapping[str, float], op_types: Mapping[str, str], runs: int) -> list[LayerTime]:
-    whole = sum(totals.values()) or 1.0
-    return sorted((LayerTime(name, op_types.get(name, ""), t / runs, 100.0 * t / whole) for name, t in totals.items()),
-                  key=lambda lt: -lt.mean_ms)
-
-
-@LAYER_PROFILERS.register("onnxruntime")
-def onnxruntime_layer_times(target: Target, feed: dict, iterations: int) -> list[LayerTime]:
-    """Node times from ONNX Runtime's own profiler (its JSON trace), averaged over ``iterations`` runs."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="trtdeploy-ort-profile-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(target.source, opts, providers=["CPUExecutionProvider"])
-        session.run(None, feed)  # warm-up: its events are dropped below
-        for _ in range(iterations):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = collections.defaultdict(float)
-    op_types: dict[str, str] = {}
-    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    first_timed = runs[1]["ts"] if len(runs) > 1 else 0
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e.get("ts", 0) >= first_timed:
-            name = e["name"][:-len("_kernel_time")]
-            totals[name] += e.get("dur", 0) / 1000.0
-            op_types[name] = e.get("args", {}).get("op_name", "")
-    return _layer_times(totals, op_types, iterations)
-
-
-@LAYER_PROFILERS.register("tensorrt")
-def tensorrt_layer_times(target: Target, feed: dict, iterations: int) -> list[LayerTime]:
-    """Layer times from TensorRT's IProfiler, attached to the runner's execution context."""
-    runner = target.model.runner
-    mod = runner.trt.module
-    totals: dict[str, float] = collections.defaultdict(float)
-
-    class LayerTimer(mod.IProfiler):
-        def __init__(self):
-            mod.IProfiler.__init__(self)
-
-        def report_layer_time(self, layer_name, ms):
-            totals[layer_name] += ms
-
-    runner.context.profiler = LayerTimer()
-    try:
-        for _ in range(iterations):
-            runner(feed)
-    finally:
-        runner.context.profiler = None
-    return _layer_times(totals, {}, iterations)
-
-
 def profile_targets(targets: list[Target], shapes: list[Shapes] | None = None, batch_sizes: list[int] | None = None,
-                    warmup: int = 10, iterations: int = 100, per_layer: bool = False) -> list[TargetProfile]:
-    """Latency of every runnable target at every shape; per-layer times at the first (or opt) shape."""
-    if warmup < 0 or iterations < 1:
-        raise ShapeError(f"warm-up must be >= 0 and iterations >= 1, got {warmup} and {iterations}")
+                    warmup: int = 2, iterations: int | None = None, per_layer: bool = False,
+                    seconds: float = DEFAULT_SECONDS) -> list[TargetProfile]:
+    """Latency of every runnable target at every shape (``seconds`` each, or ``iterations`` calls); per-layer times
+    at the first (or opt) shape."""
+    if warmup < 0 or (iterations is not None and iterations < 1) or seconds <= 0:
+        raise ShapeError(f"warm-up must be >= 0, iterations >= 1 and seconds > 0, got {warmup}, {iterations} and "
+                         f"{seconds}")
     plans = [(t, shapes_to_time(t, shapes, batch_sizes) if t.runnable else []) for t in targets]
+    runs = sum(len(p) for _, p in plans)
+    each = f"{iterations} calls" if iterations else f"{seconds:g} s (at least {MIN_ITERATIONS} calls)"
+    logger.info("profiling %d target(s) at %d shape(s) in all, %s each after %d warm-up call(s)%s", sum(
+        1 for _, p in plans if p), runs, each, warmup,
+        f": about {runs * seconds * (2 if per_layer else 1):.0f} s" if not iterations else "")
     results = []
     with progress(total=sum(len(p) for _, p in plans), desc="profile", unit="shape") as bar:
         for target, plan in plans:
-            result = TargetProfile(target.label)
+            result = TargetProfile(target.label, measures=STAND_IN_NOTE if target.stands_in_for else "")
             if not target.runnable:
                 result.status, result.reason = f"cannot run here ({target.why})", target.reason
             for s in plan:
-                result.latency.append(measure_latency(target, s, warmup, iterations))
+                result.latency.append(measure_latency(target, s, warmup, iterations, seconds))
                 bar.update(1)
+            result.latency.sort(key=lambda stats: stats.size_key)
             if per_layer and target.runnable:
-                if target.backend in LAYER_PROFILERS:
-                    layer_shape = plan[len(plan) // 2] if not shapes and not batch_sizes else plan[0]
-                    result.layers = LAYER_PROFILERS.get(target.backend)(target, _random_feed(target, layer_shape),
-                                                                        iterations)
+                layer_shape = plan[len(plan) // 2] if not shapes and not batch_sizes else plan[0]
+                backend = get_backend(target.backend) if target.backend in discover_backends() else None
+                timed = min(100, next(st.iterations for st in result.latency  # a trace per call: keep it small
+                                      if st.shapes == {k: list(v) for k, v in layer_shape.items()}))
+                layers = backend.layer_times(target.model.runner, _random_feed(target, layer_shape), timed) \
+                    if backend is not None else None
+                if layers is not None:
+                    result.layers = layers
                     result.layer_note = f"at {','.join('x'.join(map(str, v)) for v in layer_shape.values())}"
                 else:
                     result.layer_note = f"{target.backend} offers no per-layer breakdown"
@@ -205,16 +172,20 @@ def profile_targets(targets: list[Target], shapes: list[Shapes] | None = None, b
 def format_profile(results: list[TargetProfile], top: int = 10) -> str:
     rows = [[r.target, s.shape_label, s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.throughput]
             for r in results for s in r.latency]
-    lines = [format_table(["target", "shape", "mean ms", "p50 ms", "p90 ms", "p99 ms", "samples/s"], rows, digits=3)]
+    lines = [format_table(["target", "shape", "calls", "mean ms", "p50 ms", "p90 ms", "p99 ms", "samples/s"],
+                          [[*row[:2], s.iterations, *row[2:]] for row, s in
+                           zip(rows, [s for r in results for s in r.latency])], digits=3)]
+    lines += reason_notes([(r.target, r.status, r.reason) for r in results])
     for r in results:
-        if r.reason:
-            lines.append(f"{r.target}: {r.status}: {r.reason}")
         if r.layers:
-            lines.append(f"\nslowest layers of {r.target} ({r.layer_note}, {len(r.layers)} layers in all):")
+            measured = f"; {r.measures}" if r.measures else ""
+            lines.append(f"\nslowest layers of {r.target} ({r.layer_note}, {len(r.layers)} layers in all{measured}):")
             lines.append(format_table(["layer", "op", "ms/run", "%"],
                                       [[lt.name, lt.op_type, lt.mean_ms, lt.share] for lt in r.layers[:top]], digits=3))
         elif r.layer_note:
             lines.append(f"{r.target}: {r.layer_note}")
+    lines.append("\nsummary:")
+    lines += [f"  {r.summary()}" for r in results]
     return "\n".join(lines)
 
 
@@ -226,7 +197,8 @@ def plot_latency(results: list[TargetProfile], path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     timed = [r for r in results if r.latency]
-    labels = list(dict.fromkeys(s.shape_label for r in timed for s in r.latency))
+    by_size = sorted((s for r in timed for s in r.latency), key=lambda s: s.size_key)
+    labels = list(dict.fromkeys(s.shape_label for s in by_size))  # small to large, so lines do not zigzag
     fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(labels) + 6), 4.8))
     for r in timed:
         xs = [labels.index(s.shape_label) for s in r.latency]
@@ -234,7 +206,7 @@ def plot_latency(results: list[TargetProfile], path: str | os.PathLike) -> None:
         ax_lat.errorbar(xs, p50, yerr=[np.zeros_like(p50), np.array([s.p99_ms for s in r.latency]) - p50],
                         marker="o", capsize=4, label=r.target)
         ax_lat.scatter(xs, [s.p90_ms for s in r.latency], marker="_", s=120, color="grey")
-        ax_thr.plot(xs, [s.throughput for s in r.latency], marker="o", label=r.target)
+        ax_thr.plot(xs, [s.throughput for s in r.latency], marker="o", label=r.target)  # latency is sorted by size
     for ax, title, unit in ((ax_lat, "latency p50 (bar to p99, tick at p90)", "ms"),
                             (ax_thr, "throughput", "samples / s")):
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)

@@ -1,163 +1,24 @@
 """``trtdeploy inspect``: what an ONNX file or an engine holds, as a dict (for --json) and as text.
 
-ONNX: inputs, outputs, opsets, an op histogram, custom ops and which backends can build the graph.
-Engine: asked of TensorRT when it can deserialize the engine here; otherwise read from the sidecar
-JSON that `convert` wrote beside it, with the reason TensorRT could not load it.
+The backend whose artefact it is describes it (``Backend.inspect``: ``backends/<name>/inspect.py``);
+this module picks the backend and formats the dict for people.
 """
 from __future__ import annotations
 
-import collections
-import json
 import os
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from ..backends.base import BACKENDS, backend_for_file, get_backend
-from ..backends.sidecar import read_sidecar, sidecar_path
+from ..artefacts import resolve_model
+from ..backends.base import backend_for_file
 from ..errors import ModelError
-from ..registry import Registry
 from .report import format_table
-from ..utils.onnx_graph import all_nodes
-
-INSPECTORS: Registry[Callable[[Path], dict]] = Registry("inspector (backend)", error=ModelError)
-
-
-def _onnx_dims(value_info) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value_info.type.tensor_type.shape.dim]
-
-
-def _onnx_tensor(value_info) -> dict:
-    from onnx import helper
-
-    elem = value_info.type.tensor_type.elem_type
-    dtype = str(helper.tensor_dtype_to_np_dtype(elem)) if elem else "unknown"
-    return {"name": value_info.name, "dtype": dtype, "shape": _onnx_dims(value_info)}
-
-
-
-
-def _backend_support(model) -> dict:
-    """For every registered backend: can it build this graph here, and which nodes stop it."""
-    from ..errors import BackendUnavailableError
-
-    support = {}
-    for name in BACKENDS:
-        backend = get_backend(name)
-        try:
-            backend.require()
-            bad = backend.unsupported_nodes(model)
-        except BackendUnavailableError as e:
-            support[name] = {"installed": False, "note": str(e)}
-            continue
-        support[name] = {"installed": True, "supported": not bad, "unsupported_nodes": bad}
-    return support
-
-
-def _custom_ops(nodes) -> list[dict]:
-    """Nodes outside the standard ONNX domains, and what trtdeploy.ops has for each: a TensorRT plugin,
-    a plugin-free lowering into standard ops, an ONNX Runtime implementation."""
-    from ..ops import CUSTOM_OPS, load_ops, plugin_for
-
-    load_ops()
-    counts = collections.Counter((n.domain, n.op_type) for n in nodes if n.domain not in ("", "ai.onnx"))
-    found = []
-    for (domain, op_type), count in sorted(counts.items()):
-        key = f"{domain}::{op_type}"
-        op = CUSTOM_OPS.get(key) if key in CUSTOM_OPS else None
-        found.append({"op": key, "count": count, "registered": op is not None,
-                      "tensorrt_plugin": plugin_for(domain, op_type) is not None,
-                      "plugin_free_lowering": bool(op and op.lower),
-                      "onnxruntime_impl": bool(op and op.ort_impl)})
-    return found
-
-
-@INSPECTORS.register("onnxruntime")
-def inspect_onnx(path: Path) -> dict:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ModelError(f"{path} is not a readable ONNX file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         f"pass an .onnx written by torch.onnx.export or `trtdeploy convert`") from None
-    initializers = {i.name for i in model.graph.initializer}
-    nodes = list(all_nodes(model.graph))
-    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
-    return {
-        "file": str(path), "kind": "onnx", "size_bytes": path.stat().st_size,
-        "ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "opsets": {op.domain or "ai.onnx": op.version for op in model.opset_import},
-        "inputs": [_onnx_tensor(v) for v in model.graph.input if v.name not in initializers],
-        "outputs": [_onnx_tensor(v) for v in model.graph.output],
-        "nodes": len(nodes), "parameters": params,
-        "op_histogram": dict(collections.Counter(
-            (f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type) for n in nodes).most_common()),
-        "custom_ops": _custom_ops(nodes),
-        "backends": _backend_support(model),
-        "sidecar": read_sidecar(path) if sidecar_path(path).exists() else None,
-    }
-
-
-def _engine_from_tensorrt(path: Path) -> tuple[dict | None, str]:
-    """What TensorRT itself says about the engine, or (None, why it cannot load it here)."""
-    from ..backends.tensorrt import import_tensorrt
-    from ..backends.tensorrt.builder import make_logger, numpy_dtype_name
-    from ..backends.tensorrt.plugins import register_plugins
-    from ..errors import BackendUnavailableError
-
-    try:
-        trt = import_tensorrt()
-    except BackendUnavailableError as e:
-        return None, str(e)
-    if (read_sidecar(path) or {}).get("plugins"):
-        register_plugins(trt)  # TensorRT deserializes an engine with plugins only once their creators are registered
-    mod = trt.module
-    trt_logger = make_logger(trt)
-    engine = mod.Runtime(trt_logger).deserialize_cuda_engine(path.read_bytes())
-    if engine is None:
-        return None, f"{trt.label} cannot deserialize it here: {trt_logger.errors[0] if trt_logger.errors else 'no reason given'}"
-    io = {"inputs": [], "outputs": []}
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        is_input = engine.get_tensor_mode(name) == mod.TensorIOMode.INPUT
-        io["inputs" if is_input else "outputs"].append(
-            {"name": name, "dtype": numpy_dtype_name(engine.get_tensor_dtype(name)), "shape": list(engine.get_tensor_shape(name))})
-    profiles = []
-    for p in range(engine.num_optimization_profiles):
-        profiles.append({t["name"]: dict(zip(("min_shape", "opt_shape", "max_shape"),
-                                             (list(s) for s in engine.get_tensor_profile_shape(t["name"], p))))
-                         for t in io["inputs"]})
-    layers = json.loads(engine.create_engine_inspector().get_engine_information(mod.LayerInformationFormat.JSON))
-    return {"source": trt.label, **io, "profiles": profiles, "num_layers": engine.num_layers,
-            "layers": layers.get("Layers", [])}, ""
-
-
-@INSPECTORS.register("tensorrt")
-def inspect_engine(path: Path) -> dict:
-    sidecar = read_sidecar(path) or {}
-    info, reason = _engine_from_tensorrt(path)
-    if info is None and not sidecar:
-        raise ModelError(f"{path} cannot be inspected: {reason}; and it has no sidecar {sidecar_path(path).name} "
-                         f"to read instead (convert it with `trtdeploy convert`)")
-    facts = {k: sidecar.get(k) for k in ("precision", "flavour", "backend_version", "compute_capabilities",
-                                         "hardware_compatibility_level", "strongly_typed", "built_from",
-                                         "check_with", "onnx_sha256", "trtdeploy_version", "created", "task",
-                                         "int8", "plugins")}
-    body = info or {"source": f"sidecar {sidecar_path(path).name}", "inputs": sidecar.get("inputs", []),
-                    "outputs": sidecar.get("outputs", []), "profiles": sidecar.get("profiles", [])}
-    return {"file": str(path), "kind": "engine", "size_bytes": path.stat().st_size, **facts, **body,
-            "tensorrt_note": reason}
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
     """Describe ``path`` (.onnx or an engine) as a JSON-ready dict."""
-    path = Path(path)
+    path = resolve_model(path)
     if not path.is_file():
         raise ModelError(f"{path} does not exist; pass an .onnx file or an engine (.engine/.plan/.trt)")
-    return INSPECTORS.get(backend_for_file(path).name)(path)
+    return backend_for_file(path).inspect(path)
 
 
 def _io_rows(info: dict) -> list[list]:

@@ -14,8 +14,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..api import DeployedModel, load, onnx_file_of, task_for
-from ..backends.base import Runner, TensorSpec, backend_for_file, profiles_from_json
+from ..api import DeployedModel, load, load_stand_in, onnx_file_of
+from ..artefacts import resolve_model, stand_in_onnx
+from ..backends.base import Runner, TensorSpec, backend_for_file
 from ..backends.sidecar import read_sidecar
 from ..config import DeployConfig, load_deploy_config
 from ..errors import BackendUnavailableError, ConfigError, EngineCompatibilityError, ModelError, ShapeError
@@ -36,6 +37,7 @@ class Target:
     reason: str = ""        # why it cannot run here, in full
     why: str = ""           # the same in a few words ("no GPU")
     stands_in_for: str = ""  # the engine this ONNX file is checked in place of
+    show_folder: bool = False  # name the file with its folder: several work dirs hold an end2end.engine
 
     @property
     def runnable(self) -> bool:
@@ -43,7 +45,9 @@ class Target:
 
     @property
     def label(self) -> str:
-        name = Path(self.source).name if self.backend != "pytorch" else self.source
+        path = Path(self.source)
+        name = self.source if self.backend == "pytorch" else f"{path.parent.name}/{path.name}" if self.show_folder \
+            else path.name
         note = f", stand-in for {self.stands_in_for}" if self.stands_in_for else ""
         precision = f" {self.precision}" if self.precision else ""
         return f"{self.backend}{precision} ({name}{note})"
@@ -60,6 +64,11 @@ class TorchRunner(Runner):
         super().__init__(inputs, outputs, source=source)
         self.module = module
         self.task = task
+        # Time PyTorch on the CPUs this process may use, as ONNX Runtime does: torch's default counts the
+        # host's cores, which oversubscribes a container or a taskset.
+        import torch
+
+        torch.set_num_threads(available_cpus())
 
     def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
         (batch,) = feed.values()
@@ -108,8 +117,9 @@ def _specs(raw) -> list[TensorSpec]:
 
 def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping | None = None,
               device: str | None = None, stand_in: bool = True) -> list[Target]:
-    """Load one .onnx/.engine file; an engine that cannot run here comes back unloaded, with its stand-in."""
-    path = Path(path)
+    """Load one .onnx/.engine file (or a work dir's converted model); an engine that cannot run here comes back
+    unloaded, with its stand-in."""
+    path = resolve_model(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; pass the .onnx or .engine that `trtdeploy convert` wrote")
     backend = backend_for_file(path)
@@ -125,15 +135,10 @@ def open_file(path: str | os.PathLike, deploy_cfg: str | os.PathLike | Mapping |
         model = load(path, deploy_cfg=cfg, device=device)
     except (BackendUnavailableError, EngineCompatibilityError) as e:
         targets = [Target(backend.name, str(path), precision, reason=str(e), why=CANNOT_RUN[type(e)])]
-        # The graph ONNX Runtime checks in the engine's place: its FP32-scale twin (INT8), else what it was built from.
-        twin_name = sidecar.get("check_with") or sidecar.get("built_from")
-        twin = path.with_name(twin_name) if twin_name else None
-        if stand_in and twin is not None and twin.suffix == ".onnx" and twin.is_file():
-            model = load(twin, deploy_cfg=cfg, device="cpu")
-            model.task = task_for(sidecar, cfg)  # the twin has no sidecar of its own: the engine's tells the task
-            model.sidecar.update({k: sidecar[k] for k in ("profiles", "export_shapes") if k in sidecar})
-            model.runner.profiles = model.runner.profiles or profiles_from_json(sidecar.get("profiles"))
-            targets.append(Target("onnxruntime", str(twin), precision, model, stands_in_for=path.name))
+        twin = stand_in_onnx(path, sidecar) if stand_in else None
+        if twin is not None:
+            model = load_stand_in(twin, sidecar, cfg)
+            targets.append(Target(backend_for_file(twin).name, str(twin), precision, model, stands_in_for=path.name))
         return targets
     if cfg is not None:
         check_config_matches(cfg, model.runner.inputs, path, model.runner.outputs, names_from_file=own_names)
@@ -162,11 +167,27 @@ def torch_target(model_spec, reference: Target, checkpoint: str | None = None, d
     return Target("pytorch", label, "fp32", DeployedModel(runner, ref.task, ref.sidecar))
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
 def open_targets(files: list[str | os.PathLike], deploy_cfg=None, model_spec=None, checkpoint: str | None = None,
                  device: str | None = None, stand_in: bool = True) -> list[Target]:
     """PyTorch first (when ``model_spec`` is given; an ``.onnx`` MODEL runs on ONNX Runtime instead), then each
-    file (and the stand-ins of engines)."""
+    file (and the stand-ins of engines). Files of the same name (two work dirs) are labelled with their folder."""
     targets = [t for f in files for t in open_file(f, deploy_cfg, device, stand_in)]
+    labels = [t.label for t in targets]
+    if len(set(labels)) < len(labels):
+        for t in targets:
+            t.show_folder = True
     runnable = [t for t in targets if t.runnable]
     if model_spec is not None:
         if not runnable:

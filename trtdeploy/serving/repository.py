@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backends.sidecar import read_sidecar, sidecar_path
+from ..backends.sidecar import read_sidecar, sidecar_path, sidecars_in
 from ..errors import ConfigError, ModelError, WorkDirError
 from ..registry import Registry
 from ..utils.fileio import atomic_copy, atomic_write, ensure_writable_dir
@@ -88,15 +88,13 @@ class ExportResult:
 def find_converted(work_dir: str | os.PathLike) -> Converted:
     """Locate end2end.onnx (and an engine) through their sidecars."""
     work = Path(work_dir)
-    if not work.is_dir():
-        raise ModelError(f"work dir {work} does not exist; pass the --work-dir you gave `trtdeploy convert`")
-    engines = sorted(p for p in work.iterdir() if p.suffix in (".engine", ".plan") and sidecar_path(p).exists())
-    engine = engines[0] if engines else None
-    engine_sidecar = read_sidecar(engine) if engine else None
+    converted = sidecars_in(work)
+    engines = [(p, s) for p, s in converted if p.suffix in (".engine", ".plan")]
+    engine, engine_sidecar = engines[0] if engines else (None, None)
     if engine_sidecar:
         onnx = work / engine_sidecar.get("onnx_file", "end2end.onnx")
     else:
-        candidates = sorted(p for p in work.glob("*.onnx") if sidecar_path(p).exists())
+        candidates = [p for p, _ in converted if p.suffix == ".onnx"]
         if not candidates:
             raise ModelError(f"{work} holds no converted model (no .onnx with a .onnx.json sidecar); "
                              f"run `trtdeploy convert ... --work-dir {work}` first")

@@ -88,7 +88,8 @@ def _deployed(model_file: Path, run_model: bool):
     built for another GPU) the ONNX model it was converted from runs on ONNX Runtime instead,
     pre-processed to the same shapes.
     """
-    from ..api import DeployedModel, load, task_for
+    from ..api import DeployedModel, load
+    from ..artefacts import task_for
 
     if not run_model:
         sidecar = read_sidecar(model_file, required=True)

@@ -1,6 +1,7 @@
 """The TensorRT backend: ONNX -> engine (+ sidecar), engine -> runner."""
 from __future__ import annotations
 
+import collections
 import importlib.util
 from pathlib import Path
 from typing import Mapping
@@ -12,7 +13,7 @@ from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelEr
 from ...utils.fileio import sha256_file
 from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
-from ..base import BACKENDS, Backend, BuildResult, Runner
+from ..base import BACKENDS, Backend, BuildResult, LayerTime, Runner, layer_times_from_totals
 from ..sidecar import read_sidecar
 from ...ops.plugins import plugin_op_types
 from .plugins import check_engine_plugins, prepare_plugin_build
@@ -36,6 +37,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     file_suffixes = (".engine", ".plan", ".trt")
     install_hint = INSTALL_HINT
+    artefact_suffix = ".engine"
+    default_device = "cuda"
 
     def is_available(self) -> bool:
         return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
@@ -119,6 +122,53 @@ class TensorRTBackend(Backend):
 def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
     """Static-profile shapes for inputs: the ONNX's own fixed dims, else the config's export shape."""
     return {name: cfg.export_shape(name, shape) if any(d <= 0 for d in shape) else shape
+    def check_config(self, cfg: DeployConfig) -> None:
+        """INT8: fail before export when the installed TensorRT has no route to it."""
+        if cfg.int8:
+            from .int8 import choose_route
+
+            choose_route(import_tensorrt(), cfg)
+
+    def inspect(self, path: Path) -> dict:
+        from .inspect import inspect_engine
+
+        return inspect_engine(path)
+
+    def layer_times(self, runner: Runner, feed: dict, iterations: int) -> list[LayerTime]:
+        """Layer times from TensorRT's IProfiler, attached to the runner's execution context."""
+        mod = runner.trt.module
+        totals: dict[str, float] = collections.defaultdict(float)
+
+        class LayerTimer(mod.IProfiler):
+            def __init__(self):
+                mod.IProfiler.__init__(self)
+
+            def report_layer_time(self, layer_name, ms):
+                totals[layer_name] += ms
+
+        runner.context.profiler = LayerTimer()
+        try:
+            for _ in range(iterations):
+                runner(feed)
+        finally:
+            runner.context.profiler = None
+        return layer_times_from_totals(totals, {}, iterations)
+
+    def env_findings(self, gpus: list[dict]) -> list:
+        from .checks import tensorrt_findings
+
+        return tensorrt_findings()
+
+    def custom_op_status(self) -> dict[str, tuple[str, str]]:
+        from .checks import plugin_findings
+
+        return plugin_findings()
+
+    def gpu_support(self, cc: tuple[int, int]) -> tuple[bool, str, str] | None:
+        from .checks import gpu_support
+
+        return gpu_support(cc)
+
             for name, shape in onnx_shapes.items()}
 
 

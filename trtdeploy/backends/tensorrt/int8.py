@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -48,8 +48,10 @@ def has_explicit_int8(trt: TensorRT) -> bool:
             or "INT8" in trt.module.BuilderFlag.__members__)
 
 
-def calib_method(cfg: DeployConfig) -> str:
-    method = cfg.calib.get("method", "entropy")
+def calib_method(cfg: DeployConfig, implicit: bool = False) -> str:
+    """``calib_config.method``; unset, the explicit default (quantize.DEFAULT_METHOD) or, for TensorRT's own
+    calibrators, entropy."""
+    method = cfg.calib.get("method") or (IMPLICIT_METHODS[0] if implicit else quantize.DEFAULT_METHOD)
     quantize.RANGE_METHODS.get(method, field=f"{cfg.source}: calib_config.method")
     return method
 
@@ -57,7 +59,7 @@ def calib_method(cfg: DeployConfig) -> str:
 def choose_route(trt: TensorRT, cfg: DeployConfig) -> str:
     """``explicit`` or ``implicit``; raises when the config asks for a route this TensorRT lacks."""
     wanted = cfg.common.get("explicit_quantization")
-    method = calib_method(cfg)
+    method = calib_method(cfg) if cfg.calib.get("method") else None  # None: each route's default
     if not has_explicit_int8(trt) and not trt.has_implicit_int8:
         raise BackendUnavailableError(f"{trt.label} has no INT8 support (neither Q/DQ graphs nor calibrators); "
                                       f"install TensorRT >= 8.6 or TensorRT-RTX, or drop common_config.int8_mode")
@@ -67,11 +69,11 @@ def choose_route(trt: TensorRT, cfg: DeployConfig) -> str:
                 f"{cfg.source}: common_config.explicit_quantization=False asks for implicit calibration, which "
                 f"{trt.label} does not have (removed with BuilderFlag.INT8 in TensorRT 11); remove the option to "
                 f"quantize explicitly with Q/DQ nodes")
-        if method not in IMPLICIT_METHODS:
+        if method is not None and method not in IMPLICIT_METHODS:
             raise ConfigError(f"{cfg.source}: calib_config.method={method!r} exists only for explicit quantization; "
                               f"use {' or '.join(IMPLICIT_METHODS)} or set common_config.explicit_quantization=True")
         return "implicit"
-    if wanted is None and trt.has_implicit_int8 and not trt.strongly_typed_only and method in IMPLICIT_METHODS:
+    if wanted is None and trt.has_implicit_int8 and not trt.strongly_typed_only and method in (None, *IMPLICIT_METHODS):
         return "implicit"
     if not has_explicit_int8(trt):
         raise BackendUnavailableError(f"{trt.label} cannot build Q/DQ graphs; set common_config.explicit_quantization=False")
@@ -131,13 +133,16 @@ def calibration_samples(calib_path: Path, inputs: Mapping[str, tuple]) -> Callab
 
 # -- explicit route -----------------------------------------------------------------------
 def activation_ranges(model: onnx.ModelProto, targets: list[quantize.QuantTarget], calib_path: Path,
-                      work_dir: Path, cfg: DeployConfig) -> dict[str, float]:
-    """Ranges for the targets' activations, reused from ``int8_ranges.json`` when graph, data and method match."""
+                      work_dir: Path, cfg: DeployConfig, tensors: Iterable[str] = (),
+                      levels: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Ranges for the targets' activations and ``tensors`` (with ``levels`` quantization levels each), reused from
+    ``int8_ranges.json`` when graph, data, method and levels match."""
     method = calib_method(cfg)
     options = {"percentile": cfg.calib.get("percentile", 99.99)}
-    key = {"graph": _graph_key(model), "calib_file": sha256_file(calib_path), "method": method, "options": options}
+    key = {"graph": _graph_key(model), "calib_file": sha256_file(calib_path), "method": method, "options": options,
+           "levels": dict(sorted((levels or {}).items()))}
     cache = work_dir / RANGES_FILE
-    tensors = sorted({t.activation for t in targets})
+    tensors = sorted({t.activation for t in targets} | set(tensors))
     if cache.is_file():
         try:
             data = json.loads(cache.read_text())
@@ -149,7 +154,7 @@ def activation_ranges(model: onnx.ModelProto, targets: list[quantize.QuantTarget
     with CalibrationFile(calib_path) as calib:
         count = len(calib)
     ranges = quantize.collect_ranges(model, tensors, calibration_samples(calib_path, _model_inputs(model)),
-                                     method, options, count=count)
+                                     method, options, count=count, levels=levels)
     atomic_write_json(cache, {"key": key, "method": method, "ranges": ranges})
     return ranges
 
@@ -158,16 +163,24 @@ def _graph_key(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
-              profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
+def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_path: Path,
+                    scheme: str) -> tuple[onnx.ModelProto, list[quantize.QuantTarget], quantize.Placement]:
+    """The Q/DQ graph of ``onnx_path`` for ``scheme``'s backend, with ranges from the calibration file."""
     model = onnx.load(str(onnx_path))
-    targets = quantize.quantization_targets(model, cfg.calib.get("exclude_nodes") or (),
-                                            cfg.calib.get("exclude_op_types") or ())
+    exclude = (cfg.calib.get("exclude_nodes") or (), cfg.calib.get("exclude_op_types") or ())
+    targets = quantize.quantization_targets(model, *exclude)
     if not targets:
         raise ConfigError(f"{cfg.source}: nothing to quantize: the graph has no Conv/Gemm/MatMul with constant "
                           f"weights outside calib_config.exclude_nodes/exclude_op_types")
-    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg)
-    qdq = quantize.insert_qdq(model, targets, ranges)
+    placement = quantize.place(model, targets, scheme, *exclude)
+    levels = quantize.activation_levels(model, placement, scheme)
+    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg, placement.tensors, levels)
+    return quantize.insert_qdq(model, targets, ranges, placement, scheme), targets, placement
+
+
+def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
+              profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
+    qdq, targets, placement = quantized_graph(onnx_path, work_dir, cfg, calib_path, "tensorrt")
     fp32_path = work_dir / f"{onnx_path.stem}_int8.onnx"
     atomic_write_bytes(fp32_path, qdq.SerializeToString())
     build_path = fp32_path
@@ -175,8 +188,8 @@ def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig,
     if cfg.fp16 and strongly_typed:
         build_path = work_dir / f"{onnx_path.stem}_int8_fp16.onnx"
         atomic_write_bytes(build_path, quantize.to_fp16_keeping_qdq(qdq, keep_fp32).SerializeToString())
-    logger.info("quantized %d of the graph's layers to INT8 (%s ranges)%s", len(targets), calib_method(cfg),
-                ", FP16 elsewhere" if cfg.fp16 else "")
+    logger.info("quantized %d of the graph's layers and %d activations to INT8 (%s ranges)%s", len(targets),
+                len(placement.edges), calib_method(cfg), ", FP16 elsewhere" if cfg.fp16 else "")
 
     def configure(builder, builder_config, network) -> None:
         if not strongly_typed:  # weakly typed TensorRT reads Q/DQ only with the INT8 flag
@@ -185,6 +198,7 @@ def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig,
 
     return Int8Plan(build_path, configure, {
         "int8": {"route": "explicit", "method": calib_method(cfg), "quantized_layers": [t.node for t in targets],
+                 "quantized_tensors": placement.tensors,
                  "calib_file": calib_path.name, "ranges_file": RANGES_FILE, "fp32_nodes": keep_fp32},
         "check_with": fp32_path.name})
 
@@ -322,7 +336,7 @@ def make_calibrator(trt: TensorRT, method: str, batches: CalibrationBatches, cac
 
 def _implicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
               profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
-    method = calib_method(cfg)
+    method = calib_method(cfg, implicit=True)
     model = onnx.load(str(onnx_path), load_external_data=False)
     inputs = _model_inputs(model)
     opt = {name: tuple(profile[name].opt) if name in profile else inputs[name] for name in inputs}
@@ -377,12 +391,9 @@ SENSITIVITY_FILE = "int8_sensitivity.json"
 
 
 def _int8_sidecar(work_dir: Path) -> tuple[Path, dict]:
-    from ..sidecar import read_sidecar
+    from ..sidecar import sidecars_in
 
-    if not work_dir.is_dir():
-        raise ModelError(f"work dir {work_dir} does not exist; pass the --work-dir of an INT8 `trtdeploy convert`")
-    for engine in sorted(p for p in work_dir.iterdir() if p.suffix in (".engine", ".plan", ".trt")):
-        sidecar = read_sidecar(engine) or {}
+    for engine, sidecar in sidecars_in(work_dir, "of an INT8 `trtdeploy convert`"):
         if sidecar.get("precision") == "int8":
             return engine, sidecar
     raise ModelError(f"{work_dir} holds no INT8 engine with a sidecar; convert with a *_tensorrt-int8_* config "
