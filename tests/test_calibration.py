@@ -179,6 +179,19 @@ def test_calibration_file_has_mmdeploy_layout_and_is_reused(tmp_path, caplog):
         assert f.shapes("input") == [(1, 3, 12, 16)] * 2
 
 
+def test_samples_compressed_in_workers_read_back_exactly_with_plain_h5py(tmp_path):
+    """Chunks compressed by encode_sample (in the loader's workers) are HDF5 gzip data any reader opens."""
+    from trtdeploy.calibration.h5file import encode_sample, write_calibration_file
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((3, 20, 30)).astype(np.float32), np.zeros((1, 3, 8, 5), np.float32)]
+    write_calibration_file(tmp_path / "c.h5", "input", [encode_sample(arrays[0]), arrays[1]], "key")
+    with h5py.File(tmp_path / "c.h5") as f:
+        first, second = f["calib_data/end2end/input/0"], f["calib_data/end2end/input/1"]
+        assert first.compression == "gzip" and first.shape == (1, 3, 20, 30)
+        assert np.array_equal(first[...], arrays[0][None]) and np.array_equal(second[...], arrays[1])
+
+
 def test_corrupt_calibration_file_is_rebuilt_with_a_warning(tmp_path, caplog):
     make_coco(tmp_path / "imgs", sizes=((16, 16),))
     cfg_file = tmp_path / "ds.py"

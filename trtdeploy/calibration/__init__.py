@@ -18,7 +18,7 @@ from ..errors import ConfigError, DatasetError
 from ..utils.logging import logger
 from .dataset import (CalibrationDataset, DatasetSpec, dataset_spec, fingerprint, iterate_samples, list_images,
                       read_dataset_config)
-from .h5file import CalibrationFile, write_calibration_file
+from .h5file import CalibrationFile, encode_sample, write_calibration_file
 
 __all__ = ["CalibrationDataset", "CalibrationFile", "DatasetSpec", "calibration_file_path",
            "prepare_calibration_file", "read_dataset_config", "resolve_dataset"]
@@ -123,7 +123,7 @@ def _good_samples(dataset: CalibrationDataset, spec: DatasetSpec):
     """Samples in order; unreadable images are skipped, counted and named (all unreadable is an error)."""
     failures: list[str] = []
     produced = 0
-    for _, arrays, error in iterate_samples(dataset, spec.batch_size, spec.workers):
+    for _, arrays, error in iterate_samples(dataset, spec.batch_size, spec.workers, encode=encode_sample):
         if error is not None:
             failures.append(error)
             continue

@@ -186,23 +186,33 @@ def _load_one(dataset: CalibrationDataset, index: int):
 
 
 class _Indexed:
-    """torch's DataLoader wants a Dataset; this one returns (index, arrays, error) and never raises."""
+    """torch's DataLoader wants a Dataset; this one returns (index, arrays, error) and never raises.
 
-    def __init__(self, dataset: CalibrationDataset):
+    ``encode`` (e.g. ``h5file.encode_sample``) runs on each array inside the worker, beside the decoding.
+    """
+
+    def __init__(self, dataset: CalibrationDataset, encode: Callable | None = None):
         self.dataset = dataset
+        self.encode = encode
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        return _load_one(self.dataset, index)
+        index, arrays, error = _load_one(self.dataset, index)
+        if arrays is not None and self.encode is not None:
+            arrays = [self.encode(a) for a in arrays]
+        return index, arrays, error
 
 
 def iterate_samples(dataset: CalibrationDataset, batch_size: int = 1, workers: int = 0,
-                    desc: str = "calibration images") -> Iterator[tuple[int, list[np.ndarray] | None, str | None]]:
-    """Yield ``(index, arrays, error)`` in order, loading with ``workers`` processes, with a progress bar."""
+                    desc: str = "calibration images", encode: Callable | None = None) -> Iterator[tuple]:
+    """Yield ``(index, arrays, error)`` in order, loading with ``workers`` processes, with a progress bar.
+
+    ``encode`` turns each array into what the consumer stores, in the workers (see ``_Indexed``).
+    """
     from torch.utils.data import DataLoader
-    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers, shuffle=False,
+    loader = DataLoader(_Indexed(dataset, encode), batch_size=batch_size, num_workers=workers, shuffle=False,
                         collate_fn=list, persistent_workers=False)
     with progress(total=len(dataset), desc=desc, unit="img") as bar:
         for batch in loader:

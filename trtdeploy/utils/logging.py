@@ -74,7 +74,9 @@ class _LineProgress:
         if not self.closed:
             self.closed = True
             of = f" of {self.total}" if self.total is not None and self.total != self.n else ""
-            logger.info("%s: %d%s %s in %.2f s", self.desc, self.n, of, self.unit, time.perf_counter() - self.start)
+            seconds = time.perf_counter() - self.start
+            logger.info("%s: %d%s %s in %.2f s (%.1f %s/s)", self.desc, self.n, of, self.unit, seconds,
+                        self.n / max(seconds, 1e-9), self.unit)
 
     def __enter__(self):
         return self

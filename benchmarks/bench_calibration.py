@@ -1,0 +1,105 @@
+"""Calibration throughput of the seed's pipeline, this checkout against another one, paired in one run (CPU).
+
+    git worktree add --detach /tmp/old <commit>
+    python benchmarks/bench_calibration.py --baseline /tmp/old [--images 24 --rounds 3]
+
+The seed's ``configs/calibration/calibration_dataset.py`` (resize to 1333x800 keeping the ratio,
+normalise, pad to /32: 1x3x800x1088 float32 per image, its 2 workers) over photo-like 640x480
+JPEGs (random crops of demo/demo.jpg). Each round makes ``calib_data.h5`` once with each checkout, in
+alternating order, each in a fresh process (``prepare_calibration_file``, the INT8 convert's first
+step); the figure is images/s over the whole call (pipeline, compression, writing). Also reports the
+file sizes and checks that both files hold the same samples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+ONE_RUN = """
+import sys, time
+from pathlib import Path
+from trtdeploy.calibration import prepare_calibration_file
+from trtdeploy.config import load_deploy_config
+cfg = load_deploy_config(Path(sys.argv[1]) / "configs/classification/classification_tensorrt-int8_static-224x224.py")
+work, dataset, n = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(work / "calib_data.h5").unlink(missing_ok=True)
+t = time.perf_counter()
+prepare_calibration_file(cfg, work, "input", dataset)
+print("IMAGES_PER_S", n / (time.perf_counter() - t))
+"""
+
+
+def make_images(root: Path, n: int) -> None:
+    """``n`` 640x480 JPEGs cut from demo/demo.jpg at random places and scales, and a COCO-style list."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    demo = Image.open(REPO / "demo" / "demo.jpg").convert("RGB")
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        w = int(demo.width * rng.uniform(0.4, 0.9))
+        h = int(w * 0.75)
+        x, y = rng.integers(0, demo.width - w + 1), rng.integers(0, max(demo.height - h, 0) + 1)
+        crop = demo.crop((x, y, x + w, y + h)).resize((640, 480))
+        (crop.transpose(Image.FLIP_LEFT_RIGHT) if i % 2 else crop).save(root / f"{i}.jpg", quality=90)
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in range(n)]
+    (root / "val_annotations.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+
+
+def run(checkout: Path, work: Path, dataset: Path, n: int) -> float:
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(checkout), str(work), str(dataset), str(n)],
+                          capture_output=True, text=True, env=env, cwd=checkout, timeout=1800)
+    if proc.returncode:
+        raise RuntimeError(f"calibration with {checkout} failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.split("IMAGES_PER_S")[-1])
+
+
+def same_samples(a: Path, b: Path) -> bool:
+    import h5py
+    import numpy as np
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        ga, gb = fa["calib_data/end2end/input"], fb["calib_data/end2end/input"]
+        return sorted(ga) == sorted(gb) and all(np.array_equal(ga[k][...], gb[k][...]) for k in ga)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (e.g. a git worktree)")
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_calibration_") as tmp:
+        tmp = Path(tmp)
+        make_images(tmp / "images", args.images)
+        dataset = tmp / "calibration_dataset.py"
+        seed = (REPO / "configs/calibration/calibration_dataset.py").read_text()
+        dataset.write_text(seed.replace("data_root = 'calibration/dataset/root'", f"data_root = '{tmp / 'images'}/'"))
+        checkouts = {"baseline": args.baseline.resolve(), "this checkout": REPO}
+        rates: dict[str, list[float]] = {name: [] for name in checkouts}
+        for r in range(args.rounds):
+            for name in (list(checkouts) if r % 2 == 0 else list(checkouts)[::-1]):
+                rates[name].append(run(checkouts[name], tmp / name.replace(" ", "_"), dataset, args.images))
+                print(f"round {r + 1}: {name:14s} {rates[name][-1]:6.2f} images/s", flush=True)
+        files = {name: tmp / name.replace(" ", "_") / "calib_data.h5" for name in checkouts}
+        print(f"\n{args.images} images, seed pipeline (1x3x800x1088), {args.rounds} rounds, median images/s:")
+        for name in checkouts:
+            print(f"  {name:14s} {statistics.median(rates[name]):6.2f} images/s, "
+                  f"file {files[name].stat().st_size / 1e6:7.1f} MB")
+        ratio = statistics.median(rates["this checkout"]) / statistics.median(rates["baseline"])
+        print(f"  speed-up x{ratio:.2f}; same samples in both files: {same_samples(*files.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
