@@ -1,0 +1,106 @@
+"""The package's import layers (docs/architecture.md): every import, function-local ones included, points down.
+
+Parsed from the source with ``ast`` (nothing is imported), so a lazy import cannot hide an upward
+dependency. A unit is a top-level module or subpackage of trtdeploy; imports inside one unit are free.
+"""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "trtdeploy"
+
+# Bottom to top. A unit may import units of its own layer or below; within a layer the graph is acyclic.
+LAYERS = [
+    ("errors", "version", "registry", "utils", "config"),  # foundations: no trtdeploy stage
+    ("datasets", "calibration"),                             # image folders, COCO, calibration data
+    ("passes",),                                             # ONNX -> ONNX, knowing no op by name
+    ("ops",),                                                # custom ops; their lowerings register into passes
+    ("backends",),                                           # ONNX -> artefact -> runner, one folder each
+    ("export",),                                             # torch -> ONNX, with rewriters
+    ("tasks",),                                              # pre/post-processing per task; wraps models for export
+    ("artefacts", "api", "env"),                             # the Python API and what a conversion left behind
+    ("evaluation", "serving"),                               # test, profile, compare, inspect; Triton, the server
+    ("cli", "__main__", "__init__"),                         # the shells: `trtdeploy`, python -m, the package facade
+]
+LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def import_edges() -> dict[tuple[str, str], list[str]]:
+    """(importing unit, imported unit) -> where ('file:line'), for every import between two units."""
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts)
+        package = module[: -len(".__init__")] if module.endswith(".__init__") else module.rsplit(".", 1)[0]
+        module = module[: -len(".__init__")] if module.endswith(".__init__") else module
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    prefix = ".".join(base)
+                else:
+                    prefix = ""
+                if node.module:
+                    targets = [f"{prefix}.{node.module}" if prefix else node.module]
+                else:  # from . import x: x is a module of that package
+                    targets = [f"{prefix}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] != "trtdeploy":
+                    continue
+                a, b = _unit(module), _unit(target)
+                if a != b:
+                    edges[(a, b)].append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    return edges
+
+
+def test_every_unit_has_a_layer():
+    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" or (p.is_dir() and any(p.glob("*.py"))))}
+    assert sorted(units - set(LAYER_OF)) == [], "add the new module or subpackage to LAYERS (and docs/architecture.md)"
+
+
+def test_imports_point_down_the_layers():
+    upward = [f"{a} (layer {LAYER_OF[a]}) imports {b} (layer {LAYER_OF[b]}) at {', '.join(where)}"
+              for (a, b), where in sorted(import_edges().items()) if LAYER_OF[b] > LAYER_OF[a]]
+    assert upward == []
+
+
+def test_no_cycles_between_units():
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in import_edges():
+        graph[a].add(b)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(unit: str, path: list[str]) -> None:
+        state[unit] = 1
+        for nxt in sorted(graph[unit]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[unit] = 2
+
+    for unit in sorted(graph):
+        if unit not in state:
+            visit(unit, [unit])
+    assert cycles == []
+
+
+def test_the_walker_sees_lazy_and_relative_imports():
+    """The rule is only as honest as the parser: a function-local ``from ..x import y`` must count."""
+    edges = import_edges()
+    assert ("ops", "passes") in edges          # ops/__init__.py: lowerings register into passes
+    assert ("api", "passes") in edges          # api.py: `from . import passes` inside convert()
+    assert ("evaluation", "export") in edges   # evaluation/targets.py: a function-local import
