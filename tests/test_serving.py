@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import DEMO_IMG, REPO, run_cli
 
 from trtdeploy.serving.server import SHM_PREFIX, free_port
-from trtdeploy.serving.task_outputs import task_outputs
+from trtdeploy.tasks import get_task
 
 pytestmark = pytest.mark.slow
 MODEL = "resnet18"
@@ -115,8 +115,8 @@ def ask(module, client, model: str, encoded: list[bytes], task: str = "Classific
     inp = module.InferInput("image", [len(encoded), 1], "BYTES")
     inp.set_data_from_numpy(np.array([[b] for b in encoded], dtype=object))
     result = client.infer(model, [inp])
-    outputs = task_outputs(task)
-    return outputs.from_tensors({t.name: result.as_numpy(t.name) for t in outputs.tensors})
+    outputs = get_task(task)
+    return outputs.from_tensors({t.name: result.as_numpy(t.name) for t in outputs.served_outputs})
 
 
 def test_serve_prints_endpoints_and_what_it_left_out(served):

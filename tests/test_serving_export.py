@@ -17,7 +17,7 @@ from conftest import CONFIGS, DEMO_IMG, run_cli
 from trtdeploy.backends.sidecar import read_sidecar, write_sidecar
 from trtdeploy.serving import model_config as mc
 from trtdeploy.serving.stages import Pipeline, run_batched
-from trtdeploy.serving.task_outputs import task_outputs
+from trtdeploy.tasks import get_task
 
 
 def _configs(repo):
@@ -58,7 +58,7 @@ def test_tensorrt_plan_config_follows_the_engine_profiles(engine_work, tmp_path)
     stage = Pipeline(repo / "sq/1/end2end.engine")
     assert stage.model.sidecar["profiles"] == read_sidecar(engine_work / "end2end.engine")["profiles"]
     (answer,) = stage([{"image": np.array([[DEMO_IMG.read_bytes()]], dtype=object)}])
-    (row,) = task_outputs("Classification").from_tensors(answer)
+    (row,) = get_task("Classification").from_tensors(answer)
     expected = load(engine_work / "end2end.onnx").predict(DEMO_IMG)[0]
     assert [i for i, _, _ in row] == [i for i, _, _ in expected]
     stage.close()
@@ -168,7 +168,7 @@ def test_pipeline_stage_answers_like_predict_and_isolates_bad_requests(resnet18_
     assert isinstance(answers[1], Exception) and "must hold an encoded image" in str(answers[1])
     expected = load(resnet18_ort / "end2end.onnx").predict(DEMO_IMG)[0]
     for answer in (answers[0], answers[2]):
-        (row,) = task_outputs("Classification").from_tensors(answer)
+        (row,) = get_task("Classification").from_tensors(answer)
         assert [i for i, _, _ in row] == [i for i, _, _ in expected]
         np.testing.assert_allclose([p for _, _, p in row], [p for _, _, p in expected], rtol=1e-4)
     stage.close()
@@ -188,7 +188,7 @@ def test_run_batched_merges_equal_shapes_and_splits_back():
 
 
 def test_detection_answers_round_trip_with_padding():
-    outputs = task_outputs("ObjectDetection")
+    outputs = get_task("ObjectDetection")
     rows = [{"boxes": np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32), "scores": np.array([0.9, 0.4], np.float32),
              "labels": np.array([17, 3]), "names": ["cat", "car"]},
             {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),

@@ -1,7 +1,8 @@
 """Test sets for ``trtdeploy test``: an image folder (``root/<class>/<image>``) or a COCO JSON file.
 
-Reading is the task-neutral ``trtdeploy.datasets``; this module adds what evaluation needs on top:
-ground truth per image, and the mapping from dataset classes to the model's label indices.
+Reading is the task-neutral readers beside this module; this one adds what evaluation needs on top:
+ground truth per image, and the mapping from dataset classes to the model's label indices, which the
+tasks' metrics use.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..datasets import CocoAnnotations, list_image_folder, load_coco
+from .coco import CocoAnnotations, load_coco
+from .image_folder import list_image_folder
 from ..errors import DatasetError
 
 

@@ -11,13 +11,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..datasets.evaluation import EvalDataset
+from ..errors import ConfigError, DatasetError
+from ..tasks import Metric, get_task
 from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
 from ..passes.numerics import nonfinite_outputs
 from ..utils.logging import progress
-from .dataset import EvalDataset
-from .metrics import metric_for
 from .report import format_table
 from .targets import Target, runnable_or_fail
 
@@ -38,6 +38,15 @@ class TargetAccuracy:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def metric_for(task_name: str, dataset: EvalDataset, class_names: list[str] | None) -> Metric:
+    """The task's own metric (``Task.metric``) over ``dataset``."""
+    task = get_task(task_name)
+    if task.metric is None:
+        raise ConfigError(f"task {task.name!r} defines no metric (Task.metric), so `trtdeploy test` cannot score it; "
+                          f"give the task class a Metric subclass")
+    return task.metric(dataset, class_names)
 
 
 def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None = None,

@@ -23,10 +23,10 @@ from typing import Callable
 from ..backends.sidecar import read_sidecar, sidecar_path, sidecars_in
 from ..errors import ConfigError, ModelError, WorkDirError
 from ..registry import Registry
+from ..tasks import TASKS, Task, get_task
 from ..utils.fileio import atomic_copy, atomic_write, ensure_writable_dir
 from . import model_config as mc
 from .stages import STAGES, StageTensor
-from .task_outputs import task_outputs
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 DEFAULT_PYTHON_MAX_BATCH = 8
@@ -50,8 +50,8 @@ class Converted:
         return (self.engine, self.engine_sidecar) if self.engine else (self.onnx, self.onnx_sidecar)
 
     @property
-    def task(self) -> str:
-        return self.onnx_sidecar.get("task") or "Classification"
+    def task(self) -> type[Task]:
+        return get_task(self.onnx_sidecar.get("task"))
 
     @property
     def class_names(self) -> list[str] | None:
@@ -167,7 +167,7 @@ def _native_io(sidecar: dict, batched: bool, where: str, label_output: bool) -> 
 
 def _labels(converted: Converted) -> dict[str, str]:
     names = converted.class_names
-    return {"labels.txt": "\n".join(names) + "\n"} if names and converted.task == "Classification" else {}
+    return {"labels.txt": "\n".join(names) + "\n"} if names and converted.task.serves_labels else {}
 
 
 # -- model kinds --------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def ensemble_models(converted: Converted, opts: ExportOptions, written: dict[str
                           f"than --max-batch {max_batch}; pass --max-batch {step_batch}")
     in_names = [s["name"] for s in sidecar["inputs"]]
     out_names = [s["name"] for s in sidecar["outputs"]]
-    task_names = [t.name for t in task_outputs(converted.task).tensors]
+    task_names = [t.name for t in converted.task.served_outputs]
     steps = [
         {"model_name": f"{name}_preprocess", "model_version": -1, "input_map": {"image": "image"},
          "output_map": {in_names[0]: "preprocessed", "meta": "meta"}},
@@ -342,7 +342,10 @@ def export_triton(work_dir: str | os.PathLike, repo: str | os.PathLike, name: st
         raise ConfigError(f"--instances {instances} is out of range; pass 1 to 64 instances per model")
     if ensemble_model not in ENSEMBLE_STEP_MODELS:
         raise ConfigError(f"--ensemble-model {ensemble_model!r} is unknown; pass one of {sorted(ENSEMBLE_STEP_MODELS)}")
-    task_outputs(converted.task)  # refuse a task the server cannot answer for, before writing
+    if not converted.task.served_outputs:  # refuse a task the server cannot answer for, before writing
+        servable = sorted(name for name, task in TASKS.items() if task.served_outputs)
+        raise ConfigError(f"{converted.work_dir} holds a {converted.task.name} model, which cannot be served: the task "
+                          f"defines no served outputs (Task.served_outputs); serve a model of one of {servable}")
     _check_repo(repo, force)
     written: dict[str, ModelFiles] = {}
     skipped: dict[str, str] = {}

@@ -19,8 +19,8 @@ from ..backends.base import Runner, TensorSpec, profiles_from_json
 from ..backends.sidecar import read_sidecar
 from ..errors import BackendUnavailableError, EngineCompatibilityError, InputError
 from ..registry import Registry
+from ..tasks import get_task
 from ..utils.logging import logger
-from .task_outputs import task_outputs
 
 IMAGE_INPUT = "image"  # encoded image bytes (JPEG, PNG, ...), one per batch row
 META = "meta"  # JSON of what pre-processing recorded, handed to post-processing
@@ -71,7 +71,7 @@ def _per_image(spec: TensorSpec) -> StageTensor:
 
 
 def _task_io(sidecar: Mapping) -> list[StageTensor]:
-    return [StageTensor(t.name, t.dtype, t.dims) for t in task_outputs(sidecar.get("task") or "Classification").tensors]
+    return [StageTensor(t.name, t.dtype, t.dims) for t in get_task(sidecar.get("task")).served_outputs]
 
 
 class _SpecsOnly(Runner):
@@ -167,7 +167,6 @@ class Pipeline(Stage):
     def __init__(self, model_file: Path):
         super().__init__(model_file)
         self.model = _deployed(self.model_file, run_model=True)
-        self.outputs = task_outputs(self.model.task.name)
 
     @staticmethod
     def io(sidecar):
@@ -192,7 +191,7 @@ class Pipeline(Stage):
             return outputs
         results = [self.model.task.postprocess({k: v[i:i + 1] for k, v in outputs.items()}, meta)[0]
                    for i, meta in enumerate(metas)]
-        return self.outputs.to_tensors(results)
+        return self.model.task.to_tensors(results)
 
     def close(self):
         self.model.close()
@@ -257,7 +256,6 @@ class Postprocess(Stage):
     def __init__(self, model_file: Path):
         super().__init__(model_file)
         self.model = _deployed(self.model_file, run_model=False)
-        self.outputs = task_outputs(self.model.task.name)
         self.output_names = self.model.runner.output_names
 
     @staticmethod
@@ -271,7 +269,7 @@ class Postprocess(Stage):
                 metas = [json.loads(bytes(row[0])) for row in request[META]]
                 results = [self.model.task.postprocess({k: request[k][i:i + 1] for k in self.output_names}, meta)[0]
                            for i, meta in enumerate(metas)]
-                answers.append(self.outputs.to_tensors(results))
+                answers.append(self.model.task.to_tensors(results))
             except Exception as e:
                 answers.append(e)
         return answers

@@ -1,4 +1,4 @@
-"""Tasks: pre-processing, post-processing, comparison and drawing, keyed by codebase_config.task."""
-from .base import TASKS, Task, get_task
+"""Tasks: pre-processing, post-processing, comparison, drawing, metric and served outputs, keyed by codebase_config.task."""
+from .base import DEFAULT_TASK, TASKS, Metric, OutputTensor, Task, get_task
 
-__all__ = ["TASKS", "Task", "get_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "Metric", "OutputTensor", "Task", "get_task"]

@@ -1,13 +1,48 @@
-"""The task interface. A task knows its model's inputs and outputs; backends know nothing of tasks."""
+"""The task interface. A task knows its model's inputs and outputs; backends know nothing of tasks.
+
+A task is one module (``tasks/<task>.py``): export checks, pre/post-processing, drawing, its metric
+(``Task.metric``, for ``trtdeploy test``) and what a served model answers (``Task.served_outputs``,
+``to_tensors``/``from_tensors``). Registering a ``Task`` subclass in ``TASKS`` is all a new task needs.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from ..config import DeployConfig
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..datasets.evaluation import EvalDataset, EvalSample
+
+# The task of a sidecar or config that names none (files written before sidecars recorded the task).
+DEFAULT_TASK = "Classification"
+
+
+class Metric:
+    """Accumulate (post-processed prediction, sample) pairs of one test set; ``compute`` gives {score name: percent}."""
+
+    def __init__(self, dataset: "EvalDataset", class_names: Sequence[str] | None = None):
+        self.dataset = dataset
+        self.class_names = list(class_names) if class_names else None
+
+    def update(self, prediction: Any, sample: "EvalSample") -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One tensor a served model answers: name, numpy dtype name (or "bytes"), dims per image (-1 where the count varies)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
 
 
 class Task:
@@ -15,6 +50,9 @@ class Task:
 
     name = ""
     default_input_shape: tuple[int, ...] = (1, 3, 224, 224)
+    metric: ClassVar[type[Metric] | None] = None              # scores predictions in `trtdeploy test`
+    served_outputs: ClassVar[tuple[OutputTensor, ...]] = ()   # empty: the task cannot be served
+    serves_labels: ClassVar[bool] = False                     # Triton's classification extension (labels.txt)
 
     def __init__(self, settings: Mapping | None = None):
         # settings: codebase_config merged with what the sidecar recorded (class names, preprocess).
@@ -81,6 +119,17 @@ class Task:
         """``output_difference`` in words, for convert's --test-img line."""
         return f"max abs difference {self.output_difference(ours, theirs):.3g}"
 
+    # -- serving ------------------------------------------------------------
+    @classmethod
+    def to_tensors(cls, results: list) -> dict[str, np.ndarray]:
+        """Pack one result per image (one row of ``postprocess``) into ``served_outputs`` arrays with a batch dimension."""
+        raise NotImplementedError(f"{cls.name} defines no served outputs")
+
+    @classmethod
+    def from_tensors(cls, arrays: Mapping[str, np.ndarray]) -> list:
+        """Unpack served arrays into one result per image, the structure ``postprocess`` gives and ``run`` prints."""
+        raise NotImplementedError(f"{cls.name} defines no served outputs")
+
     def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
         """Run the eager model the way the exported graph runs."""
         import torch
@@ -121,7 +170,13 @@ def fit_image(image, size_hw: tuple[int, int], mean, std, keep_ratio: bool,
 TASKS: Registry[type[Task]] = Registry("task")
 
 
-def get_task(name: str) -> type[Task]:
+def get_task(name: str | None) -> type[Task]:
+    """The task class registered as ``name``; None (a file that names no task) is ``DEFAULT_TASK``."""
     from . import classification, detection, segmentation  # noqa: F401  (registration on import)
 
-    return TASKS.get(name, field="codebase_config.task")
+    return TASKS.get(name or DEFAULT_TASK, field="codebase_config.task")
+
+
+def text_values(values) -> list[str]:
+    """Served string tensors come back as bytes (or str): as str."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]

@@ -1,4 +1,4 @@
-"""Image classification: resize + centre crop + normalise in, logits out, top-k reported."""
+"""Image classification: resize + centre crop + normalise in, logits out, top-k reported, top-1/top-5 scored."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import ModelError
+from ..datasets.evaluation import EvalDataset, EvalSample, model_index_by_name
+from ..errors import DatasetError, ModelError
 from ..utils.image import as_rgb_array, resize
-from .base import TASKS, Task
+from .base import TASKS, Metric, OutputTensor, Task, text_values
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -20,9 +21,47 @@ def imagenet_categories() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+class TopKAccuracy(Metric):
+    """Prediction: [(class index, name, probability), ...] best first; truth: the image's folder class."""
+
+    def __init__(self, dataset: EvalDataset, class_names=None):
+        super().__init__(dataset, class_names)
+        if any(s.label is None for s in dataset.samples):
+            raise DatasetError(f"{dataset.source}: classification needs an image folder laid out as <class>/<image>")
+        by_name = model_index_by_name(dataset.class_names, self.class_names)
+        # Folder names that are the model's class names map by name; otherwise sorted folder i is class i: a guess,
+        # which the warning below says (a model trained with another order scores near chance, silently).
+        self.truth_of = ({i: by_name[n] for i, n in enumerate(dataset.class_names)} if by_name
+                         else {i: i for i in range(len(dataset.class_names))})
+        names = dataset.class_names
+        preview = ", ".join(f"{i}={n}" for i, n in enumerate(names[:4])) + (", ..." if len(names) > 4 else "")
+        self.order_note = "" if by_name else (
+            f"{dataset.source}: the class order is GUESSED from the sorted folder names ({preview})"
+            f"{' (they are not the model' + chr(39) + 's class names)' if self.class_names else ''}; if the model was "
+            f"trained with another order, its scores are wrong: pass --classes NAME,NAME,... in the model's order "
+            f"(or set codebase_config.class_names)")
+        self.hits = {1: 0, 5: 0}
+        self.count = 0
+
+    def update(self, prediction, sample: EvalSample) -> None:
+        ranked = [int(entry[0]) for entry in prediction]
+        truth = self.truth_of[sample.label]
+        for k in self.hits:
+            self.hits[k] += truth in ranked[:k]
+        self.count += 1
+
+    def compute(self) -> dict[str, float]:
+        return {f"top-{k}": 100.0 * hits / max(self.count, 1) for k, hits in self.hits.items()}
+
+
 @TASKS.register("Classification")
 class Classification(Task):
     name = "Classification"
+    metric = TopKAccuracy
+    # top-k classes per image: ids, probabilities and names, in postprocess order
+    served_outputs = (OutputTensor("class_ids", "int64", (-1,)), OutputTensor("scores", "float32", (-1,)),
+                      OutputTensor("class_names", "bytes", (-1,)))
+    serves_labels = True
 
     @property
     def preprocess_cfg(self) -> dict:
@@ -74,6 +113,17 @@ class Classification(Task):
             top = np.argsort(-row, kind="stable")[:k]
             results.append([(int(i), names[i] if names and i < len(names) else f"class_{i}", float(row[i])) for i in top])
         return results
+
+    @classmethod
+    def to_tensors(cls, results: list) -> dict[str, np.ndarray]:
+        return {"class_ids": np.array([[i for i, _, _ in top] for top in results], dtype=np.int64),
+                "scores": np.array([[p for _, _, p in top] for top in results], dtype=np.float32),
+                "class_names": np.array([[n.encode() for _, n, _ in top] for top in results], dtype=object)}
+
+    @classmethod
+    def from_tensors(cls, arrays: Mapping[str, np.ndarray]) -> list:
+        return [[(int(i), name, float(p)) for i, name, p in zip(ids, text_values(names), scores)]
+                for ids, names, scores in zip(arrays["class_ids"], arrays["class_names"], arrays["scores"])]
 
     def format_result(self, result) -> str:
         return "\n".join(f"  {rank}. {name} (class {idx}): {prob:.4f}"

@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
+from ..datasets.evaluation import EvalDataset, EvalSample, coco_category_of_label
+from ..errors import ConfigError, DatasetError, ModelError
 from ..utils.fileio import atomic_write
 from ..utils.image import as_rgb_array
-from .base import TASKS, Task, fit_image
+from .base import TASKS, Metric, OutputTensor, Task, fit_image, text_values
 from .classification import IMAGENET_MEAN, IMAGENET_STD
 
 # MMDeploy's post_processing key -> the attribute torchvision's detectors read.
@@ -164,9 +165,105 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return w * h / union if union > 0 else float(np.allclose(a, b))
 
 
+def _box_xywh(box) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+class CocoMAP(Metric):
+    """COCO mAP with pycocotools. Prediction: dict with ``boxes`` (N, 4 xyxy, original pixels),
+    ``scores`` (N,), ``labels`` (N,) and, for segm, ``masks`` (N, H, W) at the original size."""
+
+    iou_types: tuple[str, ...] = ("bbox",)
+
+    def __init__(self, dataset: EvalDataset, class_names=None):
+        super().__init__(dataset, class_names)
+        if dataset.coco is None:
+            raise DatasetError(f"{dataset.source}: COCO mAP needs a COCO annotation file (.json), not an image folder")
+        self.category_of = coco_category_of_label(dataset.coco, self.class_names)
+        self.results: list[dict] = []
+
+    def update(self, prediction: Mapping[str, np.ndarray], sample: EvalSample) -> None:
+        from pycocotools import mask as mask_utils
+
+        boxes = np.asarray(prediction["boxes"], np.float64).reshape(-1, 4)
+        scores = np.asarray(prediction["scores"], np.float64).reshape(-1)
+        labels = np.asarray(prediction["labels"]).reshape(-1)
+        masks = prediction.get("masks")
+        for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+            category = self.category_of.get(int(label))
+            if category is None:
+                continue  # a class the test set does not annotate
+            entry = {"image_id": sample.image_id, "category_id": category, "bbox": _box_xywh(box), "score": float(score)}
+            if "segm" in self.iou_types and masks is not None:
+                entry["segmentation"] = mask_utils.encode(np.asfortranarray(np.asarray(masks[i]).astype(np.uint8)))
+            self.results.append(entry)
+
+    def _ground_truth(self, image_ids: set[int]):
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+
+        coco = self.dataset.coco
+        anns = []
+        for image_id in image_ids:
+            for k, ann in enumerate(coco.annotations.get(image_id, [])):
+                x, y, w, h = ann["bbox"]
+                anns.append({"iscrowd": 0, "area": float(w) * float(h), "id": image_id * 100000 + k + 1, **ann})
+        gt = COCO()
+        gt.dataset = {"images": [{"id": im.id, "width": im.width, "height": im.height} for im in coco.images
+                                 if im.id in image_ids],
+                      "annotations": anns, "categories": coco.categories}
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+        return gt
+
+    def compute(self) -> dict[str, float]:
+        import contextlib
+        import io
+
+        from pycocotools.cocoeval import COCOeval
+
+        image_ids = {s.image_id for s in self.dataset.samples}
+        scores = {}
+        for iou_type in self.iou_types:
+            # One field per type, as pycocotools expects: with a box beside a mask, loadRes takes the box's area.
+            drop = "segmentation" if iou_type == "bbox" else "bbox"
+            results = [{k: v for k, v in r.items() if k != drop} for r in self.results
+                       if iou_type == "bbox" or "segmentation" in r]
+            if not results:
+                scores.update({f"{iou_type} {n}": 0.0 for n in ("mAP", "mAP50", "mAP75")})
+                continue
+            gt = self._ground_truth(image_ids)
+            with contextlib.redirect_stdout(io.StringIO()):
+                dt = gt.loadRes(results)
+                evaluator = COCOeval(gt, dt, iou_type)
+                evaluator.params.imgIds = sorted(image_ids)
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()
+            stats = [max(float(v), 0.0) * 100.0 for v in evaluator.stats[:3]]  # -1 means "no ground truth"
+            scores.update(dict(zip((f"{iou_type} mAP", f"{iou_type} mAP50", f"{iou_type} mAP75"), stats)))
+        return scores
+
+
+class BoxMAP(CocoMAP):
+    iou_types = ("bbox",)
+
+
+class BoxAndMaskMAP(CocoMAP):
+    iou_types = ("bbox", "segm")
+
+
 @TASKS.register("ObjectDetection")
 class ObjectDetection(Task):
     name = "ObjectDetection"
+    metric = BoxMAP
+    # boxes (x1, y1, x2, y2 in original-image pixels), scores, labels and names per image; images of one
+    # request have different counts, so rows are padded with label -1, which from_tensors drops
+    served_outputs = (OutputTensor("boxes", "float32", (-1, 4)), OutputTensor("scores", "float32", (-1,)),
+                      OutputTensor("labels", "int64", (-1,)), OutputTensor("class_names", "bytes", (-1,)))
     default_input_shape = (1, 3, 800, 1344)
     with_masks = False
 
@@ -293,6 +390,29 @@ class ObjectDetection(Task):
         names = self.settings.get("class_names")
         return names[idx] if names and 0 <= idx < len(names) else f"class_{idx}"
 
+    @classmethod
+    def to_tensors(cls, results: list) -> dict[str, np.ndarray]:
+        n, most = len(results), max([len(r["scores"]) for r in results] + [0])
+        out = {"boxes": np.zeros((n, most, 4), np.float32), "scores": np.zeros((n, most), np.float32),
+               "labels": np.full((n, most), -1, np.int64), "class_names": np.full((n, most), b"", dtype=object)}
+        for i, r in enumerate(results):
+            k = len(r["scores"])
+            out["boxes"][i, :k] = r["boxes"]
+            out["scores"][i, :k] = r["scores"]
+            out["labels"][i, :k] = r["labels"]
+            out["class_names"][i, :k] = [name.encode() for name in r["names"]]
+        return out
+
+    @classmethod
+    def from_tensors(cls, arrays: Mapping[str, np.ndarray]) -> list:
+        results = []
+        for boxes, scores, labels, names in zip(arrays["boxes"], arrays["scores"], arrays["labels"],
+                                                arrays["class_names"]):
+            keep = labels >= 0
+            results.append({"boxes": boxes[keep].astype(np.float32), "scores": scores[keep].astype(np.float32),
+                            "labels": labels[keep].astype(np.int64), "names": text_values(names[keep])})
+        return results
+
     def format_result(self, result, limit: int = 20) -> str:
         det = result[0]
         lines = [f"  {len(det['scores'])} detections" + (f" (best {limit} shown)" if len(det["scores"]) > limit else "")]
@@ -331,6 +451,8 @@ class ObjectDetection(Task):
 @TASKS.register("InstanceSegmentation")
 class InstanceSegmentation(ObjectDetection):
     name = "InstanceSegmentation"
+    metric = BoxAndMaskMAP
+    served_outputs = ()  # instance masks are image-sized per detection: not served
     with_masks = True
 
 

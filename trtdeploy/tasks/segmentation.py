@@ -2,7 +2,7 @@
 
 Like MMDeploy's mmseg configs, ``codebase_config.with_argmax`` (default True) puts the
 ArgMax inside the graph, so the output ``output`` is an int64 class map [N, 1, H, W];
-with False it is the score map [N, C, H, W] and the ArgMax happens here.
+with False it is the score map [N, C, H, W] and the ArgMax happens here. Scored by mIoU.
 """
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ModelError
+from ..datasets.evaluation import EvalDataset, EvalSample, coco_class_map, model_index_by_name
+from ..errors import DatasetError, ModelError
 from ..utils.fileio import atomic_write
 from ..utils.image import as_rgb_array
-from .base import TASKS, Task, fit_image
+from .base import TASKS, Metric, Task, fit_image
 from .classification import IMAGENET_MEAN, IMAGENET_STD
 from .detection import class_palette, detector_classes
 
@@ -25,10 +26,60 @@ def voc_categories() -> list[str]:
     return list(FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
 
 
+class MeanIoU(Metric):
+    """Prediction: an int class map at the original size; truth: the image's COCO masks as a class map.
+
+    IoU per class is accumulated over the whole set (intersections and unions summed, as
+    mmseg does); the mean is over classes that occur in the truth or the predictions.
+    """
+
+    ignore_index = 255
+
+    def __init__(self, dataset: EvalDataset, class_names=None):
+        super().__init__(dataset, class_names)
+        if dataset.coco is None:
+            raise DatasetError(f"{dataset.source}: mIoU needs a COCO annotation file with segmentations, "
+                               f"not an image folder")
+        by_name = model_index_by_name(dataset.class_names, self.class_names)
+        categories = [c for c in dataset.coco.categories if "id" in c]
+        self.class_of = ({int(c["id"]): by_name[c["name"]] for c in categories} if by_name
+                         else {int(c["id"]): int(c["id"]) for c in categories})
+        self.num_classes = max([*self.class_of.values(), len(self.class_names or [])]) + 1
+        self.intersection = np.zeros(self.num_classes, np.int64)
+        self.union = np.zeros(self.num_classes, np.int64)
+        self.correct = 0
+        self.labelled = 0
+
+    def truth(self, sample: EvalSample, shape: tuple[int, int]) -> np.ndarray:
+        return coco_class_map(self.dataset.coco, sample.image_id, shape, self.class_of, self.ignore_index)
+
+    def update(self, prediction: np.ndarray, sample: EvalSample) -> None:
+        pred = np.asarray(prediction).astype(np.int64)
+        self.add(pred, self.truth(sample, pred.shape))
+
+    def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        """Accumulate one (prediction, truth) pair of class maps of the same shape."""
+        valid = truth != self.ignore_index
+        pred, truth = np.clip(pred[valid], 0, self.num_classes - 1), truth[valid]
+        self.correct += int(np.sum(pred == truth))
+        self.labelled += int(truth.size)
+        self.intersection += np.bincount(truth[pred == truth], minlength=self.num_classes)[:self.num_classes]
+        area_pred = np.bincount(pred, minlength=self.num_classes)[:self.num_classes]
+        area_truth = np.bincount(truth, minlength=self.num_classes)[:self.num_classes]
+        self.union += area_pred + area_truth - np.bincount(truth[pred == truth], minlength=self.num_classes)[:self.num_classes]
+
+    def compute(self) -> dict[str, float]:
+        present = self.union > 0
+        iou = self.intersection[present] / self.union[present]
+        return {"mIoU": 100.0 * float(iou.mean()) if iou.size else 0.0,
+                "aAcc": 100.0 * self.correct / max(self.labelled, 1)}
+
+
 @TASKS.register("Segmentation")
 class Segmentation(Task):
     name = "Segmentation"
     default_input_shape = (1, 3, 512, 512)
+    metric = MeanIoU
 
     @property
     def with_argmax(self) -> bool:
