@@ -79,7 +79,7 @@ def run(args) -> int:
         results = worst_case(runs)
         if args.save_outputs:
             save_outputs(args.save_outputs, [feed for feed, _ in feeds], produced)
-        bisected = _bisect(runnable, feeds[0][0], tol) if args.bisect else None
+        bisected = _bisect(runnable, feeds[0][0], tol, results if len(feeds) == 1 else []) if args.bisect else None
     finally:
         for t in targets:
             t.close()
@@ -126,8 +126,13 @@ def _inputs(args, reference) -> tuple[list[tuple[dict, str]], list[dict] | None]
     return [make_feed(reference, image, shapes, args.seed) for image in args.input or [None]], None
 
 
-def _bisect(runnable, feed, tol) -> dict:
-    """Bisect the first two ONNX files among the runnable targets (an engine's stand-in counts)."""
+def _bisect(runnable, feed, tol, table) -> dict:
+    """Bisect the first two ONNX files among the runnable targets (an engine's stand-in counts).
+
+    A divergence at a graph output whose row is in ``table`` (the same pair on the same input) points
+    to that row instead of printing other figures for it: graph optimisations, on in the table's
+    sessions and off in the hunt, may move the last digits.
+    """
     from ..errors import ModelError
     from ..evaluation import bisect_onnx
 
@@ -142,8 +147,10 @@ def _bisect(runnable, feed, tol) -> dict:
         text = f"{head}; no divergence: every shared tensor agrees within tolerance"
     else:
         c = divergence.comparison
+        row = next((r for r in table if r.output == c.output and r.reference == a.label and r.candidate == b.label), None)
+        figures = ("(its row above)" if row is not None else
+                   f"max abs {c.max_abs:.4g}, max rel {c.max_rel:.4g}, cosine {c.cosine:.6f}")
         text = (f"{head}\nfirst divergence: node {divergence.node!r} ({divergence.op_type}), output {c.output!r}: "
-                f"max abs {c.max_abs:.4g}, max rel {c.max_rel:.4g}, cosine {c.cosine:.6f}; its inputs differ by at most "
-                f"{divergence.input_max_abs:.4g}")
+                f"{figures}; its inputs differ by at most {divergence.input_max_abs:.4g}")
     return {"text": text, "data": {"reference": a.source, "candidate": b.source, "compared_tensors": compared,
                                    "divergence": divergence.to_dict() if divergence else None}}

@@ -162,63 +162,43 @@ class Divergence:
                 "compared_tensors": self.compared_tensors, **self.comparison.to_dict()}
 
 
-def _with_all_outputs(model):
-    """A copy of ``model`` whose every node output in the main graph is also a graph output."""
-    import onnx
-
-    from ..passes import infer_shapes
-
-    model = infer_shapes(model)
-    typed = {v.name: v for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
-    present = {o.name for o in model.graph.output}
-    extra = []
-    for node in model.graph.node:
-        for out in node.output:
-            if out and out not in present:
-                extra.append(typed.get(out) or onnx.helper.make_empty_tensor_value_info(out))
-                present.add(out)
-    model.graph.output.extend(extra)
-    return model
-
-
 def _run_all_tensors(path: Path, feed: Mapping[str, np.ndarray]) -> tuple[object, dict[str, np.ndarray]]:
     import onnx
-    import onnxruntime as ort
+
+    from ..passes.numerics import run_onnx
 
     try:
         original = onnx.load(str(path))
     except Exception as e:
         raise ModelError(f"{path} is not a readable ONNX file ({type(e).__name__}); pass the .onnx that "
                          f"`trtdeploy convert` wrote") from None
-    marked = _with_all_outputs(onnx.ModelProto.FromString(original.SerializeToString()))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # Graph optimisations fuse nodes away; the hunt needs every tensor as the file names it.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(marked.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelError(f"ONNX Runtime cannot load {path} with its intermediate tensors marked as outputs: {first}") from None
-    names = [o.name for o in session.get_outputs()]
-    inputs = {i.name for i in session.get_inputs()}
-    missing = sorted(inputs - set(feed))
-    if missing:
-        raise ShapeError(f"{path} needs inputs {sorted(inputs)}; missing {missing}")
-    values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
-    return original, dict(zip(names, values))
+    return original, run_onnx(original, feed, all_tensors=True, where=str(path))
+
+
+def twin_name(name: str) -> str:
+    """The FP32 graph's name of a tensor of its FP16/BF16 twin (``X__fp16`` is ``X``; the emulation's ``X__bf16``
+    too). INT8 Q/DQ twins keep the activations' names."""
+    from ..passes.fp16 import LOW_SUFFIXES
+
+    for suffix in LOW_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def bisect_onnx(reference: str | os.PathLike, candidate: str | os.PathLike, feed: Mapping[str, np.ndarray],
                 tol: Tolerances) -> tuple[Divergence | None, int]:
     """Run both graphs on ONNX Runtime with every intermediate tensor as an output; find the first divergence.
 
-    Tensors are matched by name (graphs exported from the same model, or one derived from the other,
-    such as the FP16 graph, share them). Returns the divergence (None when every shared tensor
-    agrees) and how many tensors were compared.
+    Tensors are matched by name (graphs exported from the same model, or one derived from the other:
+    the FP16/BF16 twin's ``X__fp16`` is ``X``, see ``twin_name``). The first node in graph order whose
+    output leaves tolerance has its inputs within it (they were compared before it). Returns the
+    divergence (None when every shared tensor agrees) and how many tensors were compared.
     """
     ref_model, ref_values = _run_all_tensors(Path(reference), feed)
-    _, cand_values = _run_all_tensors(Path(candidate), feed)
+    _, raw = _run_all_tensors(Path(candidate), feed)
+    # A twin's 16-bit tensor and its FP32 copy under the original name hold the same values: either will do.
+    cand_values = {twin_name(n): v.astype(np.float32) if v.dtype.kind == "f" else v for n, v in raw.items()}
     shared = [n for n in ref_values if n in cand_values]
     if not shared:
         raise ModelError(f"{reference} and {candidate} share no tensor names, so they cannot be compared node by node; "
