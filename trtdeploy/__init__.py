@@ -6,8 +6,7 @@
     model = trtdeploy.load(result.backend_path)
     print(model.predict("demo/demo.jpg"))
 """
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .api import ConvertResult, DeployedModel, convert, load  # noqa: E402
 from .errors import TrtDeployError  # noqa: E402
 

@@ -23,6 +23,7 @@ from .backends.base import all_backends
 from .registry import Registry
 from .utils.findings import ABSENT, FAIL, OK, WARN, Finding
 from .utils.findings import dist_version as _dist_version
+from .version import __version__
 
 # Jetson boards carry their L4T release here; tests point it elsewhere.
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -251,7 +252,5 @@ def _plugins() -> list[Finding]:
 
 
 def findings_as_json(findings: list[Finding]) -> dict:
-    from . import __version__
-
     return {"trtdeploy": __version__, "default_job_ok": not default_job_broken(findings),
             "findings": [asdict(f) for f in findings]}

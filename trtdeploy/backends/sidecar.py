@@ -8,6 +8,7 @@ from typing import Mapping
 
 from ..errors import ModelError
 from ..utils.fileio import atomic_write_json
+from ..version import __version__
 
 SIDECAR_SUFFIX = ".json"
 SCHEMA_VERSION = 1
@@ -19,8 +20,6 @@ def sidecar_path(artifact: str | Path) -> Path:
 
 
 def write_sidecar(artifact: str | Path, facts: Mapping) -> Path:
-    from .. import __version__
-
     data = {"schema": SCHEMA_VERSION, "trtdeploy_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "artifact": Path(artifact).name, **facts}

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..errors import TrtDeployError
 from ..utils.logging import LOG_LEVELS, logger, setup_logging
 
