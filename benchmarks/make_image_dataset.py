@@ -99,7 +99,7 @@ def write_image_folder(out: Path, images: np.ndarray, labels: np.ndarray) -> Pat
     from PIL import Image
 
     for i, (img, c) in enumerate(zip(images, labels)):
-        folder = out / CLASSES[int(c)]
+        folder = out / f"{int(c)}_{CLASSES[int(c)]}"  # sorted names keep the label order
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{i:05d}.png")
     return out
