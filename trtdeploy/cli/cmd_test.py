@@ -22,6 +22,9 @@ def register(sub, common) -> None:
     p.add_argument("--dataset", required=True, help="image folder (<class>/<image>) or COCO annotation file (.json)")
     p.add_argument("--img-prefix", help="folder of the images a COCO file names (default: beside the file)")
     p.add_argument("--checkpoint", help="state dict for the PyTorch model")
+    p.add_argument("--classes", help="the model's class names in its output order, comma-separated or a .txt file "
+                                   "(one per line); needed when the folder names are not the model's class names "
+                                   "(else sorted folder i is taken as class i, with a warning)")
     p.add_argument("--max-images", type=int, help="test only the first N images")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu otherwise)")
     p.add_argument("--out", help="also write the table as JSON here")
@@ -33,6 +36,26 @@ def register(sub, common) -> None:
 EXIT_FAILED = 1  # a target's outputs held NaN/inf
 
 
+def _classes(text: str | None) -> list[str] | None:
+    """--classes a,b,c or --classes classes.txt (one name a line)."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if text is None:
+        return None
+    if text.endswith(".txt"):
+        if not Path(text).is_file():
+            raise InputError(f"--classes {text} does not exist; pass a text file with one class name a line, or "
+                             f"the names comma-separated")
+        names = [line.strip() for line in Path(text).read_text().splitlines() if line.strip()]
+    else:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+    if len(set(names)) != len(names) or not names:
+        raise InputError(f"--classes {text}: give each class name once, in the model's output order")
+    return names
+
+
 def run(args) -> int:
     from ..evaluation import evaluate, format_accuracy, open_dataset, open_targets, write_json
 
@@ -40,7 +63,7 @@ def run(args) -> int:
     targets = open_targets(args.backend_files, args.deploy_cfg, None if args.model == "none" else args.model,
                            args.checkpoint, args.device)
     try:
-        rows = evaluate(targets, dataset, args.max_images, args.show_dir)
+        rows = evaluate(targets, dataset, args.max_images, args.show_dir, _classes(args.classes))
     finally:
         for t in targets:
             t.close()

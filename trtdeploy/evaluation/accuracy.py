@@ -17,8 +17,8 @@ from ..tasks import Metric, get_task
 from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
 from ..passes.numerics import nonfinite_outputs
-from ..utils.logging import progress
-from .report import format_table
+from ..utils.logging import logger, progress
+from .report import format_table, reason_notes
 from .targets import Target, runnable_or_fail
 
 
@@ -50,10 +50,11 @@ def metric_for(task_name: str, dataset: EvalDataset, class_names: list[str] | No
 
 
 def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None = None,
-             show_dir: str | os.PathLike | None = None) -> list[TargetAccuracy]:
+             show_dir: str | os.PathLike | None = None, class_names: list[str] | None = None) -> list[TargetAccuracy]:
     """Run every runnable target over the dataset (first ``max_images``) and score it.
 
     ``show_dir``: also draw each target's result on each image there (one sub-folder per target).
+    ``class_names``: the model's classes in its output order (``--classes``), over what the sidecars say.
     """
     if max_images is not None and max_images < 1:
         raise DatasetError(f"--max-images must be at least 1, got {max_images}")
@@ -62,8 +63,11 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
         raise DatasetError(f"{dataset.source} holds no test images")
     runnable = runnable_or_fail(targets, "test")
     pictures = {id(t): ensure_writable_dir(Path(show_dir) / _folder_name(t)) for t in runnable} if show_dir else {}
-    metrics = {id(t): metric_for(t.model.task.name, dataset, t.model.task.settings.get("class_names"))
+    metrics = {id(t): metric_for(t.model.task.name, dataset, class_names or t.model.task.settings.get("class_names"))
                for t in runnable}
+    for note in dict.fromkeys(getattr(m, "order_note", "") for m in metrics.values()):
+        if note:
+            logger.warning(note)
     seconds = {id(t): 0.0 for t in runnable}
     nonfinite: dict[int, str] = {}  # the first image on which a target's outputs hold NaN/inf
     _warm_up(runnable, dataset.samples[0].path)
@@ -119,5 +123,5 @@ def format_accuracy(rows: list[TargetAccuracy]) -> str:
     headers = ["target", *columns, "ms/img", "images", "status"]
     table = format_table(headers, [[r.target, *(r.scores.get(c) for c in columns), r.latency_ms, r.images or None,
                                     r.status] for r in rows])
-    notes = [f"{r.target}: {r.reason}" for r in rows if r.reason]
+    notes = reason_notes([(r.target, r.status, r.reason) for r in rows])
     return table + ("\n" + "\n".join(notes) if notes else "")
