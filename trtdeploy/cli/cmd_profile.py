@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..evaluation.benchmark import DEFAULT_SECONDS, MIN_ITERATIONS
+
 
 def _count(minimum: int):
     def parse(text: str) -> int:
@@ -16,6 +18,16 @@ def _count(minimum: int):
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def _batch_sizes(text: str) -> list[int]:
     parse = _count(1)
     return [parse(part) for part in text.split(",")]
@@ -25,7 +37,8 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "profile", parents=[common], help="measure latency and throughput across shapes, batch sizes and backends",
         description="Time each file (and the PyTorch model with --model) at each input shape: warm-up, then "
-                    "--iterations timed calls, reporting mean/p50/p90/p99 latency and samples per second. By default "
+                    "timed calls for --seconds (or exactly --iterations), reporting mean/p50/p90/p99 latency and "
+                    "samples per second, and a one-line summary per target. By default "
                     "the shapes are the min/opt/max of every optimization profile (or the export shape); shapes stay "
                     "inside the profiles. --per-layer adds the slowest layers (ONNX Runtime's profiler; TensorRT's "
                     "IProfiler where an engine runs); --plot draws latency against shape as a PNG.",
@@ -39,8 +52,11 @@ def register(sub, common) -> None:
     p.add_argument("--shape", action="append", help="a shape to time, e.g. 1x3x224x224 or input:1x3x224x224 "
                                                       "(comma-separated per input; repeatable)")
     p.add_argument("--batch-sizes", type=_batch_sizes, help="batch sizes to time each shape at, e.g. 1,4,8")
-    p.add_argument("--warmup", type=_count(0), default=10, help="untimed calls first (default: %(default)s)")
-    p.add_argument("--iterations", type=_count(1), default=100, help="timed calls per shape (default: %(default)s)")
+    p.add_argument("--warmup", type=_count(0), default=2, help="untimed calls first (default: %(default)s)")
+    p.add_argument("--seconds", type=_seconds, default=DEFAULT_SECONDS,
+                   help="time budget of the timed calls per target and shape (default: %(default)s; at least "
+                        f"{MIN_ITERATIONS} calls)")
+    p.add_argument("--iterations", type=_count(1), help="exactly this many timed calls per shape instead of --seconds")
     p.add_argument("--per-layer", action="store_true", help="add a per-layer breakdown where the backend offers one")
     p.add_argument("--top", type=_count(1), default=10, help="layers to list with --per-layer (default: %(default)s)")
     p.add_argument("--plot", help="write a PNG of latency and throughput against shape here")
@@ -52,7 +68,7 @@ def register(sub, common) -> None:
 def run(args) -> int:
     from ..evaluation import open_targets, write_json
     from ..evaluation.benchmark import format_profile, plot_latency, profile_targets
-    from ..evaluation.targets import parse_shapes, runnable_or_fail
+    from ..evaluation.targets import parse_shape_sets, runnable_or_fail
 
     if args.plot and not args.plot.lower().endswith(".png"):
         from ..errors import WorkDirError
@@ -61,8 +77,9 @@ def run(args) -> int:
     targets = open_targets(args.files, args.deploy_cfg, args.model, args.checkpoint, args.device)
     try:
         names = runnable_or_fail(targets, "profile")[0].model.runner.input_names
-        shapes = [parse_shapes(spec.split(","), names) for spec in args.shape or []]
-        results = profile_targets(targets, shapes, args.batch_sizes, args.warmup, args.iterations, args.per_layer)
+        shapes = parse_shape_sets(args.shape, names)
+        results = profile_targets(targets, shapes, args.batch_sizes, args.warmup, args.iterations, args.per_layer,
+                                  args.seconds)
     finally:
         for t in targets:
             t.close()
@@ -71,7 +88,7 @@ def run(args) -> int:
         plot_latency(results, args.plot)
         print(f"plot: {args.plot}")
     if args.json_out:
-        write_json(args.json_out, {"warmup": args.warmup, "iterations": args.iterations,
+        write_json(args.json_out, {"warmup": args.warmup, "iterations": args.iterations, "seconds": args.seconds,
                                    "results": [r.to_dict() for r in results]})
         print(f"results: {args.json_out}")
     return 0
