@@ -11,10 +11,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import trtdeploy
+from conftest import CONFIGS, DEMO_IMG, run_cli
 from trtdeploy.backends.tensorrt.low_precision import fp32_node_names, pin_fp32
 from trtdeploy.errors import BuildError
 from trtdeploy.passes.fp16 import fragile_nodes, to_fp16_body
 from trtdeploy.passes.numerics import check_low_precision_finite
+from trtdeploy.tasks.detection import match_detections
 
 RNG = np.random.default_rng(0)
 
@@ -135,3 +138,27 @@ def test_weakly_typed_route_pins_the_guarded_layers_to_fp32():
         assert config.flags == [flag]
     assert [layer.precision for layer in layers] == ["unset", "FLOAT", "FLOAT", "FLOAT"]
     assert [layer.output_types for layer in layers] == [{}, {0: "FLOAT"}, {}, {0: "FLOAT"}]
+
+
+@pytest.mark.slow
+def test_ssd300_fp16_graph_is_finite_with_the_fp32_detections(tmp_path):
+    """Issue 15's failure: SSD300's L2Norm eps (1e-12) was 0 in FP16, 0/0 poisoned every score (0 detections)."""
+    cfg = tmp_path / "ssd_fp16.py"
+    cfg.write_text(f"_base_ = ['{CONFIGS}/detection/detection_static.py', '{CONFIGS}/_base_/backends/tensorrt-fp16.py']\n"
+                   "onnx_config = dict(input_shape=[300, 300])\n"
+                   "backend_config = dict(model_inputs=[dict(input_shapes=dict(input=dict(min_shape=[1, 3, 300, 300], "
+                   "opt_shape=[1, 3, 300, 300], max_shape=[1, 3, 300, 300])))])\n")
+    work = tmp_path / "w"
+    run_cli("convert", cfg, "torchvision://ssd300_vgg16", "--work-dir", work, "--test-img", DEMO_IMG)
+    deployed = trtdeploy.load(work / "end2end.onnx")
+    feed = {"input": deployed.task.preprocess(str(DEMO_IMG), deployed.input_shape())[0]}
+    deployed.close()
+    names = ["dets", "labels"]
+    ref = dict(zip(names, ort.InferenceSession(str(work / "end2end.onnx")).run(None, feed)))
+    half = dict(zip(names, ort.InferenceSession(str(work / "end2end_fp16.onnx")).run(None, feed)))
+    assert np.isfinite(half["dets"]).all()
+    match = match_detections(half, ref)
+    assert match["reference"] == match["matched"] == 100 and match["unmatched"] == 0
+    assert match["box"] < 2.0 and match["score"] < 0.05
+    unguarded = to_fp16_body(onnx.load(str(work / "end2end.onnx")), guard=False)
+    assert (ort.InferenceSession(unguarded.SerializeToString()).run(None, feed)[1] >= 0).sum() == 0  # as before

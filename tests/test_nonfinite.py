@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 from PIL import Image
 
@@ -59,3 +60,17 @@ def test_compare_and_test_exit_1_naming_the_nonfinite_output(tiny_classifier, tm
     out = capsys.readouterr().out
     assert "FAIL (NaN/inf)" in out and "non-finite outputs output (3 NaN) on a.png" in out
     assert "FAILED: onnxruntime (nan.onnx) gave NaN/inf outputs" in out
+
+
+def test_calibration_sample_holding_nan_is_refused(tmp_path):
+    from pathlib import Path
+
+    from trtdeploy.calibration.dataset import CalibrationDataset
+    from trtdeploy.errors import DatasetError
+
+    data = CalibrationDataset([Path("img/a.png")], None, "calib.py: data.val",
+                              fallback=lambda path: np.full((1, 3, 4, 4), np.nan, np.float32))
+    with pytest.raises(DatasetError) as e:
+        data[0]
+    assert str(e.value) == ("img/a.png: its calibration sample holds 48 NaN after the pipeline of calib.py: data.val; "
+                            "fix the image or the pipeline (a Normalize std of 0 divides by zero)")

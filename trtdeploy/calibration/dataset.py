@@ -133,7 +133,7 @@ class CalibrationDataset:
 
     def __init__(self, images: list[Path], pipeline: list | None, where: str,
                  preprocessor: Mapping | None = None, fallback: Callable[[Path], np.ndarray] | None = None):
-        self.images = images
+        self.images, self.where = images, where
         self.compose = Compose(pipeline, f"{where}.pipeline") if pipeline is not None else None
         if self.compose is None and fallback is None:
             raise ConfigError(f"{where}.pipeline is missing; give the test pipeline the model was trained with")
@@ -144,12 +144,21 @@ class CalibrationDataset:
         return len(self.images)
 
     def __getitem__(self, index: int) -> list[np.ndarray]:
+        from ..errors import DatasetError
+        from ..passes.numerics import nonfinite_count
+
         path = self.images[index]
         if self.compose is None:
             arr = np.asarray(self.fallback(path), dtype=np.float32)
-            return [np.ascontiguousarray(arr.reshape(arr.shape[-3:]))]
-        out = self.compose({"img_path": str(path), "filename": str(path), "sample_idx": index})
-        return [self._to_array(r) for r in (out if isinstance(out, list) else [out])]
+            arrays = [np.ascontiguousarray(arr.reshape(arr.shape[-3:]))]
+        else:
+            out = self.compose({"img_path": str(path), "filename": str(path), "sample_idx": index})
+            arrays = [self._to_array(r) for r in (out if isinstance(out, list) else [out])]
+        for arr in arrays:  # a NaN sample would make every range it touches NaN
+            if nonfinite_count(arr):
+                raise DatasetError(f"{path}: its calibration sample holds {nonfinite_count(arr)} after the pipeline "
+                                   f"of {self.where}; fix the image or the pipeline (a Normalize std of 0 divides by zero)")
+        return arrays
 
     def _to_array(self, results: Mapping) -> np.ndarray:
         img = np.asarray(results["img"])
