@@ -6,7 +6,7 @@ import argparse
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "sensitivity", parents=[common], help="per-layer INT8 sensitivity of a converted model",
+        "sensitivity", parents=[common], help="per-layer INT8 sensitivity, or the nodes FP16/BF16 must keep in FP32",
         description="After an INT8 `trtdeploy convert`, quantize one layer at a time (Q/DQ on ONNX Runtime, FP32 "
                     "elsewhere, the calibration ranges of the build) and measure the output error against FP32 on "
                     "calibration samples. Prints the layers most sensitive first, proposes the few to keep out of "
@@ -18,12 +18,37 @@ def register(sub, common) -> None:
     p.add_argument("work_dir", help="--work-dir of an INT8 conversion (holds the engine, its sidecar, calib_data.h5)")
     p.add_argument("--samples", type=int, default=32, help="calibration samples to measure on (default: %(default)s)")
     p.add_argument("--top", type=int, default=15, help="rows to print (default: %(default)s)")
+    p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8",
+                   help="int8: rank the INT8 layers; fp16/bf16: bisect which nodes must stay FP32 to meet "
+                        "--atol/--rtol (emulated on ONNX Runtime; default: %(default)s)")
+    for kind in ("atol", "rtol"):
+        p.add_argument(f"--{kind}", nargs="+", metavar="[OUTPUT:]VALUE", help=f"--precision fp16/bf16: {kind} per output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    report_sensitivity(args.work_dir, args.samples, args.top)
+    if args.precision == "int8":
+        report_sensitivity(args.work_dir, args.samples, args.top)
+    else:
+        report_precision(args.work_dir, args.precision, {"atol": args.atol, "rtol": args.rtol}, args.samples)
     return 0
+
+
+def report_precision(work_dir, precision: str, tolerances: dict, samples: int = 32) -> None:
+    """Bisect the 16-bit nodes that must stay FP32 (``precision_sensitivity``) and print the config line."""
+    from ..backends.tensorrt.low_precision import precision_sensitivity, work_dir_feeds
+    from ..evaluation import Tolerances
+
+    tol = Tolerances.from_sources(tolerances)
+    model, feeds, origin = work_dir_feeds(work_dir, samples)
+    found = precision_sensitivity(model, feeds, tol, precision)
+    print(f"{precision.upper()} (emulated on ONNX Runtime) against FP32 on {origin}, {tol.describe()}: "
+          f"{found['candidates']} nodes in {precision.upper()}, {found['runs']} runs")
+    if not found["fp32_nodes"]:
+        print("every output is within tolerance with the guards alone: nothing more to keep in FP32")
+        return
+    print(f"{len(found['fp32_nodes'])} node(s) must stay FP32; proposal for the deploy config:")
+    print(f"backend_config = dict(common_config=dict(fp32_nodes={found['fp32_nodes']!r}))")
 
 
 def report_sensitivity(work_dir, samples: int = 32, top: int = 15) -> None:
