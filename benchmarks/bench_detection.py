@@ -57,7 +57,7 @@ def median_seconds(fn, runs: int) -> float:
 def bench_model(name: str, runs: int, with_tensorrt: bool) -> dict:
     import trtdeploy
     from mmengine import Config
-    from trtdeploy.tasks.detection import preprocessed_input
+    from trtdeploy.export.rewriters.torchvision_families import preprocessed_input
 
     folder, (h, w) = MODELS[name]
     cfg = Config.fromfile(str(REPO / f"configs/{folder}/{folder}_onnxruntime_dynamic.py")).to_dict()

@@ -246,7 +246,8 @@ def test_task_and_model_must_match(tmp_path):
     det_cfg = CONFIGS / "detection/detection_onnxruntime_dynamic.py"
     proc = run_cli("convert", det_cfg, "torchvision://resnet18", "--work-dir", tmp_path, check=False)
     error = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert proc.returncode == 3 and len(error) == 1 and "ResNet is not a torchvision detector" in error[0]
+    assert proc.returncode == 3 and len(error) == 1 and "ResNet is not a model of a registered detector family (torchvision RetinaNet" in error[0]
+    assert "Adding a detector family" in error[0]
     ssd = torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None, weights_backbone=None)
     with pytest.raises(ModelError, match="SSD is not a classifier"):
         trtdeploy.convert(CONFIGS / "classification/classification_onnxruntime_dynamic.py", ssd, work_dir=tmp_path)

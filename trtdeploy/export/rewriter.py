@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -41,6 +42,8 @@ class FunctionRewriter:
         undo: list[tuple[Any, str, Any]] = []
         try:
             for target, rewrite in self._rewrites.items():
+                if target.partition(".")[0] not in sys.modules:
+                    continue  # a library nobody imported holds no part of the model (and stays unimported)
                 owner, attr = _resolve_owner(target)
                 if owner is None:
                     continue  # the library that holds the target is not installed

@@ -13,10 +13,8 @@ in torchvision's detectors and are accepted for compatibility only.
 from __future__ import annotations
 
 import colorsys
-import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -27,9 +25,6 @@ from ..utils.image import as_rgb_array
 from .base import TASKS, Metric, OutputTensor, Task, fit_image, text_values
 from .classification import IMAGENET_MEAN, IMAGENET_STD
 
-# MMDeploy's post_processing key -> the attribute torchvision's detectors read.
-POST_PROCESSING_ATTRS = {"score_threshold": "score_thresh", "iou_threshold": "nms_thresh",
-                         "keep_top_k": "detections_per_img"}
 # key -> (accepts the value, what it must be)
 POST_PROCESSING_RANGES = {
     "score_threshold": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
@@ -42,88 +37,17 @@ POST_PROCESSING_RANGES = {
 }
 
 
-@dataclass(frozen=True)
-class DetectorFamily:
-    """What the task needs to know about one torchvision detector family."""
+def detector_family(model) -> tuple[str, Any] | None:
+    """(name, DetectorFamily) of a registered family that recognises ``model``, else None."""
+    from ..export import DETECTOR_FAMILIES  # importing trtdeploy.export registers the shipped families
 
-    class_path: str
-    num_classes: Callable[[Any], int]
-    thresholds_owner: Callable[[Any], Any]       # the module holding score_thresh, nms_thresh, ...
-    post_processing: Callable[[Any], list[Callable]]  # the functions the export must rewrite
-
-
-def _method(obj, name: str) -> Callable:
-    return getattr(type(obj), name)
-
-
-DETECTOR_FAMILIES = (
-    DetectorFamily("torchvision.models.detection.retinanet.RetinaNet",
-                   lambda m: m.head.classification_head.num_classes, lambda m: m,
-                   lambda m: [_method(m, "postprocess_detections")]),
-    DetectorFamily("torchvision.models.detection.fcos.FCOS",
-                   lambda m: m.head.classification_head.num_classes, lambda m: m,
-                   lambda m: [_method(m, "postprocess_detections")]),
-    DetectorFamily("torchvision.models.detection.ssd.SSD",
-                   lambda m: m.head.classification_head.num_columns, lambda m: m,
-                   lambda m: [_method(m, "postprocess_detections")]),
-    DetectorFamily("torchvision.models.detection.generalized_rcnn.GeneralizedRCNN",
-                   lambda m: m.roi_heads.box_predictor.cls_score.out_features, lambda m: m.roi_heads,
-                   lambda m: [_method(m.rpn, "forward"), _method(m.roi_heads, "forward"),
-                              _method(m.roi_heads.box_roi_pool, "forward")]),
-)
-
-
-def _import(path: str):
-    import importlib
-
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def detector_classes() -> tuple[type, ...]:
-    return tuple(_import(f.class_path) for f in DETECTOR_FAMILIES)
-
-
-def family_of(model) -> DetectorFamily | None:
-    return next((f for f in DETECTOR_FAMILIES if isinstance(model, _import(f.class_path))), None)
-
-
-def coco_categories() -> list[str]:
-    """torchvision's 91 COCO ids (0 is the background, some ids are 'N/A')."""
-    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
-
-    return list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+    return DETECTOR_FAMILIES.of(model)
 
 
 def class_palette(n: int) -> np.ndarray:
     """A fixed, well-spread RGB colour per class id (the same in every picture)."""
     hues = (np.arange(n) * 0.618033988749895) % 1.0  # golden-ratio steps keep neighbouring ids apart
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 0.95)] for h in hues], np.uint8)
-
-
-@contextlib.contextmanager
-def preprocessed_input(model) -> Iterator[None]:
-    """Run a torchvision detector eagerly on an already pre-processed batch (no resize, no normalise).
-
-    The detector's own post-processing stays as it is, and its masks stay unpasted
-    [K, 1, M, M], so its output is the reference for the exported graph.
-    """
-    import torch
-    from torchvision.models.detection.image_list import ImageList
-
-    class AlreadyPreprocessed(torch.nn.Module):
-        def forward(self, images, targets=None):
-            return ImageList(images, [tuple(images.shape[-2:])] * len(images)), targets
-
-        def postprocess(self, result, image_shapes, original_image_sizes):
-            return result
-
-    original = model.transform
-    model.transform = AlreadyPreprocessed()
-    try:
-        yield
-    finally:
-        model.transform = original
 
 
 MATCH_IOU = 0.5
@@ -277,26 +201,31 @@ class ObjectDetection(Task):
                 **dict(self.settings.get("preprocess") or {})}
 
     # -- export -----------------------------------------------------------
+    def family(self, model):
+        """The model's DetectorFamily; ModelError naming the registered families when none recognises it."""
+        from ..export import DETECTOR_FAMILIES
+
+        found = detector_family(model)
+        if found is None:
+            raise ModelError(f"{type(model).__name__} is not a model of a registered detector family "
+                             f"({', '.join(DETECTOR_FAMILIES)}) but codebase_config.task is {self.name!r}; use a "
+                             f"configs/classification or configs/segmentation deploy config, or register its family "
+                             f"(README: 'Adding a detector family')")
+        return found[1]
+
     def check_model(self, model) -> None:
-        from ..export import FUNCTION_REWRITER  # importing trtdeploy.export registers the rewriters
+        from ..export import FUNCTION_REWRITER
 
         self.check_post_processing()
         kind = type(model).__name__
-        family = family_of(model)
-        if family is None:
-            raise ModelError(f"{kind} is not a torchvision detector (RetinaNet, FCOS, SSD, Faster/Mask R-CNN) but "
-                             f"codebase_config.task is {self.name!r}; use a configs/classification or "
-                             f"configs/segmentation deploy config")
-        roi_heads = getattr(model, "roi_heads", None)
-        if roi_heads is not None and roi_heads.keypoint_predictor is not None:
-            raise ModelError(f"{kind} predicts keypoints, which trtdeploy cannot export yet; "
-                             f"deploy a Faster or Mask R-CNN")
-        has_masks = roi_heads is not None and roi_heads.has_mask()
+        family = self.family(model)
+        family.check(model)
+        has_masks = "masks" in family.extra_outputs(model)
         if has_masks != self.with_masks:
             raise ModelError(
                 f"{kind} {'has' if has_masks else 'has no'} mask head but codebase_config.task is {self.name!r}; use a "
                 f"configs/{'instance-seg' if has_masks else 'detection'} deploy config")
-        for fn in family.post_processing(model):
+        for fn in family.rewritten(model):
             target = f"{fn.__module__}.{fn.__qualname__}"
             if target not in FUNCTION_REWRITER.targets():
                 raise ModelError(f"{kind}'s post-processing {target} has no rewriter, so it cannot become a fixed-size "
@@ -313,12 +242,9 @@ class ObjectDetection(Task):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepts(value):
                 raise ConfigError(f"codebase_config.post_processing.{key} must be {what or 'a number'}, got {value!r}")
 
-    def configure(self, model) -> None:
-        """Set the detector's thresholds from post_processing, so eager and exported runs agree."""
-        owner = family_of(model).thresholds_owner(model)
-        for key, attr in POST_PROCESSING_ATTRS.items():
-            if key in self.post_processing:
-                setattr(owner, attr, self.post_processing[key])
+    def configure(self, model) -> dict:
+        """Apply post_processing to the model, so eager and exported runs agree; returns the thresholds in effect."""
+        return self.family(model).configure(model, self.post_processing)
 
     def torch_wrapper(self, model):
         from ..export.rewriters import DetectorGraph
@@ -330,11 +256,10 @@ class ObjectDetection(Task):
         """The detector's own eager output on the same pre-processed batch, padded like the graph's."""
         import torch
 
-        self.configure(model)
+        keep_top_k = self.configure(model)["keep_top_k"]
         device = next(model.parameters()).device
-        with torch.no_grad(), preprocessed_input(model):
-            results = model(torch.from_numpy(batch).to(device))
-        keep_top_k = family_of(model).thresholds_owner(model).detections_per_img
+        with torch.no_grad():
+            results = self.family(model).eager(model, torch.from_numpy(batch).to(device), self.post_processing)
         return padded_outputs(results, keep_top_k, output_names)
 
     def output_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> float:
@@ -350,38 +275,37 @@ class ObjectDetection(Task):
         return text + (f", masks by {m['mask']:.3g}" if "masks" in ours else "")
 
     def sidecar_facts(self, model, model_spec: Any) -> dict:
-        names = self.settings.get("class_names")
-        num_classes = family_of(model).num_classes(model)
-        if names is None:
-            coco = coco_categories()
-            names = coco if num_classes == len(coco) else [f"class_{i}" for i in range(num_classes)]
-        transform = model.transform
-        preprocess = {**self.preprocess_cfg, "mean": [255.0 * v for v in transform.image_mean],
-                      "std": [255.0 * v for v in transform.image_std], **dict(self.settings.get("preprocess") or {})}
-        owner = family_of(model).thresholds_owner(model)
-        applied = {key: getattr(owner, attr) for key, attr in POST_PROCESSING_ATTRS.items()}
-        return {"task": self.name, "class_names": list(names), "num_classes": num_classes,
-                "preprocess": preprocess, "post_processing": {**self.post_processing, **applied}}
+        family = self.family(model)
+        num_classes = family.num_classes(model)
+        names = self.settings.get("class_names") or family.class_names(model) or [f"class_{i}" for i in range(num_classes)]
+        preprocess = {**self.preprocess_cfg, **family.preprocess(model), **dict(self.settings.get("preprocess") or {})}
+        applied = self.configure(model)
+        return {"task": self.name, "class_names": list(names), "num_classes": num_classes, "preprocess": preprocess,
+                "mask_layout": family.mask_layout, "post_processing": {**self.post_processing, **applied}}
 
     # -- inference --------------------------------------------------------
     def preprocess(self, image, input_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
         cfg = self.preprocess_cfg
-        return fit_image(image, input_shape[-2:], cfg["mean"], cfg["std"], cfg["keep_ratio"], cfg["pad_value"])
+        return fit_image(image, input_shape[-2:], cfg["mean"], cfg["std"], cfg["keep_ratio"], cfg["pad_value"],
+                         cfg.get("center", False))
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: dict) -> list[dict]:
         """Per image: boxes in original-image pixels, scores, labels, names (and pasted boolean masks)."""
         dets, labels = np.asarray(outputs["dets"]), np.asarray(outputs["labels"])
         sy, sx = meta["scale"]
         oh, ow = meta["orig_shape"]
+        top, left = meta.get("pad", (0, 0))
         results = []
         for i in range(len(dets)):
             keep = labels[i] >= 0
-            boxes = dets[i, keep, :4] / np.array([sx, sy, sx, sy], np.float32)
+            boxes = (dets[i, keep, :4] - np.array([left, top, left, top], np.float32)) / np.array([sx, sy, sx, sy], np.float32)
             boxes = np.clip(boxes, 0, [ow, oh, ow, oh]).astype(np.float32)
             result = {"boxes": boxes, "scores": dets[i, keep, 4].astype(np.float32),
                       "labels": labels[i, keep].astype(np.int64),
                       "names": [self._name(int(c)) for c in labels[i, keep]]}
-            if "masks" in outputs:
+            if "masks" in outputs and self.settings.get("mask_layout") == "image":
+                result["masks"] = image_masks(np.asarray(outputs["masks"])[i, keep], meta)
+            elif "masks" in outputs:
                 result["masks"] = paste_masks(np.asarray(outputs["masks"])[i, keep], boxes, (oh, ow))
             results.append(result)
         return results
@@ -457,22 +381,41 @@ class InstanceSegmentation(ObjectDetection):
 
 
 def padded_outputs(results: list[dict], keep_top_k: int, output_names: list[str]) -> dict[str, np.ndarray]:
-    """torchvision's list of per-image dicts -> the graph's padded arrays (score 0, label -1 in padding)."""
+    """A family's eager per-image dicts -> the graph's padded arrays (score 0, label -1 in padding).
+
+    Each dict holds ``boxes`` [k, 4], ``scores`` [k], ``labels`` [k] and optionally ``masks`` [k, M, M] (or
+    [k, H, W]) and ``keypoints`` [k, P, 3], best first; outputs follow ``output_names`` in the graph's order.
+    """
     n = len(results)
-    dets = np.zeros((n, keep_top_k, 5), np.float32)
-    labels = np.full((n, keep_top_k), -1, np.int64)
-    arrays = {"dets": dets, "labels": labels}
-    if any("masks" in r for r in results):
-        size = results[0]["masks"].shape[-2:]
-        arrays["masks"] = np.zeros((n, keep_top_k, *size), np.float32)
+    arrays = {"dets": np.zeros((n, keep_top_k, 5), np.float32), "labels": np.full((n, keep_top_k), -1, np.int64)}
+    for extra in ("masks", "keypoints"):
+        if any(extra in r for r in results):
+            arrays[extra] = np.zeros((n, keep_top_k, *results[0][extra].shape[1:]), np.float32)
     for i, r in enumerate(results):
         k = min(keep_top_k, len(r["scores"]))
-        dets[i, :k, :4] = r["boxes"][:k].cpu().numpy()
-        dets[i, :k, 4] = r["scores"][:k].cpu().numpy()
-        labels[i, :k] = r["labels"][:k].cpu().numpy()
-        if "masks" in arrays:
-            arrays["masks"][i, :k] = r["masks"][:k, 0].cpu().numpy()
-    return {name: arrays[key] for name, key in zip(output_names, ("dets", "labels", "masks"))}
+        arrays["dets"][i, :k, :4] = r["boxes"][:k].cpu().numpy()
+        arrays["dets"][i, :k, 4] = r["scores"][:k].cpu().numpy()
+        arrays["labels"][i, :k] = r["labels"][:k].cpu().numpy()
+        for extra in ("masks", "keypoints"):
+            if extra in arrays:
+                arrays[extra][i, :k] = r[extra][:k].cpu().numpy()
+    return dict(zip(output_names, arrays.values()))
+
+
+def image_masks(masks: np.ndarray, meta: dict, threshold: float = 0.5) -> np.ndarray:
+    """[K, h, w] probabilities over the whole input (YOLO's prototype grid) -> [K, H, W] booleans on the image.
+
+    As ultralytics does: bilinear up to the input size, cut the letterbox padding off, bilinear to the image.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    (oh, ow), (rh, rw), (top, left) = meta["orig_shape"], meta["valid_shape"], meta.get("pad", (0, 0))
+    if len(masks) == 0:
+        return np.zeros((0, oh, ow), bool)
+    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks, np.float32))[None], tuple(meta["input_shape"]),
+                       mode="bilinear", align_corners=False)[:, :, top:top + rh, left:left + rw]
+    return (F.interpolate(up, (oh, ow), mode="bilinear", align_corners=False)[0] > threshold).numpy()
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, image_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:

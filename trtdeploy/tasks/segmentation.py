@@ -17,7 +17,7 @@ from ..utils.fileio import atomic_write
 from ..utils.image import as_rgb_array
 from .base import TASKS, Metric, Task, fit_image
 from .classification import IMAGENET_MEAN, IMAGENET_STD
-from .detection import class_palette, detector_classes
+from .detection import class_palette, detector_family
 
 
 def voc_categories() -> list[str]:
@@ -94,7 +94,7 @@ class Segmentation(Task):
         import torch
 
         kind = type(model).__name__
-        if isinstance(model, detector_classes()):
+        if detector_family(model) is not None:
             raise ModelError(f"{kind} is a detector but codebase_config.task is 'Segmentation'; "
                              f"use a configs/detection or configs/instance-seg deploy config")
         if type(model).__module__.startswith("torchvision.models.segmentation"):

@@ -1,0 +1,96 @@
+"""Issue 14: the public detector-family registry, used from outside the package.
+
+A toy detector family is registered here, in the test module alone (its rewriter keyed by the dotted name of the
+function it replaces, its family by the class path), and converts end to end with the shipped detection config.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from mmengine import Config
+
+import trtdeploy
+from conftest import CONFIGS
+from trtdeploy.errors import ModelError
+from trtdeploy.export import DETECTOR_FAMILIES, FUNCTION_REWRITER, DetectorFamily
+from trtdeploy.ops.batched_nms import multiclass_nms
+
+
+class ToyDetector(torch.nn.Module):
+    """Every 16x16 cell predicts 3 class scores and a box around itself; eager post-processing is torchvision's NMS."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, 3 + 4, 16, stride=16)
+        self.score_threshold, self.keep = 0.3, 20
+
+    def forward(self, x):
+        return self.postprocess(self.head(x))
+
+    def decode(self, out):
+        n, _, h, w = out.shape
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=out.dtype), torch.arange(w, dtype=out.dtype), indexing="ij")
+        centers = torch.stack([xs, ys, xs, ys]).reshape(1, 4, -1) * 16 + 8
+        boxes = centers + torch.tensor([-1.0, -1.0, 1.0, 1.0]).view(1, 4, 1) * (8 + 16 * out[:, 3:].sigmoid().flatten(2))
+        return boxes.transpose(1, 2), out[:, :3].sigmoid().flatten(2).transpose(1, 2)
+
+    def postprocess(self, out):
+        boxes, scores = self.decode(out)
+        results = []
+        for b, s in zip(boxes, scores):
+            score, label = s.max(1)
+            keep = score > self.score_threshold
+            picked = torchvision.ops.batched_nms(b[keep], score[keep], label[keep], 0.5)[:self.keep]
+            results.append({"boxes": b[keep][picked], "scores": score[keep][picked], "labels": label[keep][picked]})
+        return results
+
+
+@FUNCTION_REWRITER.register(f"{__name__}.ToyDetector.postprocess")
+def toy_postprocess(ctx, self, out):
+    boxes, scores = self.decode(out)
+    best = scores == scores.amax(-1, keepdim=True)  # one label per box, as the eager code picks it
+    return multiclass_nms(boxes, torch.where(best, scores, torch.full_like(scores, -1.0)), iou_threshold=0.5,
+                          score_threshold=self.score_threshold, pre_top_k=1000, keep_top_k=self.keep)
+
+
+def _configure(model, post_processing: dict) -> dict:
+    model.score_threshold = post_processing.get("score_threshold", model.score_threshold)
+    model.keep = post_processing.get("keep_top_k", model.keep)
+    return {"score_threshold": model.score_threshold, "iou_threshold": 0.5, "keep_top_k": model.keep}
+
+
+DETECTOR_FAMILIES.add("toy detector", DetectorFamily(
+    class_path=f"{__name__}.ToyDetector", num_classes=lambda m: 3,
+    rewritten=lambda m: [ToyDetector.postprocess], configure=_configure,
+    eager=lambda model, batch, post_processing: model(batch),
+    preprocess=lambda m: {"mean": [0.0] * 3, "std": [255.0] * 3, "keep_ratio": True, "pad_value": 0.0},
+    class_names=lambda m: ["red", "green", "blue"]))
+
+
+def test_a_family_registered_outside_the_package_converts_and_matches(tmp_path):
+    cfg = Config.fromfile(str(CONFIGS / "detection/detection_onnxruntime_dynamic.py")).to_dict()
+    cfg["onnx_config"]["input_shape"] = [128, 96]
+    cfg["codebase_config"]["post_processing"].update(score_threshold=0.3, keep_top_k=20)
+    model = ToyDetector().eval()
+    result = trtdeploy.convert(cfg, model, work_dir=tmp_path)
+    deployed = trtdeploy.load(result.backend_path)
+    batch = np.random.default_rng(0).uniform(0, 1, (2, 3, 160, 128)).astype(np.float32)  # another size and batch
+    ours, theirs = deployed(batch), deployed.task.torch_outputs(model, batch, deployed.runner.output_names)
+    assert (theirs["labels"] >= 0).sum() > 4
+    np.testing.assert_array_equal(ours["labels"], theirs["labels"])
+    np.testing.assert_allclose(ours["dets"], theirs["dets"], atol=1e-4)
+    assert deployed.sidecar["class_names"] == ["red", "green", "blue"]
+    assert deployed.sidecar["preprocess"]["std"] == [255.0] * 3
+
+
+def test_an_unknown_detector_is_refused_with_the_registered_families(tmp_path):
+    with pytest.raises(ModelError) as err:
+        trtdeploy.convert(CONFIGS / "detection/detection_onnxruntime_dynamic.py", torch.nn.Conv2d(3, 3, 1),
+                          work_dir=tmp_path)
+    message = str(err.value)
+    for family in ("torchvision RetinaNet", "ultralytics YOLO", "toy detector"):
+        assert family in message
+    assert "Adding a detector family" in message and not list(tmp_path.iterdir())
