@@ -59,7 +59,7 @@ def stand_in_onnx(artefact: Path, sidecar: Mapping) -> Path | None:
 def task_for(sidecar: Mapping | None, cfg: DeployConfig | None = None) -> Task:
     """The task of a converted model: what its sidecar recorded, overridden by an explicit deploy config."""
     layers = [(sidecar or {}).get("deploy_config", {}).get("codebase_config") or {},
-              {k: (sidecar or {}).get(k) for k in ("class_names", "preprocess")},
+              {k: (sidecar or {}).get(k) for k in ("class_names", "preprocess", "mask_layout")},
               cfg.codebase if cfg is not None else {}]
     settings = {k: v for layer in layers for k, v in layer.items() if v is not None}
     task_name = (cfg.task if cfg else None) or (sidecar or {}).get("task")

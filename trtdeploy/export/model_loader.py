@@ -2,7 +2,8 @@
 
 MODEL is ``torchvision://<name>[?key=value&...]`` (keyword arguments go to the builder,
 e.g. ``?num_classes=10``; ``?weights=DEFAULT`` or any of the model's weight enums loads
-torchvision's pretrained weights through the torch hub cache, ``$TORCH_HOME``) or
+torchvision's pretrained weights through the torch hub cache, ``$TORCH_HOME``),
+``ultralytics://<name>.yaml`` or ``ultralytics://<path>.pt`` (ultralytics_models.py) or
 ``<module or file.py>:<factory>`` for a user's own model. Without weights the random
 initialisation is seeded from the MODEL string, so convert, compare, test and profile all
 rebuild the same model. Nothing is downloaded unless weights were asked for.
@@ -21,6 +22,7 @@ from urllib.parse import parse_qsl, urlparse
 
 from ..errors import ModelError
 from ..registry import did_you_mean
+from .ultralytics_models import ULTRALYTICS_SCHEME, ultralytics_model
 
 TORCHVISION_SCHEME = "torchvision://"
 
@@ -189,6 +191,10 @@ def load_checkpoint(model, checkpoint: str | Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+# MODEL prefixes and their loaders; anything else is <module or file.py>:<factory>.
+SCHEMES = {TORCHVISION_SCHEME: _torchvision_model, ULTRALYTICS_SCHEME: ultralytics_model}
+
+
 def load_model(spec, checkpoint: str | Path | None = None, device: str = "cpu"):
     """Build the model named by ``spec`` (or take a Module), load ``checkpoint``, eval mode."""
     import torch
@@ -196,10 +202,12 @@ def load_model(spec, checkpoint: str | Path | None = None, device: str = "cpu"):
     if isinstance(spec, torch.nn.Module):
         model = spec
     elif not isinstance(spec, str) or not spec:
-        raise ModelError(f"MODEL must be torchvision://<name> or <module>:<factory>, got {spec!r}")
+        raise ModelError(f"MODEL must be torchvision://<name>, ultralytics://<name>.yaml|<file>.pt or "
+                         f"<module>:<factory>, got {spec!r}")
     else:
         with _seeded(spec):
-            model = _torchvision_model(spec) if spec.startswith(TORCHVISION_SCHEME) else _factory_model(spec)
+            loader = next((load for prefix, load in SCHEMES.items() if spec.startswith(prefix)), _factory_model)
+            model = loader(spec)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"MODEL {spec!r} produced a {type(model).__name__}, not a torch.nn.Module")
     if checkpoint:

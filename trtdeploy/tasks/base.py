@@ -143,11 +143,13 @@ class Task:
 
 
 def fit_image(image, size_hw: tuple[int, int], mean, std, keep_ratio: bool,
-              pad_value: float = 0.0) -> tuple[np.ndarray, dict]:
-    """Resize ``image`` into ``size_hw`` (keeping its aspect ratio if asked), normalise, pad bottom/right.
+              pad_value: float = 0.0, center: bool = False) -> tuple[np.ndarray, dict]:
+    """Resize ``image`` into ``size_hw`` (keeping its aspect ratio if asked), normalise, pad bottom/right
+    (``center``: pad both sides evenly, ultralytics' letterbox).
 
     Shared by run, test and calibration so every backend sees the same tensor; ``meta``
-    says how to map results back (``scale`` = input pixels per original pixel, y then x).
+    says how to map results back (``scale`` = input pixels per original pixel, y then x;
+    ``pad`` = the top and left padding in input pixels).
     """
     from ..utils.image import as_rgb_array, resize
 
@@ -162,8 +164,10 @@ def fit_image(image, size_hw: tuple[int, int], mean, std, keep_ratio: bool,
     resized = resize(img, (rh, rw)).astype(np.float32)
     resized = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     batch = np.full((1, 3, h, w), pad_value, np.float32)
-    batch[0, :, :rh, :rw] = resized.transpose(2, 0, 1)
-    meta = {"orig_shape": [oh, ow], "valid_shape": [rh, rw], "scale": [rh / oh, rw / ow]}
+    top, left = (round((h - rh) / 2 - 0.1), round((w - rw) / 2 - 0.1)) if center else (0, 0)  # as ultralytics rounds
+    batch[0, :, top:top + rh, left:left + rw] = resized.transpose(2, 0, 1)
+    meta = {"orig_shape": [oh, ow], "valid_shape": [rh, rw], "scale": [rh / oh, rw / ow], "pad": [top, left],
+            "input_shape": [h, w]}
     return batch, meta
 
 
