@@ -99,3 +99,25 @@ def test_sensitivity_fp16_bisects_the_nodes_to_keep_and_prints_the_config_line(t
     assert "FP16 (emulated on ONNX Runtime) against FP32 on random input (x [1, 3, 4, 4]; no calib_data.h5)" in out
     # the Sub kept in FP32 takes the Add with it (the FP16 walk stops at kept nodes): the cancellation is exact
     assert out.strip().endswith("backend_config = dict(common_config=dict(fp32_nodes=['sub']))")
+
+
+@pytest.mark.parametrize("backend, extra, message", [
+    ({"type": "tensorrt"}, {"precision": "fp8"},
+     "backend_config.common_config.precision must be one of fp32, fp16, bf16, int8, got 'fp8'"),
+    ({"type": "onnxruntime"}, {"precision": "bf16"}, "precision 'bf16' is built by TensorRT (strongly typed: "
+     "TensorRT-RTX, TensorRT >= 10; weakly typed: TensorRT 9-10 with BuilderFlag.BF16), but backend_config.type is "
+     "'onnxruntime', which runs the FP32 graph; set type='tensorrt'"),
+    ({"type": "tensorrt"}, {"precision": "bf16", "fp16_mode": True},
+     "precision 'bf16' conflicts with common_config.fp16_mode=True; remove it or the precision"),
+    ({"type": "tensorrt", "precision": "fp16"}, {"precision": "bf16"},
+     "backend_config.common_config.precision='bf16' and backend_config.precision='fp16' disagree; keep one of them"),
+])
+def test_precision_bad_input(backend, extra, message):
+    from trtdeploy.config import load_deploy_config
+    from trtdeploy.errors import ConfigError
+
+    raw = {"onnx_config": {}, "codebase_config": {"task": "Classification"},
+           "backend_config": {**backend, "common_config": extra}}
+    with pytest.raises(ConfigError) as e:
+        load_deploy_config(raw)
+    assert message in str(e.value)
