@@ -255,12 +255,28 @@ def _raise(code: int):
     return fail
 
 
+def _cli(env: Env, *argv: str):
+    """Run one command's function as `trtdeploy` would, so that its error propagates instead of becoming an exit code."""
+    from trtdeploy.cli.main import build_parser
+
+    args = build_parser().parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def _offline_torch_home(env: Env) -> None:
+    """An empty torch hub cache and no network: weights must be named, not fetched."""
+    import torch
+
+    env.monkeypatch.setenv("TORCH_HOME", str(env.scratch / "torch"))
+    env.monkeypatch.setattr(torch.hub, "download_url_to_file", _raise(errno.ENETUNREACH))
+
+
 RAISING_FACTORY = b"def build():\n    raise RuntimeError('no such layer')\n"
 
 CASES = [
     # -- deploy configs ------------------------------------------------------------------------------
     Case("config-missing", "config", ConfigError, "does not exist", lambda e: _convert(e, e.scratch / "nope.py")),
-    Case("config-syntax", "config", ConfigError, "syntax error at line 2",
+    Case("config-syntax", "config", ConfigError, r"bad\.py: syntax error at line 2",
          lambda e: _convert(e, _bad_file(e, "bad.py", b"x = 1\nonnx_config = dict(\n"))),
     Case("config-base-missing", "config", ConfigError, "_base_",
          lambda e: _convert(e, write_cfg(e.scratch, "c.py", "", base=e.scratch / "gone.py"))),
@@ -306,6 +322,11 @@ CASES = [
          lambda e: _convert(e, ORT_DYNAMIC, f"{_bad_file(e, 'm.py', RAISING_FACTORY)}:build")),
     Case("model-checkpoint-garbage", "model", ModelError, "cannot be read as a PyTorch state dict",
          lambda e: _convert(e, ORT_DYNAMIC, checkpoint=_bad_file(e, "w.pth", b"\x00garbage" * 10))),
+    Case("model-weights-offline-not-cached", "model", ModelError,
+         r"not in the torch hub cache .*put squeezenet1_1-b8a52dc0\.pth .*into .*torch/hub/checkpoints",
+         lambda e: (_offline_torch_home(e), _convert(e, ORT_DYNAMIC, "torchvision://squeezenet1_1?weights=DEFAULT"))),
+    Case("model-weights-unknown-enum", "model", ModelError, "has no weights 'IMAGENET1K_V2' .*did you mean 'IMAGENET1K_V1'",
+         lambda e: _convert(e, ORT_DYNAMIC, "torchvision://squeezenet1_1?weights=IMAGENET1K_V2")),
     # -- ONNX files given to a backend -----------------------------------------------------------------
     Case("onnx-truncated", "onnx", ModelError, "truncated",
          lambda e: build_from_onnx(_truncated(e), TRT_DYNAMIC, e.work)),
@@ -341,12 +362,14 @@ CASES = [
              "onnx_config = dict(input_names=['image'], dynamic_axes=None)\n"), e.work)),
     Case("shape-above-max", "shape", ShapeError, r"input_shapes\.input\.max_shape\[2\]",
          lambda e: _run_with_profile(e, np.zeros((1, 3, 352, 224), np.float32))),
-    Case("shape-below-min", "shape", ShapeError, r"min 224\).*input_shapes\.input\.min_shape\[3\]",
+    Case("shape-below-min", "shape", ShapeError, r"min 224\).*or lower backend_config\.model_inputs\[0\]\.input_shapes\.input\.min_shape\[3\]",
          lambda e: _run_with_profile(e, np.zeros((1, 3, 224, 200), np.float32))),
     Case("shape-wrong-rank", "shape", ShapeError, "must have rank 4",
          lambda e: _run_with_profile(e, np.zeros((3, 224, 224), np.float32))),
     Case("shape-wrong-input-name", "shape", ShapeError, r"missing \['input'\], unexpected \['image'\]",
          lambda e: _run_with_profile(e, {"image": np.zeros((1, 3, 224, 224), np.float32)})),
+    Case("shape-written-with-commas", "shape", ShapeError, r"not commas\), e\.g\. 1x3x224x224",
+         lambda e: _cli(e, "profile", e.work / "end2end.onnx", "--shape", "1,3,224,224")),
     Case("input-not-numeric", "shape", InputError, "input 'input' cannot be read as a float32 array",
          lambda e: _run_with_profile(e, {"input": [["a", "b"]]})),
     Case("shape-calibration-sample-outside-profile", "shape", ShapeError,
@@ -385,6 +408,14 @@ CASES = [
          lambda e: trtdeploy.load(_corrupt_sidecar(e))),
     Case("engine-unknown-suffix", "engine", ModelError, "suffix must be one of",
          lambda e: trtdeploy.load(_bad_file(e, "model.bin", b"\x00" * 64))),
+    # -- input files named on the command line ---------------------------------------------------------
+    Case("input-test-img-missing", "input", InputError, r"--test-img .*nope\.jpg does not exist",
+         lambda e: _convert(e, ORT_DYNAMIC, test_img=e.scratch / "nope.jpg")),
+    Case("input-compare-image-missing", "input", InputError, r"--input .*nope\.jpg does not exist",
+         lambda e: _cli(e, "compare", e.work / "end2end.onnx", "--input", e.scratch / "nope.jpg")),
+    Case("input-classes-file-missing", "input", InputError, r"--classes .*names\.txt does not exist",
+         lambda e: _cli(e, "test", ORT_DYNAMIC, "none", e.work / "end2end.onnx", "--dataset", e.work.parent,
+                        "--classes", e.scratch / "names.txt")),
     # -- file system ------------------------------------------------------------------------------------
     Case("fs-work-dir-is-a-file", "filesystem", WorkDirError, "--work-dir",
          lambda e: trtdeploy.convert(ORT_DYNAMIC, e.model, work_dir=_bad_file(e, "file", b"x") / "sub")),
@@ -408,7 +439,8 @@ def env(tmp_path, tiny_classifier, monkeypatch) -> Env:
 def test_catalogue_is_large_distinct_and_counted_in_the_readme():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
-    assert {c.area for c in CASES} == {"config", "model", "onnx", "shape", "dataset", "cache", "engine", "filesystem"}
+    assert {c.area for c in CASES} == {"config", "model", "onnx", "shape", "dataset", "cache", "engine", "input",
+                                       "filesystem"}
     readme = (REPO / "README.md").read_text()
     assert f"a catalogue of **{len(CASES)} bad inputs**" in readme
 
@@ -424,3 +456,80 @@ def test_bad_input_gets_our_error_and_leaves_the_work_dir_untouched(case: Case, 
     assert "\n" not in message, "errors are one sentence on one line"
     assert snapshot(env.work) == before
     assert not [p for p in env.work.rglob(f"*{TEMP_MARK}")]
+
+
+# -- messages that are no errors: said once, one line per stage, to the right party --------------------------
+
+def _image_folder(root: Path, classes=("a", "b")) -> Path:
+    from PIL import Image
+
+    for i, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(root / name / "0.png")
+    return root
+
+
+def test_several_engines_that_cannot_run_get_the_gpu_sentence_once_and_progress_is_one_line(env, tmp_path, capsys):
+    from trtdeploy.cli.main import main
+
+    other = tmp_path / "work_b"
+    shutil.copytree(env.work, other)
+    code = main(["test", str(ORT_DYNAMIC), "none", str(env.work / "end2end.onnx"), str(env.work / "end2end.engine"),
+                 str(other / "end2end.engine"), "--dataset", str(_image_folder(tmp_path / "images"))])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "tensorrt fp16 (work/end2end.engine)" in out and "tensorrt fp16 (work_b/end2end.engine)" in out
+    assert (out + err).count("needs an NVIDIA GPU") == 1, out + err
+    assert "\r" not in err and re.search(r"\] test: 2 img in \d", err), err  # stderr is no terminal here
+    assert "class order is GUESSED" in err
+
+
+def test_check_env_lists_each_plugin_once(capsys):
+    from trtdeploy.cli.main import main
+    from trtdeploy.ops import CUSTOM_OPS, load_ops
+
+    main(["check-env"])
+    out = capsys.readouterr().out
+    load_ops()
+    for key in CUSTOM_OPS:
+        assert len(re.findall(rf"\] {re.escape(key)} ", out)) == 1, out
+
+
+def test_run_accepts_a_work_dir(env, tmp_path, capsys):
+    """A work dir stands for what was deployed in it: its ONNX runs, and its engine is named (not 'does not exist')."""
+    from trtdeploy.cli.main import main
+
+    onnx_only = tmp_path / "onnx_only"
+    onnx_only.mkdir()
+    for name in ("end2end.onnx", "end2end.onnx.json"):
+        shutil.copy(env.work / name, onnx_only / name)
+    assert main(["run", str(onnx_only), "--input", str(DEMO_IMG)]) == 0, capsys.readouterr().err
+    assert "1. " in capsys.readouterr().out
+    assert main(["run", str(env.work), "--input", str(DEMO_IMG)]) == 5
+    err = capsys.readouterr().err
+    assert "running end2end.engine needs an NVIDIA GPU" in err and "does not exist" not in err
+
+
+def test_a_served_model_answers_bytes_that_are_no_image_with_invalid_arg(monkeypatch):
+    """The Python-backend model's error carries INVALID_ARG (HTTP 400) for the client's mistakes, INTERNAL otherwise;
+    triton_python_backend_utils exists only inside Triton, so a stand-in with its TritonError API is installed."""
+    import importlib
+    import sys
+    import types
+
+    class TritonError(Exception):
+        INTERNAL, INVALID_ARG = 13, 3
+
+        def __init__(self, message, code=INTERNAL):
+            super().__init__(message)
+            self.code = code
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.SimpleNamespace(TritonError=TritonError))
+    monkeypatch.delitem(sys.modules, "trtdeploy.serving.python_backend_model", raising=False)
+    shell = importlib.import_module("trtdeploy.serving.python_backend_model")
+    from trtdeploy.serving.stages import decode_image
+
+    with pytest.raises(InputError) as raised:
+        decode_image(np.array([b"definitely not a jpeg"], dtype=object))
+    assert shell.triton_error(raised.value).code == TritonError.INVALID_ARG
+    assert shell.triton_error(RuntimeError("out of memory")).code == TritonError.INTERNAL

@@ -59,11 +59,12 @@ def _classes(text: str | None) -> list[str] | None:
 def run(args) -> int:
     from ..evaluation import evaluate, format_accuracy, open_dataset, open_targets, write_json
 
+    classes = _classes(args.classes)
     dataset = open_dataset(args.dataset, args.img_prefix)  # before loading models: a wrong path fails fast
     targets = open_targets(args.backend_files, args.deploy_cfg, None if args.model == "none" else args.model,
                            args.checkpoint, args.device)
     try:
-        rows = evaluate(targets, dataset, args.max_images, args.show_dir, _classes(args.classes))
+        rows = evaluate(targets, dataset, args.max_images, args.show_dir, classes)
     finally:
         for t in targets:
             t.close()
