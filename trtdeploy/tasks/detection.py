@@ -22,6 +22,7 @@ from ..datasets.evaluation import EvalDataset, EvalSample, coco_category_of_labe
 from ..errors import ConfigError, DatasetError, ModelError
 from ..utils.fileio import atomic_write
 from ..utils.image import as_rgb_array
+from ..utils.logging import logger
 from .base import TASKS, Metric, OutputTensor, Task, fit_image, text_values
 from .classification import IMAGENET_MEAN, IMAGENET_STD
 
@@ -283,6 +284,20 @@ class ObjectDetection(Task):
         return {"task": self.name, "class_names": list(names), "num_classes": num_classes, "preprocess": preprocess,
                 "mask_layout": family.mask_layout, "post_processing": {**self.post_processing, **applied}}
 
+    def adapt_graph(self, model):
+        """A raw head ([N, 4 + C, A], e.g. `yolo export format=onnx`) gets decoding and NMS appended when
+        ``codebase_config.post_processing`` asks for it; graphs that return ``dets``/``labels`` stay as they are."""
+        from ..passes.append_nms import append_nms, raw_head_layout
+
+        outputs = [o.name for o in model.graph.output]
+        if "dets" in outputs or not self.post_processing:
+            if "dets" not in outputs and raw_head_layout(model) is not None:
+                logger.info("keeping the raw detection head %s: set codebase_config.post_processing (score_threshold, "
+                            "iou_threshold, keep_top_k) to append decoding and NMS", outputs)
+            return model
+        self.check_post_processing()
+        return append_nms(model, self.post_processing)
+
     # -- inference --------------------------------------------------------
     def preprocess(self, image, input_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
         cfg = self.preprocess_cfg
@@ -291,6 +306,9 @@ class ObjectDetection(Task):
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: dict) -> list[dict]:
         """Per image: boxes in original-image pixels, scores, labels, names (and pasted boolean masks)."""
+        if "dets" not in outputs or "labels" not in outputs:
+            raise ModelError(f"the model returns {list(outputs)}, not dets/labels: it ends in a raw head; convert it "
+                             f"with codebase_config.post_processing to append decoding and NMS")
         dets, labels = np.asarray(outputs["dets"]), np.asarray(outputs["labels"])
         sy, sx = meta["scale"]
         oh, ow = meta["orig_shape"]
