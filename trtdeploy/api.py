@@ -162,13 +162,8 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
             export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
         weights, model_name = f"from {onnx_file.name}", str(onnx_file)
-    if cfg.int8:  # before the model: a wrong dataset config fails in a second
-        with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
-            name, shape = (next(iter(export_shapes.items())) if proto is not None
-                           else (cfg.input_names[0], cfg.export_shape(cfg.input_names[0], task.default_input_shape)))
-            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg, name, tuple(shape)))
     if onnx_file is None:
-        from .export import export_onnx, load_model
+        from .export import load_model
         from .export.model_loader import describe_model, describe_weights
 
         model_name = describe_model(model)
@@ -180,6 +175,14 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "
                            "rebuilds the same ones); for trained weights pass --checkpoint FILE or %s%sweights=DEFAULT",
                            model, model, "&" if "?" in model else "?")
+    if cfg.int8:  # after the model (a detector family's pre-processing is the calibration pipeline's), before export
+        with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
+            name, shape = (next(iter(export_shapes.items())) if proto is not None
+                           else (cfg.input_names[0], cfg.export_shape(cfg.input_names[0], task.default_input_shape)))
+            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg, name, tuple(shape)))
+    if onnx_file is None:
+        from .export import export_onnx
+
         with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
             inputs = task.example_inputs(cfg, device)
             proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)

@@ -1,10 +1,10 @@
-"""Object detection and instance segmentation for torchvision detectors.
+"""Object detection and instance segmentation for every registered detector family (trtdeploy.export.families).
 
-The graph takes the batch this task's pipeline made (resize keeping the aspect ratio,
-normalise, pad bottom/right to the input size) and returns MMDeploy's layout:
-``dets`` [N, K, 5] (x1, y1, x2, y2, score in input pixels), ``labels`` [N, K] (torchvision's
-class ids; padding rows have score 0 and label -1) and, for Mask R-CNN, ``masks``
-[N, K, 28, 28] (the probability of each box's own class). ``codebase_config.post_processing``
+The graph takes the batch this task's pipeline made (resize keeping the aspect ratio, normalise, pad
+bottom/right, or both sides for YOLO's letterbox, as the family's pre-processing says) and returns MMDeploy's
+layout: ``dets`` [N, K, 5] (x1, y1, x2, y2, score in input pixels), ``labels`` [N, K] (the model's class ids;
+padding rows have score 0 and label -1) and, for Mask R-CNN, ``masks`` [N, K, 28, 28] (the probability of each
+box's own class; YOLO-seg: [N, K, H/4, W/4] over the whole input, ``mask_layout='image'``). ``codebase_config.post_processing``
 (MMDeploy's keys) sets the detector's thresholds for the export and for the PyTorch
 comparison alike: score_threshold, iou_threshold, keep_top_k, and pre_top_k (a cap on the
 NMS candidates). confidence_threshold and max_output_boxes_per_class have no counterpart
@@ -221,6 +221,8 @@ class ObjectDetection(Task):
         kind = type(model).__name__
         family = self.family(model)
         family.check(model)
+        # The family's pre-processing from now on (calibration and --test-img run before any sidecar is written).
+        self.settings["preprocess"] = {**family.preprocess(model), **dict(self.settings.get("preprocess") or {})}
         has_masks = "masks" in family.extra_outputs(model)
         if has_masks != self.with_masks:
             raise ModelError(
