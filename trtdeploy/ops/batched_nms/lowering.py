@@ -21,12 +21,15 @@ is the graph's B*C (TensorRT builds that only while B*C <= 3840).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx
 from onnx import TensorProto
 
 from ...errors import BuildError
-from ...utils.onnx_build import Emitter, attributes, scalar_input, tensor_input
+from ...utils.onnx_build import Emitter, scalar_input, tensor_input
+from . import OP
 
 LOWEST = np.finfo(np.float32).min
 MAX_TOPK = 3840  # TensorRT's largest TopK k; a larger topk is taken in pages
@@ -61,27 +64,41 @@ def sorted_top(e: Emitter, values: str, k: str, k_value: int | None) -> tuple[st
     return e.op("Concat", *scores, axis=1), e.op("Concat", *ids, axis=1)
 
 
-def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
-    a = attributes(node)
-    where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
-    if a.get("clip_boxes", 0):
-        raise BuildError(f"{where}: clip_boxes=1 has no plugin-free lowering; export with clip_boxes=0")
-    keep_top_k = int(a["keep_topk"])
-    if keep_top_k <= 0:
-        raise BuildError(f"{where}: keep_topk must be > 0, got {keep_top_k}; set post_processing.keep_top_k")
-    pre_top_k = int(a.get("topk", -1))
-    boxes, scores = node.input[0], node.input[1]
-    f = e.const
-    neg_inf = f(-np.inf)
+class Candidates(NamedTuple):
+    """Step 1's result: the K best (box, class) pairs per image, sorted by score (K a multiple of BLOCK)."""
 
-    # 1. Candidates: score > threshold, not background; TopK over the flattened (box, class) pairs.
+    scores: str      # the node's scores [N, B, C], background masked
+    count: str       # K, as a 1-element int64 tensor
+    score: str       # [N, K] candidate scores (padding -inf)
+    pair: str        # [N, K] index of the pair in the flattened [B*C] scores (padding beyond B*C)
+    rank: str        # [K] 0..K-1
+    valid: str       # [N, K] score > threshold and rank < topk: a prefix of each row
+    cls: str         # [N, K] class of the pair
+    box: str         # [N, K] box of the pair
+    classes: str     # C, as a 1-element int64 tensor
+
+
+def lower_batched_nms(values: dict, node: onnx.NodeProto, e: Emitter) -> None:
+    """Replace one TRTBatchedNMS node, in the five steps of the module docstring's method; ``values`` are its
+    fields (``OP.fields``, range-checked)."""
+    if values["clip_boxes"]:
+        raise BuildError(f"{OP.where(node)}: clip_boxes=1 has no plugin-free lowering; export with clip_boxes=0")
+    keep_top_k = values["keep_topk"]
+    c = _candidates(e, node.input[1], np.float32(values["score_threshold"]), values["topk"],
+                    values["background_label_id"])
+    boxes = _candidate_boxes(e, node.input[0], c)
+    keep = _block_sweeps(e, c, _nms_table(e, c, boxes), keep_top_k, torchvision_iou_threshold(values["iou_threshold"]))
+    _first_survivors(e, node, c, boxes, keep, keep_top_k)
+
+
+def _candidates(e: Emitter, scores: str, score_threshold: np.float32, pre_top_k: int, background: int) -> Candidates:
+    """1. Candidates: score > threshold, not background; TopK over the flattened (box, class) pairs."""
     n_classes = e.dim(scores, 2)
-    threshold = f(np.float32(a["score_threshold"]))
-    background = int(a.get("background_label_id", -1))
+    threshold = e.const(score_threshold)
     if background >= 0:  # else no masking: pairs at or below the threshold sort after every candidate anyway
         allowed = e.op("Not", e.op("Equal", e.op("Range", e.i64(0), e.squeeze(n_classes, [0]), e.i64(1)),
                                    e.i64(background)))
-        scores = e.op("Where", e.op("And", e.op("Greater", scores, threshold), allowed), scores, neg_inf)
+        scores = e.op("Where", e.op("And", e.op("Greater", scores, threshold), allowed), scores, e.const(-np.inf))
     flat = e.op("Reshape", scores, e.i64([0, -1]))
     # Pad with -inf pairs so that TopK's k (K, a multiple of BLOCK) always fits and K >= BLOCK.
     if pre_top_k > 0:
@@ -96,31 +113,39 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     valid = e.op("Greater", cand_score, threshold)
     if pre_top_k > 0:
         valid = e.op("And", valid, e.op("Less", rank, e.i64(pre_top_k)))
-    cls = e.op("Mod", cand_id, n_classes)
-    box_id = e.op("Div", cand_id, n_classes)
+    return Candidates(scores, n_cand, cand_score, cand_id, rank, valid, e.op("Mod", cand_id, n_classes),
+                      e.op("Div", cand_id, n_classes), n_classes)
 
-    # 2. Candidate boxes: boxes [N, B, 1 or C, 4] -> rows box * Cb + class % Cb of [N, B*Cb, 4], plus a
-    #    zero row that padding pairs read.
+
+def _candidate_boxes(e: Emitter, boxes: str, c: Candidates) -> str:
+    """2. Candidate boxes: boxes [N, B, 1 or C, 4] -> rows box * Cb + class % Cb of [N, B*Cb, 4], plus a
+    zero row that padding pairs read. Returns [N, K, 4]."""
     n_box_classes = e.dim(boxes, 2)
     table = e.op("Reshape", boxes, e.i64([0, -1, 4]))
-    zero_row = e.full(e.op("Concat", e.dim(scores, 0), e.i64([1, 4]), axis=0), 0.0)
-    is_pair = e.op("Less", cand_id, e.op("Mul", e.dim(scores, 1), n_classes))
-    row = e.op("Where", is_pair, e.op("Add", e.op("Mul", box_id, n_box_classes), e.op("Mod", cls, n_box_classes)),
+    zero_row = e.full(e.op("Concat", e.dim(c.scores, 0), e.i64([1, 4]), axis=0), 0.0)
+    is_pair = e.op("Less", c.pair, e.op("Mul", e.dim(c.scores, 1), c.classes))
+    row = e.op("Where", is_pair, e.op("Add", e.op("Mul", c.box, n_box_classes), e.op("Mod", c.cls, n_box_classes)),
                e.dim(table, 1))
     rows4 = e.op("Expand", e.unsqueeze(row, [2]), e.op("Concat", e.op("Shape", row), e.i64([4]), axis=0))
-    cand_boxes = e.op("GatherElements", e.op("Concat", table, zero_row, axis=1), rows4, axis=1)
+    return e.op("GatherElements", e.op("Concat", table, zero_row, axis=1), rows4, axis=1)
 
-    # 3. torchvision's coordinate trick: offset = class * (max coordinate of the candidates + 1).
-    valid3 = e.unsqueeze(valid, [2])
-    max_coord = e.unsqueeze(e.reduce("ReduceMax", e.op("Where", valid3, cand_boxes, f(LOWEST)), [1, 2], 0), [1])
-    offset = e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.op("Add", max_coord, f(1.0)))
+
+def _nms_table(e: Emitter, c: Candidates, cand_boxes: str) -> str:
+    """3. torchvision's coordinate trick: offset = class * (max coordinate of the candidates + 1).
+    Returns [N, K, 5]: the offset boxes and their areas."""
+    valid3 = e.unsqueeze(c.valid, [2])
+    max_coord = e.unsqueeze(e.reduce("ReduceMax", e.op("Where", valid3, cand_boxes, e.const(LOWEST)), [1, 2], 0), [1])
+    offset = e.op("Mul", e.op("Cast", c.cls, to=TensorProto.FLOAT), e.op("Add", max_coord, e.const(1.0)))
     nms_boxes = e.op("Add", cand_boxes, e.unsqueeze(offset, [2]))
-
     x1, y1, x2, y2 = e.op("Split", nms_boxes, e.i64([1, 1, 1, 1]), axis=2, outputs=4)
     area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))                            # [N, K, 1]
-    nms_table = e.op("Concat", nms_boxes, area, axis=2)                                     # [N, K, 5]
+    return e.op("Concat", nms_boxes, area, axis=2)
 
-    # 4. Block sweeps. State: the block index and keep [N, K] (valid beyond the current block).
+
+def _block_sweeps(e: Emitter, c: Candidates, nms_table: str, keep_top_k: int, iou_threshold: np.float32) -> str:
+    """4. Block sweeps. Loop state: the block index and keep [N, K] (valid beyond the current block).
+    Returns keep [N, K], final for every candidate."""
+    rank, valid, n_cand = c.rank, c.valid, c.count
     b = e.sub()
     block_in, keep_in = b.name("block_in"), b.name("keep_in")
     start = b.op("Mul", block_in, b.i64(BLOCK))
@@ -144,7 +169,7 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
     inter = b.op("Mul", w, h)                                                               # [N, BLOCK, M]
     iou = b.op("Div", inter, b.op("Sub", b.op("Add", t_area, o_area), inter))
     earlier = b.op("Less", b.unsqueeze(kept_rank, [1]), b.unsqueeze(rows, [0, 2]))
-    suppressing = b.op("And", b.op("And", b.op("Greater", iou, b.const(torchvision_iou_threshold(a["iou_threshold"]))),
+    suppressing = b.op("And", b.op("And", b.op("Greater", iou, b.const(iou_threshold)),
                                    earlier), b.unsqueeze(kept, [1]))
     hit = b.op("Cast", b.reduce("ReduceMax", b.op("Cast", suppressing, to=TensorProto.INT32), [2], keepdims=0),
                to=TensorProto.BOOL)                                                         # [N, BLOCK]
@@ -174,8 +199,15 @@ def lower_batched_nms(node: onnx.NodeProto, e: Emitter) -> None:
                      to=TensorProto.BOOL)                                                   # none: no trip
     last_block, keep = e.op("Loop", max_trips, any_valid, e.i64(0), valid, body=graph, outputs=2)
     keep = e.op("And", keep, e.op("Less", rank, e.op("Mul", last_block, e.i64(BLOCK))))
+    return keep
 
-    # 5. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits).
+
+def _first_survivors(e: Emitter, node: onnx.NodeProto, c: Candidates, cand_boxes: str, keep: str,
+                     keep_top_k: int) -> None:
+    """5. The first keep_top_k survivors in rank order: TopK on -rank (padded so k always fits), as the node's
+    outputs dets [N, keep_top_k, 5], labels and (when asked) box indices [N, keep_top_k] (padding 0 / -1)."""
+    neg_inf, f = e.const(-np.inf), e.const
+    rank, cand_score, cls, box_id, scores = c.rank, c.score, c.cls, c.box, c.scores
     rank_key = e.op("Where", keep, e.op("Neg", e.op("Cast", rank, to=TensorProto.FLOAT)), neg_inf)
     pad_keys = e.full(e.op("Concat", e.dim(scores, 0), e.i64([keep_top_k]), axis=0), -np.inf)
     key, pos = e.op("TopK", e.op("Concat", rank_key, pad_keys, axis=1), e.i64([keep_top_k]), axis=1, outputs=2)
