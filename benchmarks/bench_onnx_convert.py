@@ -1,0 +1,76 @@
+"""Issue 13 benchmark: an ONNX file to a TensorRT-RTX engine, `trtdeploy convert CFG model.onnx` vs
+`polygraphy convert model.onnx -o x.engine`, whole processes, same file, same profile, interleaved pairs.
+
+    pip install polygraphy
+    python benchmarks/bench_onnx_convert.py [--model resnet18] [--pairs 5]
+
+The file is torchvision's model (random init) exported once with torch.onnx (dynamic batch, height, width).
+Both commands get the profile of configs/classification/classification_tensorrt_dynamic-224x224-320x320.py
+(1x3x224x224 .. 16x3x320x320, opt 4x3x224x224) and its 1 GiB workspace. Each pair runs the two commands back to
+back in fresh processes, alternating which goes first; the ratio is of the medians.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = REPO / "configs/classification/classification_tensorrt_dynamic-224x224-320x320.py"
+SHAPES = {"min": "[1,3,224,224]", "opt": "[4,3,224,224]", "max": "[16,3,320,320]"}
+
+
+def export(model_name: str, path: Path) -> None:
+    import torch
+    import torchvision
+
+    model = torchvision.models.get_model(model_name, weights=None).eval()
+    torch.onnx.export(model, torch.rand(1, 3, 224, 224), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b"}})
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--pairs", type=int, default=5)
+    args = ap.parse_args()
+    env = {**os.environ, "POLYGRAPHY_USE_TENSORRT_RTX": "1", "TRTDEPLOY_TENSORRT": "tensorrt_rtx"}
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-convert-") as tmp:
+        onnx_path = Path(tmp) / f"{args.model}.onnx"
+        export(args.model, onnx_path)
+        ours = [sys.executable, "-m", "trtdeploy", "convert", str(CFG), str(onnx_path), "--work-dir",
+                str(Path(tmp) / "work"), "--log-level", "warning"]
+        polygraphy = ["polygraphy", "convert", str(onnx_path), "-o", str(Path(tmp) / "x.engine"),
+                      "--trt-min-shapes", f"input:{SHAPES['min']}", "--trt-opt-shapes", f"input:{SHAPES['opt']}",
+                      "--trt-max-shapes", f"input:{SHAPES['max']}", "--pool-limit", "workspace:1G"]
+        timed(ours, env), timed(polygraphy, env)  # warm the page cache and any lazily written caches
+        times = {"trtdeploy": [], "polygraphy": []}
+        for i in range(args.pairs):
+            order = [("trtdeploy", ours), ("polygraphy", polygraphy)]
+            for name, cmd in order if i % 2 == 0 else order[::-1]:
+                times[name].append(timed(cmd, env))
+        load = os.getloadavg()[0]
+    ours_s, theirs_s = statistics.median(times["trtdeploy"]), statistics.median(times["polygraphy"])
+    print(f"model {args.model}, {args.pairs} pairs, load average {load:.1f}")
+    for name, values in times.items():
+        print(f"  {name:<10} median {statistics.median(values):.2f} s  runs {', '.join(f'{v:.2f}' for v in values)}")
+    print(f"ratio trtdeploy / polygraphy: {ours_s / theirs_s:.2f} (goal <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()

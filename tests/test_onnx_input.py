@@ -1,0 +1,314 @@
+"""Issue 13: `trtdeploy convert CFG model.onnx` for ONNX files from elsewhere, through ONNX Runtime and TensorRT-RTX.
+
+Files (tests/onnx_files.py): a hand-exported classifier (input ``images``, output ``scores``), an MMDeploy-style
+detector with ``mmdeploy::TRTBatchedNMS``/``MMCVRoIAlign`` nodes, ultralytics' ``yolo export format=onnx``, a file
+with external data; parser fixes (Einsum), profile refusal, the out-of-memory message, and bad input.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import onnx
+import pytest
+
+import trtdeploy
+from conftest import CONFIGS, DEMO_IMG, run_cli, run_python
+from onnx_files import einsum_graph, fixed_position_vit, hand_classifier, mmdeploy_detector, yolo_file
+from trtdeploy.errors import BuildError, ConfigError, ModelError, ShapeError, UnsupportedOpError
+
+BASE = CONFIGS / "_base_"
+
+
+def write_cfg(folder: Path, backend: str, body: str = "", name: str = "cfg.py",
+              task: str = "Classification", codebase: str = "") -> Path:
+    """A deploy config with no onnx_config.input_names/dynamic_axes for the file: the file brings its own.
+    ``codebase``: more codebase_config fields (``key=value, ...``)."""
+    path = folder / name
+    path.write_text(f"_base_ = ['{BASE}/onnx_config.py', '{BASE}/backends/{backend}.py']\n"
+                    f"codebase_config = dict(type='mmdet', task={task!r}, {codebase})\n" + textwrap.dedent(body))
+    return path
+
+
+def images_profile(name: str, lo, opt, hi) -> str:
+    return (f"backend_config = dict(model_inputs=[dict(input_shapes=dict({name}=dict(min_shape={lo}, "
+            f"opt_shape={opt}, max_shape={hi})))])\n")
+
+
+def sidecar(path: Path) -> dict:
+    return json.loads(Path(f"{path}.json").read_text())
+
+
+def difference(out: str) -> float:
+    return float(out.split("max abs difference")[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    return hand_classifier(tmp_path_factory.mktemp("files") / "classifier.onnx")
+
+
+# -- the hand-exported classifier ------------------------------------------------------------------
+
+def test_classifier_onnxruntime_no_torch(tmp_path, classifier):
+    """A file whose input is `images` with a dynamic batch converts with a config that names neither; no torch."""
+    proc = run_python(textwrap.dedent(f"""
+        import sys, trtdeploy
+        r = trtdeploy.convert({str(write_cfg(tmp_path, 'onnxruntime'))!r}, {str(classifier)!r},
+                              work_dir={str(tmp_path / 'work')!r}, test_img={str(DEMO_IMG)!r})
+        print("torch imported:", "torch" in sys.modules, "diff:", r.test_report["max_abs_diff"])
+    """))
+    assert "torch imported: False diff: 0.0" in proc.stdout
+    facts = sidecar(tmp_path / "work" / "end2end.onnx")
+    assert facts["source_format"] == "onnx" and facts["model"] == str(classifier)
+    assert [i["name"] for i in facts["inputs"]] == ["images"] and facts["inputs"][0]["shape"][0] == "n"
+    assert [o["name"] for o in facts["outputs"]] == ["scores"]
+
+
+@pytest.mark.slow
+def test_classifier_tensorrt_fp16_dynamic_then_test_compare_profile(tmp_path, classifier):
+    """FP16 engine with a profile keyed by the file's input name; test/compare take the file as MODEL."""
+    cfg = write_cfg(tmp_path, "tensorrt-fp16", images_profile("images", [1, 3, 64, 64], [2, 3, 64, 64], [4, 3, 64, 64]))
+    work = tmp_path / "work"
+    out = run_cli("convert", cfg, classifier, "--work-dir", work, "--test-img", DEMO_IMG).stdout
+    assert "classifier.onnx on ONNX Runtime:" in out and difference(out) < 1e-2
+    engine = sidecar(work / "end2end.engine")
+    assert engine["precision"] == "fp16" and engine["flavour"] == "tensorrt_rtx"
+    assert engine["profiles"] == [{"images": {"min_shape": [1, 3, 64, 64], "opt_shape": [2, 3, 64, 64],
+                                              "max_shape": [4, 3, 64, 64]}}]
+    data = tmp_path / "val"
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        (data / cls / "1.jpg").write_bytes(DEMO_IMG.read_bytes())
+    table = run_cli("test", cfg, classifier, work / "end2end.onnx", work / "end2end.engine", "--dataset", data).stdout
+    assert "onnxruntime (classifier.onnx)" in table and "end2end_fp16.onnx, stand-in for end2end.engine" in table
+    compared = run_cli("compare", work / "end2end.onnx", "--model", classifier, "--input", DEMO_IMG).stdout
+    assert "reference: onnxruntime (classifier.onnx)" in compared and "PASS" in compared
+    assert "images" in run_cli("inspect", work / "end2end.onnx").stdout
+
+
+@pytest.mark.slow
+def test_classifier_tensorrt_int8_static_with_calibration(tmp_path):
+    """A static file (no profile in the config) calibrated through a dataset config and the task's pre-processing."""
+    static = hand_classifier(tmp_path / "static.onnx", dynamic=False)
+    images = tmp_path / "calib"
+    images.mkdir()
+    for i in range(4):
+        (images / f"{i}.jpg").write_bytes(DEMO_IMG.read_bytes())
+    calib = tmp_path / "calib_cfg.py"
+    calib.write_text(f"data = dict(samples_per_gpu=2, workers_per_gpu=0, val=dict(type='ImageFolder', "
+                     f"data_prefix='{images}/'))\n")
+    work = tmp_path / "work"
+    out = run_cli("convert", write_cfg(tmp_path, "tensorrt-int8"), static, "--work-dir", work,
+                  "--calib-dataset-cfg", calib, "--test-img", DEMO_IMG).stdout
+    assert difference(out) < 0.05
+    engine = sidecar(work / "end2end.engine")
+    assert engine["precision"] == "int8" and engine["int8"]["route"] == "explicit"
+    assert engine["inputs"][0] == {"name": "images", "dtype": "float32", "shape": [1, 3, 64, 64]}
+    assert (work / "calib_data.h5").is_file() and (work / "end2end_int8.onnx").is_file()
+
+
+def test_external_data(tmp_path):
+    """Weights in a file beside the model are read; without that file, one sentence and nothing written."""
+    model = hand_classifier(tmp_path / "ext.onnx", external=True)
+    assert (tmp_path / "ext.onnx.data").is_file()
+    cfg = write_cfg(tmp_path, "onnxruntime")
+    result = trtdeploy.convert(cfg, model, work_dir=tmp_path / "ok", test_img=DEMO_IMG)
+    assert result.test_report["max_abs_diff"] == 0.0
+    assert onnx.load(str(result.onnx_path)).graph.initializer  # the output graph holds the weights itself
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(ModelError, match=r"external data files \['ext.onnx.data'\] that are missing"):
+        trtdeploy.convert(cfg, model, work_dir=tmp_path / "missing")
+    assert not list((tmp_path / "missing").iterdir())
+
+
+# -- an MMDeploy-style detector with plugin nodes ---------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, custom_ops", [("onnxruntime", "auto"), ("tensorrt", "auto"),
+                                                 ("tensorrt", "plugin")])
+def test_mmdeploy_detector(tmp_path, backend, custom_ops):
+    """TRTBatchedNMS and MMCVRoIAlign are lowered ('auto') or kept for the plugins; --test-img runs the original
+    file, custom nodes and all, on ONNX Runtime (trtdeploy's ONNX Runtime ops) and matches every detection."""
+    model = mmdeploy_detector(tmp_path / "mmdet.onnx")
+    body = f"backend_config = dict(custom_ops={custom_ops!r})\n"
+    if backend == "tensorrt":
+        body = (f"backend_config = dict(custom_ops={custom_ops!r}, model_inputs=[dict(input_shapes=dict(input=dict("
+                f"min_shape=[1, 3, 64, 64], opt_shape=[1, 3, 64, 64], max_shape=[2, 3, 64, 64])))])\n")
+    cfg = write_cfg(tmp_path, backend, body, task="ObjectDetection", codebase="preprocess=dict(keep_ratio=False)")
+    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "work", "--test-img", DEMO_IMG).stdout
+    assert "10 of 10 detections matched" in out and "differ by at most 0 px" in out, out
+    graph = onnx.load(str(tmp_path / "work" / "end2end.onnx"))
+    kept = {n.op_type for n in graph.graph.node if n.domain == "mmdeploy"}
+    assert kept == ({"TRTBatchedNMS", "MMCVRoIAlign"} if custom_ops == "plugin" else set())
+    if backend == "tensorrt":
+        assert sidecar(tmp_path / "work" / "end2end.engine")["plugins"] == (
+            ["mmdeploy::MMCVRoIAlign", "mmdeploy::TRTBatchedNMS"] if custom_ops == "plugin" else [])
+
+
+# -- ultralytics `yolo export format=onnx` ----------------------------------------------------------
+
+YOLO_PRE = "preprocess=dict(mean=[0, 0, 0], std=[255, 255, 255], keep_ratio=True, pad_value=0.447)"
+
+
+@pytest.mark.slow
+def test_yolo_nms_appended_tensorrt_fp16(tmp_path):
+    """A raw [1, 84, A] head gets decoding + the plugin-free NMS when post_processing asks for it; the FP16 engine's
+    graph finds the same detections as the original file with trtdeploy's NMS op on ONNX Runtime."""
+    model = yolo_file(tmp_path)
+    cfg = write_cfg(tmp_path, "tensorrt-fp16", task="ObjectDetection", codebase=f"{YOLO_PRE}, post_processing=dict("
+                    "score_threshold=0.0, iou_threshold=0.7, pre_top_k=300, keep_top_k=20)")
+    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "work", "--test-img", DEMO_IMG).stdout
+    assert "20 of 20 detections matched" in out, out
+    engine = sidecar(tmp_path / "work" / "end2end.engine")
+    assert [o["name"] for o in engine["outputs"]] == ["dets", "labels"]
+    assert engine["outputs"][0]["shape"][1:] == [20, 5] and engine["precision"] == "fp16"
+    graph = onnx.load(str(tmp_path / "work" / "end2end.onnx"))
+    assert not [n for n in graph.graph.node if n.domain not in ("", "ai.onnx")]  # the NMS is standard ONNX
+
+
+@pytest.mark.slow
+def test_yolo_dynamic_kept_raw(tmp_path):
+    """Without post_processing the raw head stays; a dynamic export converts with a profile on its own `images`."""
+    model = yolo_file(tmp_path, dynamic=True)
+    cfg = write_cfg(tmp_path, "onnxruntime", task="ObjectDetection", codebase=YOLO_PRE)
+    result = trtdeploy.convert(cfg, model, work_dir=tmp_path / "work")
+    facts = sidecar(result.onnx_path)
+    assert [o["name"] for o in facts["outputs"]] == ["output0"] and facts["outputs"][0]["shape"][1] == 84
+    with pytest.raises(ModelError, match="raw head; convert it with codebase_config.post_processing"):
+        trtdeploy.load(result.onnx_path).predict(str(DEMO_IMG))
+
+
+# -- parser fixes, profiles, memory -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_einsum_fails_to_parse_before_and_builds_after(tmp_path):
+    """MaxViT's Einsum spelling: the file as it is fails in TensorRT-RTX's parser (and the pre-build scan names
+    it); `trtdeploy convert` rewrites the equation and builds."""
+    model = einsum_graph(tmp_path / "einsum.onnx")
+    cfg = write_cfg(tmp_path, "tensorrt")
+    before = run_python(textwrap.dedent(f"""
+        from pathlib import Path
+        import onnx
+        from trtdeploy.backends.base import get_backend
+        from trtdeploy.config import load_deploy_config
+        from trtdeploy.errors import BuildError
+        backend = get_backend("tensorrt")
+        print("scan:", backend.unsupported_nodes(onnx.load({str(model)!r}))[0]["hint"][:40])
+        try:
+            backend.build(Path({str(model)!r}), Path({str(tmp_path)!r}), load_deploy_config({str(cfg)!r}))
+        except BuildError as e:
+            print("parse:", e)
+    """)).stdout
+    assert "scan: TensorRT's parser takes Einsum equations" in before
+    assert "parse:" in before and "Invalid character(s) in Einsum equation" in before
+    run_cli("convert", cfg, model, "--work-dir", tmp_path / "work")
+    graph = onnx.load(str(tmp_path / "work" / "end2end.onnx"))
+    (einsum,) = [n for n in graph.graph.node if n.op_type == "Einsum"]
+    assert onnx.helper.get_attribute_value(einsum.attribute[0]) == b"bghid,bghjd->bghij"
+    assert sidecar(tmp_path / "work" / "end2end.engine")["engine_bytes"] > 0
+
+
+def test_einsum_rewrite_keeps_values(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from trtdeploy.passes import fix_for_parser
+    from trtdeploy.passes.parser_fixes import canonical_einsum
+
+    assert canonical_einsum("bB,Bc->bc") == "ba,ac->bc"  # a lower-case label keeps its letter, B takes a free one
+    assert canonical_einsum("...IJ,...JK->...IK") == "...ij,...jk->...ik"
+    model = onnx.load(str(einsum_graph(tmp_path / "e.onnx")))
+    query = np.random.default_rng(1).normal(size=(1, 2, 3, 4, 5)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"query": query})[0]
+    after = ort.InferenceSession(fix_for_parser(model).SerializeToString()).run(None, {"query": query})[0]
+    assert np.array_equal(before, after)
+
+
+def test_profile_the_graph_cannot_serve_is_refused(tmp_path):
+    """A ViT with a fixed position embedding under a 32..64 profile: refused before the build, naming the profile's
+    dimension and the node that fails; nothing written."""
+    model = fixed_position_vit(tmp_path / "vit.onnx")
+    cfg = write_cfg(tmp_path, "tensorrt", images_profile("pixels", [1, 3, 32, 32], [1, 3, 32, 32], [2, 3, 64, 64]))
+    with pytest.raises(ShapeError) as info:
+        trtdeploy.convert(cfg, model, work_dir=tmp_path / "work")
+    text = str(info.value)
+    assert "backend_config.model_inputs[0].input_shapes.pixels.max_shape[2] = 64 cannot be served" in text
+    assert "node '/Add' (Add)" in text and "set max_shape[2] to 32" in text and "\n" not in text
+    assert not list((tmp_path / "work").iterdir())
+    ok = write_cfg(tmp_path, "onnxruntime", images_profile("pixels", [1, 3, 32, 32], [2, 3, 32, 32], [4, 3, 32, 32]),
+                   name="ok.py")
+    trtdeploy.convert(ok, model, work_dir=tmp_path / "ok")  # batch is free: accepted
+
+
+def test_out_of_memory_names_the_request_and_the_field():
+    from trtdeploy.backends.tensorrt.builder import out_of_memory_hint
+
+    log = ["[virtualMemoryBuffer.cpp::resizePhysical::140] Error Code 2: OutOfMemory (Requested size was "
+           "1187893064 bytes.)", "[builder.cpp::buildSerializedNetwork] Error Code 2: Internal Error"]
+    hint = out_of_memory_hint(log, None)
+    assert "TensorRT asked for 1187893064 bytes (1.11 GiB)" in hint
+    assert "backend_config.common_config.max_workspace_size is unset" in hint
+    assert "max_workspace_size is 1073741824 (1.00 GiB)" in out_of_memory_hint(log, 1 << 30)
+    assert out_of_memory_hint(["Error Code 4: some other failure"], None) == ""
+
+
+# -- bad input: one sentence each, the right error, nothing written ----------------------------------
+
+def _truncated(tmp_path: Path, classifier: Path) -> Path:
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(classifier.read_bytes()[: classifier.stat().st_size // 2])
+    return path
+
+
+def _not_onnx(tmp_path: Path, classifier: Path) -> Path:
+    path = tmp_path / "photo.onnx"
+    path.write_bytes(DEMO_IMG.read_bytes())
+    return path
+
+
+def _custom_node(tmp_path: Path, classifier: Path) -> Path:
+    model = onnx.load(str(classifier))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.domain = "FancyRelu", "vendor"
+    model.opset_import.append(onnx.helper.make_opsetid("vendor", 1))
+    path = tmp_path / "vendor.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+BAD = [
+    ("not-onnx", _not_onnx, "onnxruntime", "", ModelError, "is not a readable ONNX model"),
+    ("truncated", _truncated, "onnxruntime", "", ModelError, "is not a readable ONNX model|truncated"),
+    ("names", lambda t, c: c, "onnxruntime", images_profile("input", [1, 3, 64, 64], [1, 3, 64, 64], [2, 3, 64, 64]),
+     ConfigError, r"lacks the model input 'images': it names \['input'\] but .*classifier.onnx has inputs \['images'\]"),
+    ("rank", lambda t, c: c, "tensorrt", images_profile("images", [1, 64, 64], [1, 64, 64], [2, 64, 64]),
+     ShapeError, r"has rank 3 but the model input 'images' has rank 4"),
+    ("fixed-dim", lambda t, c: c, "tensorrt", images_profile("images", [1, 3, 64, 64], [1, 3, 64, 64], [1, 3, 96, 96]),
+     ShapeError, r"dimension 2 must be 64 \(.*classifier.onnx fixes it\).*export .* again with that axis dynamic"),
+    ("custom-node-ort", _custom_node, "onnxruntime", "", UnsupportedOpError,
+     r"vendor::FancyRelu\): neither ONNX Runtime nor trtdeploy implements it"),
+    ("custom-node-trt", _custom_node, "tensorrt", "", UnsupportedOpError,
+     r"vendor::FancyRelu\): no TensorRT plugin serves it"),
+]
+
+
+@pytest.mark.parametrize("case, make, backend, body, error, fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_onnx_input(tmp_path, classifier, case, make, backend, body, error, fragment):
+    cfg = write_cfg(tmp_path, backend, body)
+    work = tmp_path / "work"
+    with pytest.raises(error, match=fragment) as info:
+        trtdeploy.convert(cfg, make(tmp_path, classifier), work_dir=work)
+    assert "\n" not in str(info.value)
+    assert not work.exists() or not list(work.iterdir())
+
+
+def test_bad_input_exit_code(tmp_path):
+    """The CLI exits with ModelError's code (3), one line, no traceback."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    proc = run_cli("convert", write_cfg(tmp_path, "onnxruntime"), bad, "--work-dir", tmp_path / "w", check=False)
+    assert proc.returncode == ModelError.exit_code and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("trtdeploy convert: error:")
+    assert BuildError.exit_code != proc.returncode
