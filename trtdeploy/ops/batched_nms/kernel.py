@@ -6,9 +6,9 @@ plugin passes TensorRT's), so a call can be captured in a CUDA graph. Launches:
 1. candidate selection, an exact radix select over each image's (box, class) pairs. Every pair
    with score > threshold (and not the background class) gets a unique 64-bit key, ``score``'s
    order-preserving bits above ``(pairs - 1 - pair index)``, so a larger key means "ranks first"
-   exactly as a stable descending sort does. ``_radix_pass`` histograms 11 bits of the keys per
+   exactly as a stable descending sort does. ``_radix_pass`` histograms 9 bits of the keys per
    launch (the keys that agree with the bits settled so far); each program re-derives the settled
-   bits from the earlier histograms (2,048 bins, cheap), so no launch settles them alone. The pass
+   bits from the earlier histograms (512 bins, cheap), so no launch settles them alone. The pass
    that finds the ``topk``-th key alone ends the search (later passes return at once).
 2. ``_compact`` writes the keys >= that ``topk``-th key (in no particular order) and
    ``_rank_gather`` ranks them by counting larger keys (they are unique), then writes the ranked
@@ -60,8 +60,8 @@ def _settled(hist, n, k, PASSES: tl.constexpr, TOTAL_BITS: tl.constexpr, NUM_PAS
     need = tl.zeros((), dtype=tl.int32)
     done = tl.zeros((), dtype=tl.int1)
     for q in tl.static_range(PASSES):
-        high: tl.constexpr = TOTAL_BITS - DIGIT * q
-        low: tl.constexpr = high - DIGIT if high > DIGIT else 0
+        high = TOTAL_BITS - DIGIT * q
+        low = (high - DIGIT) * (high > DIGIT)  # (constants: the loop is unrolled)
         h = tl.load(hist + (n * NUM_PASSES + q) * BINS + bins)
         total = tl.sum(h, 0)
         if q == 0:
@@ -89,7 +89,7 @@ def _radix_pass(scores, hist, pairs, num_classes, k, score_threshold, background
         key, passing = _pair_keys(scores, n, offs, pairs, num_classes, score_threshold, background_label_id,
                                   INDEX_BITS)
         high: tl.constexpr = TOTAL_BITS - DIGIT * PASS
-        low: tl.constexpr = high - DIGIT if high > DIGIT else 0
+        low: tl.constexpr = (high - DIGIT) * (high > DIGIT)
         match = passing & ((key >> high) == prefix)
         digit = tl.where(match, (key >> low) & ((1 << (high - low)) - 1), 0).to(tl.int32)
         h = tl.histogram(digit, BINS)
@@ -106,7 +106,7 @@ def _compact(scores, hist, counter, cand_keys, pairs, num_classes, k, score_thre
     TOTAL_BITS: tl.constexpr = 32 + INDEX_BITS
     prefix, need, done = _settled(hist, n, k, NUM_PASSES, TOTAL_BITS, NUM_PASSES, DIGIT, BINS)
     LAST_HIGH: tl.constexpr = TOTAL_BITS - DIGIT * (NUM_PASSES - 1)
-    low: tl.constexpr = LAST_HIGH - DIGIT if LAST_HIGH > DIGIT else 0
+    low: tl.constexpr = (LAST_HIGH - DIGIT) * (LAST_HIGH > DIGIT)
     threshold = prefix << low
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     key, passing = _pair_keys(scores, n, offs, pairs, num_classes, score_threshold, background_label_id, INDEX_BITS)

@@ -147,7 +147,7 @@ _tuned_kernel = triton.autotune(
     configs=[triton.Config({"BLOCK_C": c, "UNROLL": u}, num_warps=w) for c, w, u in (TILES[:1] if INTERPRETED
                                                                                     else TILES)],
     key=["channels", "num_levels", "SR", "PH", "PW", "ALIGNED"], prune_configs_by={"early_config_prune": _prune},
-    warmup=5, rep=25, **_CACHE)(_roi_align_kernel)
+    warmup=25, rep=100, **_CACHE)(_roi_align_kernel)
 
 
 def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_size: tuple[int, int],
