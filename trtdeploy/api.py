@@ -216,9 +216,10 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
         "deploy_config": cfg.to_dict(),
     }
-    onnx_sidecar = write_sidecar(onnx_path, {"backend": "onnxruntime", "precision": "fp32",
-                                             "inputs": [s.to_dict() for s in in_specs],
-                                             "outputs": [s.to_dict() for s in out_specs], "profiles": [], **facts})
+    # the graph's I/O: what a built artefact's sidecar says too, unless its backend reports its own
+    graph_io = {"inputs": [s.to_dict() for s in in_specs], "outputs": [s.to_dict() for s in out_specs], "profiles": []}
+    onnx_sidecar = write_sidecar(onnx_path, {"backend": backend_for_file(onnx_path).name, "precision": "fp32",
+                                             **graph_io, **facts})
     backend_path, sidecar = onnx_path, onnx_sidecar
     build_seconds, profiles = None, []
     if backend.builds_for(cfg):
@@ -228,7 +229,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             build_seconds = time.perf_counter() - build_start
             profiles = list(built.facts.get("profiles") or [])
             backend_path = built.path
-            sidecar = write_sidecar(built.path, {"backend": cfg.backend, **facts, **built.facts})
+            sidecar = write_sidecar(built.path, {"backend": cfg.backend, **graph_io, **facts, **built.facts})
             made.update(work / built.facts[k] for k in ("built_from", "check_with") if built.facts.get(k))
     result = ConvertResult(work, onnx_path, backend_path, sidecar,
                            files=sorted({onnx_path, onnx_sidecar, backend_path, sidecar, *made}),
