@@ -16,6 +16,9 @@ from ...utils.findings import FAIL, OK, WARN, Finding, dist_version
 from ..base import (BACKENDS, Backend, BuildResult, LayerTime, Runner, TensorSpec, layer_times_from_totals,
                     profiles_from_json)
 
+# Domains whose ops ONNX Runtime ships (its contrib ops included); anything else needs a custom op.
+ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc",
+               "ai.onnx.preview.training", "ai.onnx.training")
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
                "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
@@ -25,9 +28,6 @@ def _spec(arg) -> TensorSpec:
     return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, "float32"),
                       [d if isinstance(d, int) else -1 for d in arg.shape])
 
-
-class OnnxRuntimeRunner(Runner):
-    """An InferenceSession; active from construction, since the model's inputs and outputs are the session's."""
 
 def graph_layer_names(onnx_path, totals: Mapping[str, float], op_types: Mapping[str, str]
                       ) -> tuple[dict[str, float], dict[str, str]]:
@@ -72,6 +72,9 @@ def _chain_to(node, op_type: str, producer: Mapping, depth: int = 3) -> list:
     return []
 
 
+class OnnxRuntimeRunner(Runner):
+    """An InferenceSession; active from construction, since the model's inputs and outputs are the session's."""
+
     def __init__(self, path: Path, providers: list[str] | None = None, profiles=None,
                  session_options=None):
         super().__init__([], [], profiles, source=str(path))
@@ -110,18 +113,12 @@ def _chain_to(node, op_type: str, producer: Mapping, depth: int = 3) -> list:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     file_suffixes = (".onnx",)
+    artefact_suffix = ".onnx"  # it runs the ONNX file itself
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
 
     def is_available(self) -> bool:
-    artefact_suffix = ".onnx"  # it runs the ONNX file itself
         return importlib.util.find_spec("onnxruntime") is not None
 
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
-        if cfg.int8:
-            from .int8 import build_int8
-
-            return build_int8(Path(onnx_path), Path(work_dir), cfg)
-        return BuildResult(Path(onnx_path), {"precision": "fp32"})  # nothing to build
     def unsupported_nodes(self, model) -> list[dict]:
         """Custom nodes that neither ONNX Runtime itself nor trtdeploy's ONNX Runtime ops (``ops/<op>/ort.py``) run."""
         from ...utils.onnx_graph import all_nodes
@@ -151,6 +148,12 @@ class OnnxRuntimeBackend(Backend):
 
         available = ort.get_available_providers()
         if device.startswith("cuda"):
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
+        if cfg.int8:
+            from .int8 import build_int8
+
+            return build_int8(Path(onnx_path), Path(work_dir), cfg)
+        return BuildResult(Path(onnx_path), {"precision": "fp32"})  # nothing to build
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailableError(
                     "--device cuda needs onnxruntime-gpu (CUDAExecutionProvider); pip install onnxruntime-gpu, "
