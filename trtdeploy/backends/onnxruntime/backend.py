@@ -142,18 +142,18 @@ class OnnxRuntimeBackend(Backend):
         if not cfg.int8:
             super().check_config(cfg)
 
-
-    def providers(self, device: str) -> list[str]:
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-        if device.startswith("cuda"):
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
         if cfg.int8:
             from .int8 import build_int8
 
             return build_int8(Path(onnx_path), Path(work_dir), cfg)
         return BuildResult(Path(onnx_path), {"precision": "fp32"})  # nothing to build
+
+    def providers(self, device: str) -> list[str]:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailableError(
                     "--device cuda needs onnxruntime-gpu (CUDAExecutionProvider); pip install onnxruntime-gpu, "
