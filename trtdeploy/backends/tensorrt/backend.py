@@ -36,9 +36,9 @@ UNBUILDABLE_OPS = {
 class TensorRTBackend(Backend):
     name = "tensorrt"
     file_suffixes = (".engine", ".plan", ".trt")
-    install_hint = INSTALL_HINT
     artefact_suffix = ".engine"
     default_device = "cuda"
+    install_hint = INSTALL_HINT
 
     def is_available(self) -> bool:
         return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
@@ -118,10 +118,6 @@ class TensorRTBackend(Backend):
                 "how": trt.how, "strongly_typed_only": trt.strongly_typed_only,
                 "implicit_int8": trt.has_implicit_int8}
 
-
-def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
-    """Static-profile shapes for inputs: the ONNX's own fixed dims, else the config's export shape."""
-    return {name: cfg.export_shape(name, shape) if any(d <= 0 for d in shape) else shape
     def check_config(self, cfg: DeployConfig) -> None:
         """INT8: fail before export when the installed TensorRT has no route to it."""
         if cfg.int8:
@@ -169,6 +165,10 @@ def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
 
         return gpu_support(cc)
 
+
+def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
+    """Static-profile shapes for inputs: the ONNX's own fixed dims, else the config's export shape."""
+    return {name: cfg.export_shape(name, shape) if any(d <= 0 for d in shape) else shape
             for name, shape in onnx_shapes.items()}
 
 
