@@ -52,8 +52,8 @@ def test_seed_calibration_file_drives_an_int8_build(tiny):
         assert {group[k].shape for k in group} == {(1, 3, 800, 1088), (1, 3, 800, 1184), (1, 3, 1088, 800)}
     sidecar = json.loads((work / "end2end.engine.json").read_text())
     assert sidecar["precision"] == "int8"
-    assert sidecar["int8"]["route"] == "explicit" and sidecar["int8"]["method"] == "entropy"
-    assert len(sidecar["int8"]["quantized_layers"]) == 3
+    assert sidecar["int8"]["route"] == "explicit" and sidecar["int8"]["method"] == "mse"  # the default
+    assert len(sidecar["int8"]["quantized_layers"]) == 2  # the Linear head writes the logits: kept FP16
     assert sidecar["built_from"] == "end2end_int8_fp16.onnx" and sidecar["check_with"] == "end2end_int8.onnx"
     assert "calibration images" in tiny["first"].stderr  # the progress bar
 
@@ -63,7 +63,7 @@ def test_second_build_reuses_calibration_data_and_ranges(tiny):
                     "--work-dir", tiny["work"], "--calib-dataset-cfg", tiny["calib_cfg"], "--sensitivity")
     assert f"reusing {tiny['work'] / 'calib_data.h5'} (4 samples of input)" in again.stderr
     assert "proposal for the deploy config: calib_config = dict(exclude_nodes=[" in again.stdout
-    assert "reusing entropy ranges" in again.stderr
+    assert "reusing mse ranges" in again.stderr
     assert "calibration images" not in again.stderr
 
 

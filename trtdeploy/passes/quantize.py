@@ -69,13 +69,18 @@ def matches_any(name: str, patterns: Iterable[str]) -> bool:
 
 
 def quantization_targets(model: onnx.ModelProto, exclude_nodes: Iterable[str] = (),
-                         exclude_op_types: Iterable[str] = ()) -> list[QuantTarget]:
-    """Conv/Gemm/MatMul nodes with a constant float weight, minus the excluded names (fnmatch) and op types."""
+                         exclude_op_types: Iterable[str] = (), output_layers: bool = True) -> list[QuantTarget]:
+    """Conv/Gemm/MatMul nodes with a constant float weight, minus the excluded names (fnmatch) and op types, and,
+    with ``output_layers=False``, minus the layers that write a graph output (a classifier's logits: INT8 there
+    adds error straight to the result for a layer that costs little time)."""
     exclude_nodes, exclude_op_types = list(exclude_nodes), set(exclude_op_types)
     inits = {i.name: i for i in model.graph.initializer}
+    graph_outputs = {o.name for o in model.graph.output}
     targets = []
     for node in model.graph.node:
         if node.op_type not in WEIGHT_AXIS or node.op_type in exclude_op_types or len(node.input) < 2:
+            continue
+        if not output_layers and node.output[0] in graph_outputs:
             continue
         weight = inits.get(node.input[1])
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or node.input[0] in inits:

@@ -168,7 +168,8 @@ def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_pa
     """The Q/DQ graph of ``onnx_path`` for ``scheme``'s backend, with ranges from the calibration file."""
     model = onnx.load(str(onnx_path))
     exclude = (cfg.calib.get("exclude_nodes") or (), cfg.calib.get("exclude_op_types") or ())
-    targets = quantize.quantization_targets(model, *exclude)
+    targets = quantize.quantization_targets(model, *exclude,
+                                            output_layers=bool(cfg.calib.get("quantize_output_layers", False)))
     if not targets:
         raise ConfigError(f"{cfg.source}: nothing to quantize: the graph has no Conv/Gemm/MatMul with constant "
                           f"weights outside calib_config.exclude_nodes/exclude_op_types")
