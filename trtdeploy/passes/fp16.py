@@ -229,7 +229,7 @@ def to_fp16_body(model: onnx.ModelProto, body_targets: Iterable[str] | None = No
             for name in node.output:
                 if emulate and name.endswith("_computed"):
                     name = name[: -len("_computed")]
-                    lowered(name + "_computed", name, f"{node.name or name}_output")
+                    lowered(name + "_computed", name, f"{name}_output")  # per output: a Split has several
                 original = name[: -len(low.suffix)] if name.endswith(low.suffix) else None
                 if original in consumed_outside:
                     nodes.append(helper.make_node("Cast", [name], [original], name=f"{original}_to_fp32",
