@@ -3,6 +3,9 @@
     git worktree add --detach /tmp/old <commit>
     python benchmarks/bench_calibration.py --baseline /tmp/old [--images 24 --rounds 3]
 
+Rows: the baseline checkout, this one with its default ``calib_config.compression`` and this one
+with ``compression='gzip'``.
+
 The seed's ``configs/calibration/calibration_dataset.py`` (resize to 1333x800 keeping the ratio,
 normalise, pad to /32: 1x3x800x1088 float32 per image, its 2 workers) over photo-like 640x480
 JPEGs (random crops of demo/demo.jpg). Each round makes ``calib_data.h5`` once with each checkout, in
@@ -30,6 +33,8 @@ from trtdeploy.calibration import prepare_calibration_file
 from trtdeploy.config import load_deploy_config
 cfg = load_deploy_config(Path(sys.argv[1]) / "configs/classification/classification_tensorrt-int8_static-224x224.py")
 work, dataset, n = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+if sys.argv[5]:
+    cfg.calib["compression"] = sys.argv[5]
 (work / "calib_data.h5").unlink(missing_ok=True)
 t = time.perf_counter()
 prepare_calibration_file(cfg, work, "input", dataset)
@@ -55,9 +60,9 @@ def make_images(root: Path, n: int) -> None:
     (root / "val_annotations.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
 
 
-def run(checkout: Path, work: Path, dataset: Path, n: int) -> float:
+def run(checkout: Path, work: Path, dataset: Path, n: int, compression: str) -> float:
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(checkout), str(work), str(dataset), str(n)],
+    proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(checkout), str(work), str(dataset), str(n), compression],
                           capture_output=True, text=True, env=env, cwd=checkout, timeout=1800)
     if proc.returncode:
         raise RuntimeError(f"calibration with {checkout} failed:\n{proc.stderr[-2000:]}")
@@ -85,19 +90,21 @@ def main() -> int:
         dataset = tmp / "calibration_dataset.py"
         seed = (REPO / "configs/calibration/calibration_dataset.py").read_text()
         dataset.write_text(seed.replace("data_root = 'calibration/dataset/root'", f"data_root = '{tmp / 'images'}/'"))
-        checkouts = {"baseline": args.baseline.resolve(), "this checkout": REPO}
-        rates: dict[str, list[float]] = {name: [] for name in checkouts}
+        # name -> (checkout, calib_config.compression: "" leaves the config's)
+        runs = {"baseline": (args.baseline.resolve(), ""), "new": (REPO, ""), "new, gzip": (REPO, "gzip")}
+        rates: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
-            for name in (list(checkouts) if r % 2 == 0 else list(checkouts)[::-1]):
-                rates[name].append(run(checkouts[name], tmp / name.replace(" ", "_"), dataset, args.images))
-                print(f"round {r + 1}: {name:14s} {rates[name][-1]:6.2f} images/s", flush=True)
-        files = {name: tmp / name.replace(" ", "_") / "calib_data.h5" for name in checkouts}
+            for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                rates[name].append(run(*runs[name][:1], tmp / name.replace(", ", "_"), dataset, args.images,
+                                       runs[name][1]))
+                print(f"round {r + 1}: {name:10s} {rates[name][-1]:6.2f} images/s", flush=True)
+        files = {name: tmp / name.replace(", ", "_") / "calib_data.h5" for name in runs}
+        base = statistics.median(rates["baseline"])
         print(f"\n{args.images} images, seed pipeline (1x3x800x1088), {args.rounds} rounds, median images/s:")
-        for name in checkouts:
-            print(f"  {name:14s} {statistics.median(rates[name]):6.2f} images/s, "
-                  f"file {files[name].stat().st_size / 1e6:7.1f} MB")
-        ratio = statistics.median(rates["this checkout"]) / statistics.median(rates["baseline"])
-        print(f"  speed-up x{ratio:.2f}; same samples in both files: {same_samples(*files.values())}")
+        for name in runs:
+            rate = statistics.median(rates[name])
+            print(f"  {name:10s} {rate:6.2f} images/s  x{rate / base:4.2f}  file {files[name].stat().st_size / 1e6:7.1f} MB"
+                  f"  same samples as baseline: {same_samples(files['baseline'], files[name])}")
     return 0
 
 

@@ -185,11 +185,17 @@ def test_samples_compressed_in_workers_read_back_exactly_with_plain_h5py(tmp_pat
 
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((3, 20, 30)).astype(np.float32), np.zeros((1, 3, 8, 5), np.float32)]
-    write_calibration_file(tmp_path / "c.h5", "input", [encode_sample(arrays[0]), arrays[1]], "key")
+    write_calibration_file(tmp_path / "c.h5", "input", [encode_sample(arrays[0], "gzip"), arrays[1]], "key")
     with h5py.File(tmp_path / "c.h5") as f:
         first, second = f["calib_data/end2end/input/0"], f["calib_data/end2end/input/1"]
-        assert first.compression == "gzip" and first.shape == (1, 3, 20, 30)
+        assert first.compression == "gzip" and first.shape == (1, 3, 20, 30) and second.compression is None
         assert np.array_equal(first[...], arrays[0][None]) and np.array_equal(second[...], arrays[1])
+
+
+def test_unknown_compression_is_refused_before_any_image_is_read(tmp_path):
+    make_coco(tmp_path / "imgs", sizes=((40, 30),), bad=1)
+    with pytest.raises(ConfigError, match="calib_config.compression must be one of 'none', 'gzip'.*got 'lz4'"):
+        prepare_calibration_file(int8_cfg(compression="lz4"), tmp_path / "work", "input", seed_config(tmp_path, tmp_path / "imgs"))
 
 
 def test_corrupt_calibration_file_is_rebuilt_with_a_warning(tmp_path, caplog):

@@ -164,13 +164,13 @@ class CalibrationDataset:
         img = np.asarray(results["img"])
         if not results.get("chw"):
             img = (img[..., None] if img.ndim == 2 else img).transpose(2, 0, 1)
-        img = img.astype(np.float32)
+        img = np.ascontiguousarray(img, dtype=np.float32)  # one copy (the CHW transpose, when there is one)
         if results.get("packed") and "img_norm_cfg" not in results:
             pre = self.preprocessor
             if pre.get("bgr_to_rgb") and img.shape[0] == 3:
                 img = img[::-1]
             img = (img - np.asarray(pre["mean"], np.float32)[:, None, None]) / np.asarray(pre["std"], np.float32)[:, None, None]
-        return np.ascontiguousarray(img)
+        return np.ascontiguousarray(img)  # no copy unless the packed branch flipped channels
 
 
 def fingerprint(spec: DatasetSpec, images: list[Path], extra: str = "") -> str:

@@ -224,8 +224,7 @@ class Normalize(Transform):
 
     def __call__(self, results: Results) -> Results:
         img = results["img"]
-        img = (img[..., ::-1] if self.to_rgb else img).astype(np.float32)  # a fresh array: safe to work in place
-        img -= self.mean
+        img = np.subtract(img[..., ::-1] if self.to_rgb else img, self.mean, dtype=np.float32)  # one fresh array
         img *= 1.0 / self.std
         results["img"] = img
         results["img_norm_cfg"] = dict(mean=self.mean.tolist(), std=self.std.tolist(), to_rgb=self.to_rgb)
@@ -253,8 +252,10 @@ class Pad(Transform):
         if self.divisor:
             d = int(self.divisor)
             h, w = -(-h // d) * d, -(-w // d) * d
-        padded = np.full((h, w, *img.shape[2:]), self.value, dtype=img.dtype)
+        padded = np.empty((h, w, *img.shape[2:]), dtype=img.dtype)  # each element written once
         padded[:img.shape[0], :img.shape[1]] = img
+        padded[img.shape[0]:] = self.value
+        padded[:img.shape[0], img.shape[1]:] = self.value
         results["img"] = padded
         results["pad_shape"] = padded.shape[:2]
         return results
