@@ -218,7 +218,7 @@ def tensorrt_placement(model: onnx.ModelProto, targets: list[QuantTarget], exclu
 
 # Ops ONNX Runtime fuses into integer kernels when every float input comes from DequantizeLinear and the output
 # goes to QuantizeLinear, and ops it runs on the integers when input and output share one scale.
-ORT_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool")
+ORT_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool")
 ORT_SAME_SCALE_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize")
 
 
