@@ -14,7 +14,6 @@ from .backends.base import Runner, TensorSpec, backend_for_file, get_backend, pr
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, UnsupportedOpError
-from .passes.numerics import nonfinite_outputs
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
 from .utils.logging import ensure_visible, logger, stage
@@ -340,6 +339,8 @@ class OnnxFileReference:
 def compare_on_image(reference, task: Task, artefact: Path, image, device: str = "cpu") -> dict:
     """Run the artefact (or, where TensorRT cannot execute, its ONNX on ONNX Runtime) and ``reference``
     (a ``TorchReference`` or an ``OnnxFileReference``) on one image."""
+    from .passes.numerics import nonfinite_outputs  # here: `passes` imports onnx, which `import trtdeploy` avoids
+
     deployed, label = _load_runnable(artefact, device)
     task = deployed.task  # carries what the sidecar recorded (class names, pre-processing)
     try:
