@@ -6,6 +6,10 @@ dependency. A unit is a top-level module or subpackage of trtdeploy; imports ins
 from __future__ import annotations
 
 import ast
+import functools
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trtdeploy"
 # Bottom to top. A unit may import units of its own layer or below; within a layer the graph is acyclic.
 LAYERS = [
     ("errors", "version", "registry", "utils", "config"),  # foundations: no trtdeploy stage
-    ("datasets", "calibration"),                             # image folders, COCO, calibration data
     ("passes",),                                             # ONNX -> ONNX, knowing no op by name
+    ("datasets", "calibration"),                             # image folders, COCO, calibration data
     ("ops",),                                                # custom ops; their lowerings register into passes
     ("backends",),                                           # ONNX -> artefact -> runner, one folder each
     ("export",),                                             # torch -> ONNX, with rewriters
@@ -32,6 +36,7 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+@functools.lru_cache(maxsize=None)
 def import_edges() -> dict[tuple[str, str], list[str]]:
     """(importing unit, imported unit) -> where ('file:line'), for every import between two units."""
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -104,3 +109,36 @@ def test_the_walker_sees_lazy_and_relative_imports():
     assert ("ops", "passes") in edges          # ops/__init__.py: lowerings register into passes
     assert ("api", "passes") in edges          # api.py: `from . import passes` inside convert()
     assert ("evaluation", "export") in edges   # evaluation/targets.py: a function-local import
+
+
+LAZY = """
+import sys
+import trtdeploy  # noqa: F401
+
+heavy = ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "mmengine", "tensorrt", "tensorrt_rtx", "triton")
+print("IMPORT", sorted(m for m in heavy if m in sys.modules))
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+weight = numpy_helper.from_array(np.full((4, 3, 3, 3), 0.1, np.float32), "w")
+graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 224, 224])], [weight])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[1] + "/conv.onnx")
+from trtdeploy.backends.base import build_from_onnx
+
+built = build_from_onnx(sys.argv[1] + "/conv.onnx", sys.argv[2], sys.argv[1])
+print("BUILD", built.path.stat().st_size > 0, sorted(m for m in ("torch", "torchvision", "triton") if m in sys.modules))
+"""
+
+
+def test_import_and_a_plugin_free_onnx_build_stay_light(tmp_path):
+    """`import trtdeploy` imports no heavy package (not even onnx); ONNX -> engine imports no torch (no plugin nodes)."""
+    cfg = PACKAGE.parent / "configs/classification/classification_tensorrt_static-224x224.py"
+    proc = subprocess.run([sys.executable, "-c", LAZY, str(tmp_path), str(cfg)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TRTDEPLOY_TENSORRT": "tensorrt_rtx"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("IMPORT", "BUILD")))
+    assert lines["IMPORT"] == "[]"
+    assert lines["BUILD"] == "True []"

@@ -36,7 +36,7 @@ def run(args) -> int:
 
 def report_precision(work_dir, precision: str, tolerances: dict, samples: int = 32) -> None:
     """Bisect the 16-bit nodes that must stay FP32 (``precision_sensitivity``) and print the config line."""
-    from ..backends.tensorrt.low_precision import precision_sensitivity, work_dir_feeds
+    from ..evaluation.precision import precision_sensitivity, work_dir_feeds
     from ..evaluation import Tolerances
 
     tol = Tolerances.from_sources(tolerances)

@@ -1,9 +1,10 @@
 """Walking ONNX graphs, subgraphs (Loop/If/Scan bodies) included."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import onnx
+if TYPE_CHECKING:  # annotations only: walking a graph needs no onnx import, so `import trtdeploy` stays cheap
+    import onnx
 
 
 def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
