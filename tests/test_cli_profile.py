@@ -24,7 +24,7 @@ def test_profile_shapes_percentiles_layers_and_plot(tiny_classifier, tmp_path):
         assert s["iterations"] == 5 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
         assert s["throughput"] > 0 and s["batch"] == s["shapes"]["input"][0]
     layers = results["onnxruntime fp32 (end2end.onnx)"]["layers"]
-    assert layers and {lt["op_type"] for lt in layers} >= {"Conv", "Gemm"}
+    assert layers and {op for lt in layers for op in lt["op_type"].split("+")} >= {"Conv", "Gemm"}  # fused: Conv+Relu
     assert abs(sum(lt["share"] for lt in layers) - 100.0) < 1e-6
     assert results["tensorrt fp16 (end2end.engine)"]["latency"] == []
     with Image.open(plot) as im:

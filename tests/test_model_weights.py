@@ -69,10 +69,12 @@ def test_random_weights_are_seeded_from_the_model_string_and_leave_the_global_rn
     assert c.classifier[1].weight.shape[0] == 10
 
 
-def test_compare_against_a_converted_work_dir_without_a_checkpoint_passes(tmp_path):
-    """The README's own check: convert, then compare --model with the same MODEL string in a new process."""
+def test_compare_against_a_converted_work_dir_without_a_checkpoint_passes(tmp_path, capsys):
+    """The README's own check: convert, then compare --model with the same MODEL string in another process."""
+    from trtdeploy.cli.main import main
+
     cfg = CONFIGS / "classification" / "classification_onnxruntime_dynamic.py"
-    convert = run_cli("convert", cfg, "torchvision://squeezenet1_1", "--work-dir", tmp_path)
-    assert convert.stderr.count("random weights") == 1, convert.stderr
-    proc = run_cli("compare", tmp_path / "end2end.onnx", "--model", "torchvision://squeezenet1_1", "--atol", "1e-4")
+    assert main(["convert", str(cfg), "torchvision://squeezenet1_1", "--work-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err.count("random weights") == 1
+    proc = run_cli("compare", tmp_path, "--model", "torchvision://squeezenet1_1", "--atol", "1e-4")
     assert "PASSED" in proc.stdout, proc.stdout
