@@ -23,6 +23,7 @@ from conftest import REPO, run_python
 from trtdeploy.errors import BackendUnavailableError, BuildError, ModelError, UnsupportedOpError
 from trtdeploy.backends.tensorrt import plugins as trt_plugins
 from trtdeploy.ops import plugins
+from trtdeploy.ops.fields import REQUIRED
 from trtdeploy.ops.batched_nms import multiclass_nms
 from trtdeploy.ops.batched_nms.function import multiclass_nms_reference
 from trtdeploy.ops.batched_nms.ort import compute as nms_on_ort
@@ -120,7 +121,6 @@ import onnx
 from trtdeploy.backends.tensorrt.builder import build_engine, network_io, parse_onnx, make_logger
 from trtdeploy.backends.tensorrt.compat import import_tensorrt
 from trtdeploy.backends.tensorrt.plugins import prepare_plugin_build, read_plugin_fields
-from trtdeploy.ops.plugins import PLUGINS
 
 trt = import_tensorrt("tensorrt_rtx")
 mod = trt.module
@@ -333,8 +333,8 @@ def graph_of(node: onnx.NodeProto) -> onnx.ModelProto:
 
 
 def test_attributes_read_with_defaults():
-    spec = plugins.PLUGINS.get("mmdeploy::TRTBatchedNMS")
-    values = plugins.read_node_attributes(nms_node(return_index=None, clip_boxes=None), spec.fields)
+    spec = plugins.plugin_specs()["mmdeploy::TRTBatchedNMS"]
+    values = spec.op.read(nms_node(return_index=None, clip_boxes=None))
     assert values["return_index"] == 0 and values["clip_boxes"] == 0 and values["topk"] == 400
     assert isinstance(values["iou_threshold"], float)
 
@@ -380,8 +380,8 @@ def test_serialized_fields_round_trip_through_tensorrt_field_objects():
     from trtdeploy.backends.tensorrt.compat import import_tensorrt
 
     module = import_tensorrt("tensorrt_rtx").module
-    for key, spec in plugins.PLUGINS.items():
-        values = {f.name: (f.default if f.default is not plugins.REQUIRED else
+    for key, spec in plugins.plugin_specs().items():
+        values = {f.name: (f.default if f.default is not REQUIRED else
                            [4.0, 8.0] if f.kind == "floats" else 3 if f.kind == "int" else 0.5) for f in spec.fields}
         collection, arrays = trt_plugins.to_plugin_fields(module, values, spec.fields)
         assert trt_plugins.read_plugin_fields(collection, spec.fields, key) == values, key

@@ -191,7 +191,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             from .ops import load_ops
 
             load_ops()  # an exported graph's ops were registered by the export; a file's custom nodes need them here
-        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"))
+        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"), backend.serves_custom_op)
         if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
             proto = passes.simplify(proto)
         proto = passes.check(passes.fix_for_parser(proto))

@@ -237,8 +237,8 @@ def _plugins() -> list[Finding]:
     rows = []
     for key in [*CUSTOM_OPS, *(name for name in registrations if name not in CUSTOM_OPS)]:  # each name once
         op = CUSTOM_OPS.get(key) if key in CUSTOM_OPS else None
-        ways = [w for w, present in (("plugin-free lowering", op.lower), ("ONNX Runtime", op.ort_impl),
-                                     (f"TensorRT plugin {op.plugin_name}", op.plugin_name)) if present] if op else []
+        ways = [w for w, present in (("plugin-free lowering", op.lowering), ("ONNX Runtime", op.ort),
+                                     (f"TensorRT plugin {op.op_type}", op.plugin)) if present] if op else []
         status, fix = (OK, "") if ways or op is None else (WARN, "the op folder registers neither a lowering nor a plugin")
         parts = [", ".join(ways) or "no implementation"] if op else []
         for detail, problem in registrations.get(key, []):

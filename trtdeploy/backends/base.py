@@ -224,6 +224,11 @@ class Backend(ABC):
         """Nodes of ``model`` this backend cannot build: dicts with name, op_type, domain, hint."""
         return []
 
+    def serves_custom_op(self, key: str) -> bool:
+        """Whether it builds and runs the custom node ``key`` ('domain::op_type') as it is (a plugin, a kernel);
+        the 'auto' custom_ops route keeps such nodes unless their op prefers its lowering."""
+        return False
+
     @abstractmethod
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
         """``sample``: (feed, where it came from), real input for checks a build makes (FP16/BF16 numerics)."""

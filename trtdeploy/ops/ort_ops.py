@@ -1,8 +1,8 @@
 """ONNX Runtime implementations of the custom nodes, as onnxruntime-extensions Python ops.
 
-Each op's ``ort.py`` registers an ``OrtKernel``: the node's inputs/outputs, its fields (the
-same ``Field`` list as its TensorRT plugin, so both check attributes alike) and a ``compute``
-function on numpy arrays. ``session_for`` serves graphs that hold such nodes (MMDeploy's own
+Each op's ``ort.py`` holds an ``OrtKernel`` (its description, ``CustomOp.ort``, names it): the
+node's input count and output types and a ``compute`` function on numpy arrays; the fields are the
+op's own, so the kernel checks attributes as the TensorRT plugin and the lowering do. ``session_for`` serves graphs that hold such nodes (MMDeploy's own
 exports, or ours in the plugin route): it registers the kernels with onnxruntime-extensions
 and adapts what its Python-op bridge cannot express, in memory only:
 
@@ -12,9 +12,6 @@ and adapts what its Python-op bridge cannot express, in memory only:
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,8 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ModelError
-from ..registry import Registry
-from .plugins import Field, custom_nodes, read_node_attributes
+from .plugins import custom_nodes
 
 INSTALL_HINT = "pip install onnxruntime-extensions"
 ABSENT = "trtdeploy_absent_input"  # the empty tensor that pads variadic inputs
@@ -33,40 +29,28 @@ ABSENT = "trtdeploy_absent_input"  # the empty tensor that pads variadic inputs
 class OrtKernel:
     """One custom node for ONNX Runtime; ``compute(values, *arrays)`` returns the outputs as numpy arrays."""
 
-    domain: str
-    op_type: str
     num_inputs: int              # inputs beyond the node's own are padded with ``ABSENT``
     output_types: tuple[str, ...]  # numpy dtype names, in output order
-    fields: tuple[Field, ...]
     compute: Callable
+    check: Callable[[dict, str], None] | None = None  # refuses field values the node may hold but this kernel lacks
 
 
-ORT_KERNELS: Registry[OrtKernel] = Registry("ONNX Runtime custom op")
+def ort_ops() -> dict:
+    """The described ops that have an ONNX Runtime implementation, by 'domain::op_type' (their kernels not imported)."""
+    from . import CUSTOM_OPS, load_ops
 
-
-def register_kernel(kernel: OrtKernel) -> OrtKernel:
-    ORT_KERNELS.register(f"{kernel.domain}::{kernel.op_type}")(kernel)
-    return kernel
-
-
-def load_kernels() -> None:
-    """Import every op folder's ``ort.py`` (each registers its kernel)."""
-    from . import __path__ as ops_path
-
-    for info in pkgutil.iter_modules(ops_path):
-        if info.ispkg:
-            with contextlib.suppress(ModuleNotFoundError):
-                importlib.import_module(f"{__package__}.{info.name}.ort")
+    load_ops()
+    return {key: op for key, op in CUSTOM_OPS.items() if op.ort is not None}
 
 
 def _as_string(value) -> str:
     return ",".join(repr(float(v)) for v in value)
 
 
-def _field_values(kernel: OrtKernel, attrs: dict) -> dict:
+def _field_values(op, attrs: dict) -> dict:
     """The keyword arguments onnxruntime-extensions hands over, back in the fields' own types."""
     values = {}
-    for field in kernel.fields:
+    for field in op.fields:
         if field.name not in attrs:
             values[field.name] = field.default
         elif field.kind == "floats":
@@ -79,8 +63,8 @@ def _field_values(kernel: OrtKernel, attrs: dict) -> dict:
 _registered: set[str] = set()
 
 
-def _register_with_extensions(kernel: OrtKernel) -> None:
-    key = f"{kernel.domain}::{kernel.op_type}"
+def _register_with_extensions(op) -> None:
+    key, kernel = op.key, op.ort_kernel
     if key in _registered:
         return
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
@@ -90,12 +74,12 @@ def _register_with_extensions(kernel: OrtKernel) -> None:
     dtypes = {"float32": PyCustomOpDef.dt_float, "int64": PyCustomOpDef.dt_int64}
 
     def run(*arrays, **attrs):
-        outputs = kernel.compute(_field_values(kernel, attrs), *arrays)
+        outputs = kernel.compute(_field_values(op, attrs), *arrays)
         return tuple(np.ascontiguousarray(o, dtype=t) for o, t in zip(outputs, kernel.output_types))
 
     onnx_op(op_type=key, inputs=[PyCustomOpDef.dt_float] * kernel.num_inputs,
             outputs=[dtypes[t] for t in kernel.output_types],
-            attrs={f.name: kinds[f.kind] for f in kernel.fields})(run)
+            attrs={f.name: kinds[f.kind] for f in op.fields})(run)
     _registered.add(key)
 
 
@@ -104,19 +88,21 @@ def adapt_for_extensions(model) -> list[str]:
     import onnx
     from onnx import helper
 
-    load_kernels()
+    ops = ort_ops()
     used = []
     absent_needed = False
     for node in custom_nodes(model):
         key = f"{node.domain}::{node.op_type}"
-        if key not in ORT_KERNELS:
+        if key not in ops:
             raise ModelError(f"node {node.name or '<unnamed>'} is the custom op {node.op_type} of domain "
                              f"{node.domain!r}, which trtdeploy cannot run on ONNX Runtime; it has ONNX Runtime "
-                             f"implementations for {', '.join(ORT_KERNELS)}")
-        kernel = ORT_KERNELS.get(key)
-        values = read_node_attributes(node, kernel.fields)  # types and ranges, as the TensorRT plugin checks them
+                             f"implementations for {', '.join(ops)}")
+        op, kernel = ops[key], ops[key].ort_kernel
+        values = op.read(node)  # types and ranges, as the TensorRT plugin and the lowering check them
+        if kernel.check is not None:
+            kernel.check(values, op.where(node))
         del node.attribute[:]
-        for field in kernel.fields:
+        for field in op.fields:
             value = values[field.name]
             node.attribute.append(helper.make_attribute(field.name, _as_string(value) if field.kind == "floats"
                                                         else value))
@@ -145,7 +131,8 @@ def session_for(path: Path, options, providers: list[str]):
         ops = ", ".join(sorted({f"{n.domain}::{n.op_type}" for n in custom_nodes(model)}))
         raise ModelError(f"{path} holds custom ops ({ops}) that ONNX Runtime runs through onnxruntime-extensions, "
                          f"which is not installed: {INSTALL_HINT}") from None
+    ops = ort_ops()
     for key in adapt_for_extensions(model):
-        _register_with_extensions(ORT_KERNELS.get(key))
+        _register_with_extensions(ops[key])
     options.register_custom_ops_library(get_library_path())
     return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)

@@ -1,86 +1,15 @@
 """What each custom op's TensorRT plugin is, independent of any TensorRT module.
 
-Each op's ``plugin.py`` describes its plugin as a ``PluginSpec``: its fields (the ONNX
-node's attributes, typed and range-checked), output types and shapes, formats, workspace
-and ``enqueue``. Nothing here imports TensorRT: ``backends/tensorrt/plugins.py`` turns the
-specs into IPluginV3 classes and registers them, so ``ops`` sits below ``backends``.
+Each op's ``plugin.py`` describes its plugin as a ``PluginSpec`` subclass: output types and
+shapes, formats, workspace and ``enqueue``; its name, namespace, version and fields are the op's
+description (``CustomOp``). Nothing here imports TensorRT: ``backends/tensorrt/plugins.py`` turns
+the specs into IPluginV3 classes and registers them, so ``ops`` sits below ``backends``.
 """
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Mapping
 
-from ..errors import BuildError, UnsupportedOpError
-from ..registry import Registry
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    """One plugin field, which is one attribute of the ONNX node: its type and the values it may take."""
-
-    name: str
-    kind: str                                  # "int", "float", "floats" or "string"
-    default: Any = REQUIRED
-    valid: Callable[[Any], bool] = lambda value: True
-    expected: str = ""                         # what ``valid`` accepts, in words
-
-    def check(self, value: Any, where: str) -> Any:
-        if not self.valid(value):
-            raise BuildError(f"{where}: attribute {self.name!r} is {value!r} but must be {self.expected}; "
-                             f"fix the attribute where the graph is exported")
-        return value
-
-
-# ONNX attribute type -> the field kinds it can carry (an INT may fill a float field).
-_ONNX_KINDS = {"INT": ("int", "float"), "FLOAT": ("float",), "FLOATS": ("floats",), "INTS": ("floats",),
-               "STRING": ("string",)}
-
-
-# field kind -> Python value from an ONNX attribute's value
-_FROM_ONNX = {"int": int, "float": float, "floats": lambda value: [float(v) for v in value],
-              "string": lambda value: value.decode() if isinstance(value, bytes) else str(value)}
-# attributes TensorRT's ONNX parser reads itself (not plugin fields)
-_PARSER_ATTRIBUTES = ("plugin_namespace", "plugin_version")
-
-
-def read_node_attributes(node, fields: Sequence[Field]) -> dict:
-    """The node's attributes as plugin field values: types checked, defaults filled, ranges checked."""
-    from onnx import AttributeProto, helper
-
-    where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
-    known = {f.name: f for f in fields}
-    values = {}
-    for attr in node.attribute:
-        field = known.get(attr.name)
-        if attr.name in _PARSER_ATTRIBUTES:
-            continue
-        if field is None:
-            raise BuildError(f"{where}: unknown attribute {attr.name!r}; {node.op_type} takes {sorted(known)}")
-        onnx_type = AttributeProto.AttributeType.Name(attr.type)
-        if field.kind not in _ONNX_KINDS.get(onnx_type, ()):
-            raise BuildError(f"{where}: attribute {attr.name!r} must be of ONNX type "
-                             f"{ONNX_TYPE_OF[field.kind]}, got {onnx_type}; export it with the right type")
-        values[attr.name] = _FROM_ONNX[field.kind](helper.get_attribute_value(attr))
-    return complete_fields(values, fields, where)
-
-
-ONNX_TYPE_OF = {"int": "INT", "float": "FLOAT", "floats": "FLOATS", "string": "STRING"}
-
-
-def complete_fields(values: dict, fields: Sequence[Field], where: str) -> dict:
-    """``values`` with defaults filled in and every value range-checked (a missing required field raises)."""
-    out = {}
-    for field in fields:
-        if field.name not in values:
-            if field.default is REQUIRED:
-                raise BuildError(f"{where}: required attribute {field.name!r} is missing; add it to the node")
-            out[field.name] = field.default
-        else:
-            out[field.name] = field.check(values[field.name], where)
-    return out
+from ..errors import UnsupportedOpError
 
 
 class PluginSpec:
@@ -90,10 +19,9 @@ class PluginSpec:
     so one spec serves ``tensorrt`` and ``tensorrt_rtx`` alike.
     """
 
-    name: str = ""
-    version: str = "1"
-    namespace: str = "mmdeploy"
-    fields: tuple[Field, ...] = ()
+    def __init__(self, op):
+        self.op = op  # the CustomOp this plugin builds: the plugin's name, namespace, version and fields
+        self.name, self.namespace, self.version, self.fields = op.op_type, op.domain, op.version, op.fields
 
     def num_outputs(self, values: Mapping) -> int:
         return 1
@@ -108,6 +36,9 @@ class PluginSpec:
         """The one data type each input then output accepts, in order (linear format)."""
         raise NotImplementedError
 
+    def check_values(self, values: Mapping, where: str) -> None:
+        """Raise BuildError for field values the node may hold but this plugin does not implement (before parsing)."""
+
     def check_inputs(self, values: Mapping, shapes: list[tuple], where: str) -> None:
         """Raise BuildError when input ranks or fixed dims do not fit the op (called at configure time)."""
 
@@ -119,25 +50,12 @@ class PluginSpec:
         raise NotImplementedError
 
 
-PLUGINS: Registry[PluginSpec] = Registry("TensorRT plugin")
+def plugin_specs() -> dict[str, PluginSpec]:
+    """Every described op's TensorRT plugin, by 'domain::op_type'."""
+    from . import CUSTOM_OPS, load_ops
 
-
-def register_spec(spec: PluginSpec) -> PluginSpec:
-    PLUGINS.register(f"{spec.namespace}::{spec.name}")(spec)
-    return spec
-
-
-def load_plugin_specs() -> None:
-    """Import every op folder's ``plugin.py`` (each registers its spec)."""
-    import importlib
-    import pkgutil
-
-    from . import __path__ as ops_path
-
-    for info in pkgutil.iter_modules(ops_path):
-        if info.ispkg:
-            with contextlib.suppress(ModuleNotFoundError):
-                importlib.import_module(f"{__package__}.{info.name}.plugin")
+    load_ops()
+    return {key: op.plugin_spec for key, op in CUSTOM_OPS.items() if op.plugin is not None}
 
 
 # -- what the TensorRT backend asks before a build and before an engine load --------------------------
@@ -157,8 +75,7 @@ def plugin_op_types(model) -> list[str]:
 
 
 def known_plugins() -> str:
-    load_plugin_specs()
-    return ", ".join(f"{key} v{spec.version}" for key, spec in PLUGINS.items())
+    return ", ".join(f"{key} v{spec.version}" for key, spec in plugin_specs().items())
 
 
 def unknown_op_hint() -> str:
@@ -170,13 +87,12 @@ def check_plugin_nodes(model) -> list[str]:
     """Check every custom node against its plugin (known op, attribute types and ranges); the plugin keys used."""
     used = []
     nodes = custom_nodes(model)
-    if nodes:
-        load_plugin_specs()  # only then: the op folders import torch
+    specs = plugin_specs() if nodes else {}
     for node in nodes:
         key = f"{node.domain}::{node.op_type}"
-        if key not in PLUGINS:
+        if key not in specs:
             raise UnsupportedOpError(f"node {node.name or '<unnamed>'} is the custom op {node.op_type} of domain "
                                      f"{node.domain!r}, which no TensorRT plugin serves; {unknown_op_hint()}")
-        read_node_attributes(node, PLUGINS.get(key).fields)
+        specs[key].check_values(specs[key].op.read(node), specs[key].op.where(node))
         used.append(key)
     return sorted(set(used))

@@ -32,26 +32,33 @@ class Lowering:
     """How one custom op becomes standard ONNX ops; ``ops/<op>/`` registers it (``ops.register_op``)."""
 
     lower: Callable[[onnx.NodeProto, Emitter], None]
-    has_plugin: bool = False  # the op also has a TensorRT plugin: the 'plugin' route keeps its nodes
+    has_plugin: bool = False  # the op also has a plugin or ONNX Runtime kernel: the 'plugin' route keeps its nodes
+    preferred: bool = True    # 'auto' lowers it even where the backend serves the node
 
 
 # 'domain::op_type' -> Lowering; filled by the op folders as they are imported (``ops.load_ops`` imports all)
 LOWERINGS: Registry[Lowering] = Registry("plugin-free lowering")
 
 
-def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free") -> onnx.ModelProto:
-    """Replace every custom node that has a plugin-free lowering by standard ONNX ops.
+def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free",
+                     serves: Callable[[str], bool] = lambda key: False) -> onnx.ModelProto:
+    """Replace custom nodes that have a plugin-free lowering by standard ONNX ops, deciding per op.
 
-    ``route`` is ``backend_config.custom_ops``: 'plugin-free' and 'auto' lower every node that has a
-    lowering ('auto' because it builds everywhere and needs nothing at run time); 'plugin' keeps
-    the nodes that have a TensorRT plugin (and ONNX Runtime implementation) and lowers the rest.
+    ``route`` is ``backend_config.custom_ops``: 'plugin-free' lowers every node that has a lowering;
+    'plugin' keeps the nodes whose op has a plugin (or ONNX Runtime kernel) and lowers the rest;
+    'auto' lowers a node where its op prefers its lowering (ours do: exact, and nothing needed at run
+    time) or where the backend does not serve the node (``serves('domain::op_type')``, the backend's
+    ``serves_custom_op``), and keeps it where the backend serves it. Nodes without a lowering stay.
     The model is changed in place and returned (a graph below opset 13 is first converted to 17, so
     use the returned model); domains no node uses any more are dropped.
     """
     if route not in ROUTES:
         raise ConfigError(f"backend_config.custom_ops must be one of {', '.join(ROUTES)}, got {route!r}")
-    table = {key: op.lower for key, op in LOWERINGS.items() if not (route == "plugin" and op.has_plugin)}
-    if not any(f"{n.domain}::{n.op_type}" in table for n in all_nodes(model.graph)):
+    keep = {"plugin-free": lambda key, op: False, "plugin": lambda key, op: op.has_plugin,
+            "auto": lambda key, op: not op.preferred and serves(key)}[route]
+    present = {f"{n.domain}::{n.op_type}" for n in all_nodes(model.graph)}
+    table = {key: op.lower for key, op in LOWERINGS.items() if key in present and not keep(key, op)}
+    if not table:
         return model
     opset = model_opset(model)
     if opset < MIN_OPSET:  # e.g. MMDeploy's configs export with opset 11

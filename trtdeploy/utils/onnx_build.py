@@ -89,12 +89,3 @@ def scalar_input(name: str, elem_type: int) -> onnx.ValueInfoProto:
 
 def tensor_input(name: str, elem_type: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, None)
-
-
-def attributes(node: onnx.NodeProto) -> dict:
-    """The node's attributes as Python values (strings decoded)."""
-    values = {}
-    for attr in node.attribute:
-        value = helper.get_attribute_value(attr)
-        values[attr.name] = value.decode() if isinstance(value, bytes) else value
-    return values

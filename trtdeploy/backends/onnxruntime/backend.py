@@ -126,13 +126,19 @@ class OnnxRuntimeBackend(Backend):
         custom = [n for n in all_nodes(model.graph) if n.domain not in ORT_DOMAINS]
         if not custom:
             return []
-        from ...ops.ort_ops import ORT_KERNELS, load_kernels
+        from ...ops.ort_ops import ort_ops
 
-        load_kernels()
+        ops = ort_ops()
         return [{"name": n.name, "op_type": n.op_type, "domain": n.domain,
                  "hint": f"neither ONNX Runtime nor trtdeploy implements it (trtdeploy's ONNX Runtime ops: "
-                         f"{', '.join(ORT_KERNELS)}); export the model without it or use a backend that has it"}
-                for n in custom if f"{n.domain}::{n.op_type}" not in ORT_KERNELS]
+                         f"{', '.join(ops)}); export the model without it or use a backend that has it"}
+                for n in custom if f"{n.domain}::{n.op_type}" not in ops]
+
+    def serves_custom_op(self, key: str) -> bool:
+        """An ONNX Runtime kernel of trtdeploy's runs the node (through onnxruntime-extensions, when installed)."""
+        from ...ops.ort_ops import ort_ops
+
+        return key in ort_ops() and importlib.util.find_spec("onnxruntime_extensions") is not None
 
     def builds_for(self, cfg: DeployConfig) -> bool:
         return cfg.int8  # INT8 writes a Q/DQ graph; otherwise it runs the ONNX file itself

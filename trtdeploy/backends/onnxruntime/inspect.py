@@ -44,19 +44,15 @@ def _backend_support(model) -> dict:
 def _custom_ops(nodes) -> list[dict]:
     """Nodes outside the standard ONNX domains, and what trtdeploy.ops has for each: a TensorRT plugin,
     a plugin-free lowering into standard ops, an ONNX Runtime implementation."""
-    from ...ops import CUSTOM_OPS, load_ops, plugin_for
+    from ...ops import op_for
 
     counts = collections.Counter((n.domain, n.op_type) for n in nodes if n.domain not in ("", "ai.onnx"))
-    if counts:
-        load_ops()  # only then: the op folders import torch
     found = []
     for (domain, op_type), count in sorted(counts.items()):
-        key = f"{domain}::{op_type}"
-        op = CUSTOM_OPS.get(key) if key in CUSTOM_OPS else None
-        found.append({"op": key, "count": count, "registered": op is not None,
-                      "tensorrt_plugin": plugin_for(domain, op_type) is not None,
-                      "plugin_free_lowering": bool(op and op.lower),
-                      "onnxruntime_impl": bool(op and op.ort_impl)})
+        op = op_for(domain, op_type)
+        found.append({"op": f"{domain}::{op_type}", "count": count, "registered": op is not None,
+                      "tensorrt_plugin": bool(op and op.plugin), "plugin_free_lowering": bool(op and op.lowering),
+                      "onnxruntime_impl": bool(op and op.ort)})
     return found
 
 

@@ -63,6 +63,12 @@ class TensorRTBackend(Backend):
                                   "hint": f"no TensorRT plugin serves it: {unknown_op_hint()}"})
         return found
 
+    def serves_custom_op(self, key: str) -> bool:
+        """One of trtdeploy's plugins builds the node (TensorRT >= 10: IPluginV3)."""
+        from ...ops.plugins import plugin_specs
+
+        return key in plugin_specs() and hasattr(import_tensorrt().module, "IPluginV3OneRuntime")
+
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
         """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input)."""
         from .builder import build_engine

@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import BackendUnavailableError, BuildError, ModelError
-from ...ops.plugins import (ONNX_TYPE_OF, PLUGINS, Field, PluginSpec, check_plugin_nodes, complete_fields,
-                            load_plugin_specs)
+from ...ops.fields import ONNX_TYPE_OF, Field, complete_fields
+from ...ops.plugins import PluginSpec, check_plugin_nodes, plugin_specs
 from ...utils.logging import logger
 
 # field kind -> Python value from a PluginField's data (a numpy array)
@@ -281,8 +281,8 @@ def register_plugins(trt=None) -> dict[str, Any]:
         trt = import_tensorrt()
     with _lock:
         done = _registered.setdefault(trt.flavour, {})
-        load_plugin_specs()
-        missing = [key for key in PLUGINS if key not in done]
+        specs = plugin_specs()
+        missing = [key for key in specs if key not in done]
         if not missing:
             return done
         if not hasattr(trt.module, "IPluginV3OneRuntime"):
@@ -296,7 +296,7 @@ def register_plugins(trt=None) -> dict[str, Any]:
         _, creator_cls = _make_classes(trt.module)
         registry = trt.module.get_plugin_registry()
         for key in missing:
-            spec = PLUGINS.get(key)
+            spec = specs[key]
             if registry.get_creator(spec.name, spec.version, spec.namespace) is None:
                 creator = creator_cls(spec)
                 if not registry.register_creator(creator, spec.namespace):
@@ -313,7 +313,7 @@ def plugin_status() -> list[dict]:
     """For check-env: each plugin, its version, and whether it is registered with each installed flavour."""
     from .compat import FLAVOURS, import_tensorrt
 
-    load_plugin_specs()
+    specs = plugin_specs()
     flavours = {}
     for flavour in FLAVOURS:
         try:
@@ -323,11 +323,10 @@ def plugin_status() -> list[dict]:
             continue
         creators = register_plugins(trt)
         registry = trt.module.get_plugin_registry()
-        flavours[flavour] = {key: registry.get_creator(PLUGINS.get(key).name, PLUGINS.get(key).version,
-                                                       PLUGINS.get(key).namespace) is not None and key in creators
-                             for key in PLUGINS}
+        flavours[flavour] = {key: registry.get_creator(spec.name, spec.version, spec.namespace) is not None
+                             and key in creators for key, spec in specs.items()}
     rows = []
-    for key, spec in PLUGINS.items():
+    for key, spec in specs.items():
         registered = {f: (v.get(key, False) if isinstance(v, dict) else "not installed") for f, v in flavours.items()}
         rows.append({"plugin": key, "name": spec.name, "version": spec.version, "namespace": spec.namespace,
                      "registered": registered})
@@ -358,7 +357,7 @@ def check_engine_plugins(trt, sidecar: Mapping, path: Path) -> None:
     missing = []
     for key in needed:
         namespace, name = key.split("::", 1)
-        spec = PLUGINS._items.get(key)
+        spec = plugin_specs().get(key)
         if spec is None or registry.get_creator(name, spec.version, namespace) is None:
             missing.append(key)
     if missing:

@@ -21,8 +21,8 @@ from torch import Tensor
 from torchvision.ops import nms  # imported before any trace: its import fails inside one
 
 from ...errors import ConfigError
+from . import OP
 
-DOMAIN, OP_TYPE = "mmdeploy", "TRTBatchedNMS"
 
 
 def _check(scores: Tensor, boxes: Tensor, iou_threshold: float, keep_top_k: int) -> None:
@@ -81,11 +81,10 @@ class TRTBatchedNMS(torch.autograd.Function):
     @staticmethod
     def symbolic(g, boxes, scores, num_classes, pre_top_k, keep_top_k, iou_threshold, score_threshold,
                  background_label_id, return_index):
-        outputs = g.op(f"{DOMAIN}::{OP_TYPE}", boxes, scores, num_classes_i=num_classes,
-                       background_label_id_i=background_label_id, iou_threshold_f=iou_threshold,
-                       score_threshold_f=score_threshold, topk_i=pre_top_k, keep_topk_i=keep_top_k,
-                       is_normalized_i=0, clip_boxes_i=0, return_index_i=int(return_index),
-                       outputs=3 if return_index else 2)
+        outputs = OP.emit(g, boxes, scores, num_classes=num_classes, background_label_id=background_label_id,
+                          iou_threshold=iou_threshold, score_threshold=score_threshold, topk=pre_top_k,
+                          keep_topk=keep_top_k, is_normalized=0, clip_boxes=0, return_index=int(return_index),
+                          outputs=3 if return_index else 2)
         n_images = scores.type().sizes()[0] if scores.type().sizes() else None
         outputs[0].setType(scores.type().with_sizes([n_images, keep_top_k, 5]))
         for extra in outputs[1:]:  # labels (and box indices)

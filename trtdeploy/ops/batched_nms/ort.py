@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ort_ops import OrtKernel, register_kernel
-from .plugin import BATCHED_NMS_FIELDS
+from ..ort_ops import OrtKernel
 from .reference import assemble, select_candidates
 
 
@@ -38,5 +37,4 @@ def compute(values: dict, boxes, scores):
     return [t.numpy() for t in assemble(cand_boxes, cand_scores, label, box_index, keep, values["keep_topk"])]
 
 
-KERNEL = register_kernel(OrtKernel("mmdeploy", "TRTBatchedNMS", 2, ("float32", "int64", "int64"), BATCHED_NMS_FIELDS,
-                                   compute))
+KERNEL = OrtKernel(2, ("float32", "int64", "int64"), compute)

@@ -13,25 +13,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..plugins import Field, PluginSpec, register_spec
-
-BATCHED_NMS_FIELDS = (
-    Field("background_label_id", "int", -1, lambda v: v >= -1, "-1 (no background class) or a class index"),
-    Field("num_classes", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (scores.shape[2])"),
-    Field("topk", "int", valid=lambda v: v >= -1 and v != 0,
-          expected="an integer >= 1 (candidates per image, over all classes), or -1 for all"),
-    Field("keep_topk", "int", valid=lambda v: v >= 1, expected="an integer >= 1 (detections per image)"),
-    Field("score_threshold", "float", 0.0, lambda v: v == v, "a number"),
-    Field("iou_threshold", "float", valid=lambda v: 0.0 <= v <= 1.0, expected="a number in [0, 1]"),
-    Field("is_normalized", "int", 0, lambda v: v in (0, 1), "0 or 1"),
-    Field("clip_boxes", "int", 0, lambda v: v in (0, 1), "0 or 1"),
-    Field("return_index", "int", 0, lambda v: v in (0, 1), "0 or 1"),
-)
+from ..plugins import PluginSpec
 
 
 class BatchedNMSPlugin(PluginSpec):
-    name = "TRTBatchedNMS"
-    fields = BATCHED_NMS_FIELDS
+    def check_values(self, values: Mapping, where: str) -> None:
+        from ...errors import BuildError
+
+        if values["num_classes"] == -1:  # MMDeploy's plugin requires it; it is checked against the scores
+            raise BuildError(f"{where}: required attribute 'num_classes' is missing; add it to the node")
 
     def num_outputs(self, values: Mapping) -> int:
         return 3 if values["return_index"] else 2
@@ -85,5 +75,3 @@ class BatchedNMSPlugin(PluginSpec):
                     workspace=workspace, out=(outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else
                                               torch.empty_like(outputs[1])))
 
-
-PLUGIN = register_spec(BatchedNMSPlugin())

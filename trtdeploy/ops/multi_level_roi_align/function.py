@@ -20,9 +20,8 @@ from torchvision.ops.poolers import LevelMapper
 
 from ...errors import ConfigError
 from ..roi_align.function import pair, pooled_type
+from . import CANONICAL_LEVEL, OP
 
-DOMAIN, OP_TYPE = "mmdeploy", "MMCVMultiLevelRoiAlign"
-CANONICAL_LEVEL = 4  # torchvision's default; the lowering reads the mapping back with it
 
 
 def finest_scale(featmap_strides: Sequence[float], canonical_scale: float, canonical_level: int) -> int:
@@ -59,11 +58,10 @@ class MMCVMultiLevelRoiAlign(torch.autograd.Function):
     @staticmethod
     def symbolic(g, rois, output_size, featmap_strides, sampling_ratio, aligned, canonical_scale, canonical_level,
                  *features):
-        out = g.op(f"{DOMAIN}::{OP_TYPE}", rois, *features, output_height_i=output_size[0],
-                   output_width_i=output_size[1], pool_mode_i=1, sampling_ratio_i=sampling_ratio,
-                   roi_scale_factor_f=1.0, finest_scale_i=finest_scale(featmap_strides, canonical_scale,
-                                                                       canonical_level),
-                   featmap_strides_f=[float(s) for s in featmap_strides], aligned_i=int(aligned))
+        out = OP.emit(g, rois, *features, output_height=output_size[0], output_width=output_size[1], pool_mode=1,
+                      sampling_ratio=sampling_ratio, roi_scale_factor=1.0,
+                      finest_scale=finest_scale(featmap_strides, canonical_scale, canonical_level),
+                      featmap_strides=[float(s) for s in featmap_strides], aligned=int(aligned))
         out.setType(pooled_type(features[0], rois, output_size))
         return out
 

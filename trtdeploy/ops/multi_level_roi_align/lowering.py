@@ -15,9 +15,9 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import BuildError
-from ...utils.onnx_build import Emitter, attributes
+from ...utils.onnx_build import Emitter
 from ..roi_align.lowering import emit_roi_align
-from .function import CANONICAL_LEVEL
+from . import CANONICAL_LEVEL, OP
 
 EPS = 1e-6
 
@@ -42,25 +42,17 @@ def level_thresholds(k_min: int, k_max: int, canonical_level: int = CANONICAL_LE
     return np.asarray(found, np.float32)
 
 
-def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
-    a = attributes(node)
-    where = f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type})"
-    if int(a.get("pool_mode", 1)) != 1:
-        raise BuildError(f"{where}: pool_mode=0 (max) has no plugin-free lowering; torchvision pools with avg (1)")
-    if float(a.get("roi_scale_factor", 1.0)) != 1.0:
-        raise BuildError(f"{where}: roi_scale_factor={a['roi_scale_factor']} has no plugin-free lowering; export "
-                         f"with roi_scale_factor=1")
-    strides = [float(s) for s in a["featmap_strides"]]
+def lower_multi_level_roi_align(values: dict, node: onnx.NodeProto, e: Emitter) -> None:
+    """``values``: the node's fields (``OP.fields``: pooling is average and RoIs are not rescaled; strides are
+    non-decreasing powers of two, gaps and repeats included, as torchvision's MultiScaleRoIAlign takes them)."""
+    strides = values["featmap_strides"]
     features = list(node.input[1:])
     if len(strides) != len(features):
-        raise BuildError(f"{where}: {len(features)} feature inputs but {len(strides)} featmap_strides; "
+        raise BuildError(f"{OP.where(node)}: {len(features)} feature inputs but {len(strides)} featmap_strides; "
                          f"export one stride per feature map")
-    if any(s <= 0 or 2 ** round(math.log2(s)) != s for s in strides) or strides != sorted(strides):
-        raise BuildError(f"{where}: featmap_strides {strides} are not non-decreasing powers of two (4, 8, 16, ...), "
-                         f"which torchvision's level mapping needs; export the feature maps finest first")
     rois = node.input[0]
     k_min, k_max = (int(round(math.log2(s))) for s in (strides[0], strides[-1]))
-    s0 = float(a.get("finest_scale", 56)) * 2.0 ** (CANONICAL_LEVEL - k_min)
+    s0 = float(values["finest_scale"]) * 2.0 ** (CANONICAL_LEVEL - k_min)
     _, x1, y1, x2, y2 = e.op("Split", rois, e.i64([1] * 5), axis=1, outputs=5)
     area = e.op("Mul", e.op("Sub", x2, x1), e.op("Sub", y2, y1))
     ratio = e.op("Div", e.op("Sqrt", area), e.const(np.float32(s0)))                     # [R, 1]
@@ -74,6 +66,6 @@ def lower_multi_level_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
         level = e.op("Min", level, e.i64(len(features) - 1))
     else:
         level = None
-    out = emit_roi_align(e, features, [1.0 / s for s in strides], rois, level, int(a["output_height"]),
-                         int(a["output_width"]), int(a.get("sampling_ratio", 0)), bool(a.get("aligned", 0)))
+    out = emit_roi_align(e, features, [1.0 / s for s in strides], rois, level, values["output_height"],
+                         values["output_width"], values["sampling_ratio"], bool(values["aligned"]))
     e.output(e.op("Where", e.op("Reshape", mapped, e.i64([-1, 1, 1, 1])), out, e.const(0.0)), node.output[0])

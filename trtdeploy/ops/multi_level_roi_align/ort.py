@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..ort_ops import OrtKernel, register_kernel
-from ..roi_align.reference import MAX_LEVELS
-from .plugin import MULTI_LEVEL_FIELDS
+from ..ort_ops import OrtKernel
+from ..roi_align import MAX_LEVELS
+from . import consecutive_levels
 from .reference import map_levels
 
 
@@ -25,5 +25,4 @@ def compute(values: dict, rois, *features):
     return [out.numpy()]
 
 
-KERNEL = register_kernel(OrtKernel("mmdeploy", "MMCVMultiLevelRoiAlign", 1 + MAX_LEVELS, ("float32",),
-                                   MULTI_LEVEL_FIELDS, compute))
+KERNEL = OrtKernel(1 + MAX_LEVELS, ("float32",), compute, check=consecutive_levels)

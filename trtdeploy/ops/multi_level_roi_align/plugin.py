@@ -8,36 +8,16 @@ finest_scale, featmap_strides, aligned.
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
-from ..plugins import Field, PluginSpec, register_spec
-from ..roi_align.reference import MAX_LEVELS
+from ..plugins import PluginSpec
 from ..roi_align.plugin import check_rois
-
-
-def _strides_ok(strides: list) -> bool:
-    return (1 <= len(strides) <= MAX_LEVELS and all(s > 0 and math.log2(s).is_integer() for s in strides)
-            and all(b == 2 * a for a, b in zip(strides, strides[1:])))
-
-
-MULTI_LEVEL_FIELDS = (
-    Field("output_height", "int", 7, lambda v: v >= 1, "an integer >= 1"),
-    Field("output_width", "int", 7, lambda v: v >= 1, "an integer >= 1"),
-    Field("pool_mode", "int", 1, lambda v: v == 1, "1 (average; max pooling has no torchvision equivalent here)"),
-    Field("sampling_ratio", "int", 2, lambda v: v >= 0, "an integer >= 0 (0: adaptive)"),
-    Field("roi_scale_factor", "float", -1.0, lambda v: v <= 0 or v == 1.0,
-          "1.0 or <= 0 (RoI rescaling is not supported)"),
-    Field("finest_scale", "int", 56, lambda v: v > 0, "an integer > 0"),
-    Field("featmap_strides", "floats", valid=_strides_ok,
-          expected=f"1 to {MAX_LEVELS} powers of two, each twice the one before (e.g. [4, 8, 16, 32])"),
-    Field("aligned", "int", 0, lambda v: v in (0, 1), "0 or 1"),
-)
+from . import consecutive_levels
 
 
 class MultiLevelRoiAlignPlugin(PluginSpec):
-    name = "MMCVMultiLevelRoiAlign"
-    fields = MULTI_LEVEL_FIELDS
+    def check_values(self, values: Mapping, where: str) -> None:
+        consecutive_levels(values, where)
 
     def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
         return [trt.DataType.FLOAT] * (num_inputs + 1)
@@ -65,5 +45,3 @@ class MultiLevelRoiAlignPlugin(PluginSpec):
                               sampling_ratio=values["sampling_ratio"], aligned=bool(values["aligned"]),
                               out=outputs[0])
 
-
-PLUGIN = register_spec(MultiLevelRoiAlignPlugin())

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..roi_align.reference import roi_align_levels
-from .function import CANONICAL_LEVEL
+from . import CANONICAL_LEVEL
 
 
 def first_level(featmap_strides: list[float]) -> int:

@@ -13,8 +13,7 @@ from torch import Tensor
 from torchvision.ops import roi_align as tv_roi_align  # imported before any trace: its import fails inside one
 
 from ...errors import ConfigError
-
-DOMAIN, OP_TYPE = "mmdeploy", "MMCVRoIAlign"
+from . import OP
 
 
 def pair(output_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -33,9 +32,8 @@ class MMCVRoIAlign(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        out = g.op(f"{DOMAIN}::{OP_TYPE}", features, rois, output_height_i=output_size[0],
-                   output_width_i=output_size[1], spatial_scale_f=spatial_scale, sampling_ratio_i=sampling_ratio,
-                   mode_s="avg", aligned_i=int(aligned))
+        out = OP.emit(g, features, rois, output_height=output_size[0], output_width=output_size[1],
+                      spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, mode="avg", aligned=int(aligned))
         out.setType(pooled_type(features, rois, output_size))
         return out
 

@@ -26,8 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ...errors import BuildError
-from ...utils.onnx_build import Emitter, attributes, scalar_input, tensor_input
+from ...utils.onnx_build import Emitter, scalar_input, tensor_input
 
 CHUNK = 64  # RoIs per chunk: they share a trip count, so sorting by sample count keeps the waste small
 
@@ -168,12 +167,8 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
     return e.op("Div", pooled, e.unsqueeze(count, [2, 3]))
 
 
-def lower_roi_align(node: onnx.NodeProto, e: Emitter) -> None:
-    a = attributes(node)
-    if a.get("mode", "avg") != "avg":
-        raise BuildError(f"node {node.name or '<unnamed>'} ({node.domain}::{node.op_type}): mode={a['mode']!r} has "
-                         f"no plugin-free lowering (torchvision pools with 'avg'); export with mode='avg'")
-    out = emit_roi_align(e, [node.input[0]], [float(a.get("spatial_scale", 1.0))], node.input[1], None,
-                         int(a["output_height"]), int(a["output_width"]), int(a.get("sampling_ratio", 0)),
-                         bool(a.get("aligned", 0)))
+def lower_roi_align(values: dict, node: onnx.NodeProto, e: Emitter) -> None:
+    """``values``: the node's fields (``OP.fields``; mode is 'avg', the only pooling torchvision has)."""
+    out = emit_roi_align(e, [node.input[0]], [values["spatial_scale"]], node.input[1], None, values["output_height"],
+                         values["output_width"], values["sampling_ratio"], bool(values["aligned"]))
     e.output(out, node.output[0])

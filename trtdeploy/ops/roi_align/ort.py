@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ort_ops import OrtKernel, register_kernel
-from .plugin import ROI_ALIGN_FIELDS
+from ..ort_ops import OrtKernel
 
 
 def compute(values: dict, features, rois):
@@ -16,5 +15,4 @@ def compute(values: dict, features, rois):
     return [out.numpy()]
 
 
-KERNEL = register_kernel(OrtKernel("mmdeploy", "MMCVRoIAlign", 2, ("float32",), ROI_ALIGN_FIELDS, compute))
-register_kernel(OrtKernel("mmcv", "MMCVRoiAlign", 2, ("float32",), ROI_ALIGN_FIELDS, compute))  # MMDeploy's spelling
+KERNEL = OrtKernel(2, ("float32",), compute)

@@ -1,23 +1,15 @@
-"""TensorRT plugin for ``mmdeploy::MMCVRoIAlign`` (and MMDeploy's own ``mmcv::MMCVRoiAlign`` spelling).
+"""TensorRT plugin for ``mmdeploy::MMCVRoIAlign`` (and MMDeploy's own ``mmcv::MMCVRoiAlign`` spelling, ``MMCV_OP``).
 
 Inputs: features [N, C, H, W] float32, rois [R, 5] float32 (batch index, x1, y1, x2, y2).
 Output: [R, C, output_height, output_width] float32, average pooling as torchvision.ops.roi_align.
-Fields are MMDeploy's: output_height, output_width, spatial_scale, sampling_ratio, mode, aligned.
+Fields (the op's, in ``__init__.py``) are MMDeploy's: output_height, output_width, spatial_scale,
+sampling_ratio, mode, aligned.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
-from ..plugins import Field, PluginSpec, register_spec
-
-ROI_ALIGN_FIELDS = (
-    Field("output_height", "int", 7, lambda v: v >= 1, "an integer >= 1"),
-    Field("output_width", "int", 7, lambda v: v >= 1, "an integer >= 1"),
-    Field("spatial_scale", "float", 1.0, lambda v: v > 0, "a number > 0 (1 / feature stride)"),
-    Field("sampling_ratio", "int", 0, lambda v: v >= 0, "an integer >= 0 (0: adaptive, as torchvision)"),
-    Field("mode", "string", "avg", lambda v: v == "avg", "'avg' (max pooling has no torchvision equivalent here)"),
-    Field("aligned", "int", 1, lambda v: v in (0, 1), "0 or 1"),
-)
+from ..plugins import PluginSpec
 
 
 def check_rois(shapes: list[tuple], rois_at: int, where: str) -> None:
@@ -30,9 +22,6 @@ def check_rois(shapes: list[tuple], rois_at: int, where: str) -> None:
 
 
 class RoIAlignPlugin(PluginSpec):
-    name = "MMCVRoIAlign"
-    fields = ROI_ALIGN_FIELDS
-
     def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
         return [trt.DataType.FLOAT] * (num_inputs + 1)
 
@@ -55,13 +44,3 @@ class RoIAlignPlugin(PluginSpec):
         roi_align(inputs[0], inputs[1], (values["output_height"], values["output_width"]), values["spatial_scale"],
                   values["sampling_ratio"], bool(values["aligned"]), out=outputs[0])
 
-
-class MMCVRoiAlignPlugin(RoIAlignPlugin):
-    """The name and domain MMDeploy's own exporter writes for TensorRT, so its graphs build too."""
-
-    name = "MMCVRoiAlign"
-    namespace = "mmcv"
-
-
-PLUGIN = register_spec(RoIAlignPlugin())
-register_spec(MMCVRoiAlignPlugin())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-MAX_LEVELS = 5  # feature maps one RoIAlign call (and the kernel's single launch) takes
+from . import MAX_LEVELS  # noqa: F401  (the kernel reads it here)
 
 
 def _bilinear(feature: torch.Tensor, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
