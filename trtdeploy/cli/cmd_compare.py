@@ -22,7 +22,7 @@ def register(sub, common) -> None:
                "--input demo/demo.jpg --atol 1e-3\n"
                "  trtdeploy compare work_dirs/r18/end2end.onnx work_dirs/r18/end2end_fp16.onnx --bisect --atol 1e-2 "
                "--rtol 1e-2")
-    p.add_argument("files", nargs="+", help=".onnx and .engine files")
+    p.add_argument("files", nargs="+", help=".onnx and .engine files, or work dirs of `trtdeploy convert` (each stands for its model)")
     p.add_argument("--model", help="the PyTorch model as reference: torchvision://<name> or <module or file.py>:<factory>")
     p.add_argument("--checkpoint", help="state dict for --model")
     p.add_argument("--deploy-cfg", help="deploy config: task settings, and tolerances from its compare_config")

@@ -10,7 +10,7 @@ def register(sub, common) -> None:
         description="ONNX: inputs, outputs, opsets, op histogram, custom ops and whether each backend can build the "
                     "graph. Engine: inputs/outputs, profiles, precision, TensorRT flavour/version and target compute "
                     "capabilities, from TensorRT when it can load the engine here, else from its sidecar JSON.")
-    p.add_argument("file", help=".onnx, or an engine (.engine/.plan/.trt)")
+    p.add_argument("file", help=".onnx, an engine (.engine/.plan/.trt), or the work dir of a conversion")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 

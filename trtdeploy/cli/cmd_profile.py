@@ -45,7 +45,7 @@ def register(sub, common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  trtdeploy profile work_dirs/r18/end2end.onnx work_dirs/r18/end2end.engine --batch-sizes 1,4,8 "
                "--per-layer --plot latency.png")
-    p.add_argument("files", nargs="+", help=".onnx and .engine files")
+    p.add_argument("files", nargs="+", help=".onnx and .engine files, or work dirs of `trtdeploy convert` (each stands for its model)")
     p.add_argument("--model", help="also time the PyTorch model: torchvision://<name> or <module or file.py>:<factory>")
     p.add_argument("--checkpoint", help="state dict for --model")
     p.add_argument("--deploy-cfg", help="deploy config (profiles for files without a sidecar)")

@@ -7,7 +7,7 @@ def register(sub, common) -> None:
                        description="Run an .onnx (ONNX Runtime) or .engine (TensorRT) file on an image. The "
                                    "sidecar written by `convert` supplies the task, class names and pre-processing; "
                                    "--deploy-cfg overrides them.")
-    p.add_argument("model_file", help="end2end.onnx or end2end.engine")
+    p.add_argument("model_file", help="end2end.onnx, end2end.engine, or the work dir of a conversion (its engine, else its ONNX)")
     p.add_argument("--input", required=True, help="image file")
     p.add_argument("--deploy-cfg", help="deploy config (needed only for files without a sidecar)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda for engines, cpu for ONNX)")

@@ -18,7 +18,7 @@ def register(sub, common) -> None:
     p.add_argument("deploy_cfg", help="the deploy config the files were converted with")
     p.add_argument("model", help="the PyTorch model: torchvision://<name> or <module or file.py>:<factory>; "
                                  "'none' leaves PyTorch out")
-    p.add_argument("backend_files", nargs="+", help=".onnx and .engine files written by `trtdeploy convert`")
+    p.add_argument("backend_files", nargs="+", help=".onnx and .engine files written by `trtdeploy convert`, or its work dirs")
     p.add_argument("--dataset", required=True, help="image folder (<class>/<image>) or COCO annotation file (.json)")
     p.add_argument("--img-prefix", help="folder of the images a COCO file names (default: beside the file)")
     p.add_argument("--checkpoint", help="state dict for the PyTorch model")
