@@ -40,6 +40,16 @@ def test_weight_enum_loads_the_cached_state_dict(torch_home, query):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
+def test_backbone_weights_by_short_name_load_the_backbone_only(torch_home):
+    """weights_backbone=DEFAULT names the backbone's enum (read from the builder's annotation); the head stays seeded."""
+    weights = torchvision.models.MobileNet_V3_Large_Weights.DEFAULT
+    torch.manual_seed(5)
+    state = torchvision.models.mobilenet_v3_large().state_dict()
+    torch.save(state, _cache(torch_home, weights))
+    model = load_model("torchvision://lraspp_mobilenet_v3_large?weights_backbone=DEFAULT")
+    assert torch.equal(model.state_dict()["backbone.0.0.weight"], state["features.0.0.weight"])  # the stem conv
+
+
 def test_missing_weights_offline_name_the_file_and_the_folder(torch_home, monkeypatch):
     def offline(url, dst, *args, **kwargs):
         raise OSError("Name or service not known")

@@ -325,7 +325,7 @@ CASES = [
     Case("model-weights-offline-not-cached", "model", ModelError,
          r"not in the torch hub cache .*put squeezenet1_1-b8a52dc0\.pth .*into .*torch/hub/checkpoints",
          lambda e: (_offline_torch_home(e), _convert(e, ORT_DYNAMIC, "torchvision://squeezenet1_1?weights=DEFAULT"))),
-    Case("model-weights-unknown-enum", "model", ModelError, "has no weights 'IMAGENET1K_V2' .*did you mean 'IMAGENET1K_V1'",
+    Case("model-weights-unknown-enum", "model", ModelError, "SqueezeNet1_1_Weights has no 'IMAGENET1K_V2' .*did you mean 'IMAGENET1K_V1'",
          lambda e: _convert(e, ORT_DYNAMIC, "torchvision://squeezenet1_1?weights=IMAGENET1K_V2")),
     # -- ONNX files given to a backend -----------------------------------------------------------------
     Case("onnx-truncated", "onnx", ModelError, "truncated",

@@ -51,26 +51,27 @@ def _torchvision_model(spec: str):
         kwargs.setdefault("weights_backbone", None)  # a backbone's weights only when asked for
     for key in ("weights", "weights_backbone"):
         if kwargs.get(key) is not None:
-            kwargs[key] = _cached_weights(spec, name, key, kwargs[key])
+            kwargs[key] = _cached_weights(spec, builder, key, kwargs[key])
     try:
         return builder(**kwargs)
     except (TypeError, ValueError) as e:
         raise ModelError(f"{spec}: torchvision's {name} rejected the arguments {kwargs}: {e}") from None
 
 
-def _cached_weights(spec: str, name: str, key: str, value):
-    """The weight enum named by ``value`` ('DEFAULT', 'IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1'), with its
-    file in the torch hub cache: downloaded there once when missing, else an error naming file and folder."""
+def _cached_weights(spec: str, builder, key: str, value):
+    """The weight enum named by ``value`` ('DEFAULT', 'IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1') for the
+    builder's ``key`` parameter (``weights`` or ``weights_backbone``), with its file in the torch hub cache:
+    downloaded there once when missing, else an error naming file and folder."""
     import torch
-    from torchvision.models import get_model_weights, get_weight
+    from torchvision.models import get_weight
 
     text = str(value)
-    if key == "weights" and "." not in text:
-        enum = get_model_weights(name)
+    enum = _weight_enum(builder, key)
+    if "." not in text and enum is not None:
         members = list(enum.__members__)
         if text not in members:
-            raise ModelError(f"{spec}: {name} has no weights {text!r}{did_you_mean(text, members)}; "
-                             f"its weights are {', '.join(members)}")
+            raise ModelError(f"{spec}: {enum.__name__} has no {text!r}{did_you_mean(text, members)}; "
+                             f"pass {key}= one of {', '.join(members)}")
         weights = enum[text]
     else:
         try:
@@ -89,6 +90,18 @@ def _cached_weights(spec: str, name: str, key: str, value):
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); put {path.name} "
                              f"(from {weights.url}) into {folder} (set TORCH_HOME to use another cache)") from None
     return weights
+
+
+def _weight_enum(builder, key: str):
+    """The weight enum class a torchvision builder's parameter takes, read from its annotation
+    (``Optional[ResNet50_Weights]``)."""
+    import re
+
+    import torchvision
+
+    annotation = str(inspect.signature(builder).parameters[key].annotation)
+    found = re.search(r"(\w+_Weights)\b", annotation)
+    return getattr(torchvision.models, found.group(1), None) if found else None
 
 
 def model_seed(spec: str) -> int:
