@@ -99,3 +99,20 @@ def test_profile_budget_sorted_shapes_stand_in_and_layer_names(tiny_classifier, 
     for layer in ort["layers"]:
         if "added by ONNX Runtime" not in layer["op_type"]:
             assert "+".join(graph[n] for n in layer["name"].split(" + ")) == layer["op_type"], layer
+
+
+def test_pytorch_is_timed_with_its_faster_thread_count_and_the_callers_is_restored(tiny_classifier, caplog):
+    import torch
+
+    from trtdeploy.evaluation import open_targets
+
+    torch.set_num_threads(2)
+    targets = open_targets([tiny_classifier["work"] / "end2end.onnx"], None, tiny_classifier["model"])
+    with caplog.at_level(logging.INFO, logger="trtdeploy"):
+        targets[0].model(np.zeros((1, 3, 224, 224), np.float32))
+    runner = targets[0].model.runner
+    assert runner.threads in (1, 2) and torch.get_num_threads() == runner.threads
+    assert any("PyTorch runs with" in r.getMessage() for r in caplog.records)
+    for t in targets:
+        t.close()
+    assert torch.get_num_threads() == 2

@@ -66,12 +66,20 @@ class TorchRunner(Runner):
         self.module = module
         self.task = task
         self.threads: int | None = None  # chosen on the first call
+        self._caller_threads: int | None = None  # torch's setting before, put back on deactivate
 
     def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
         (batch,) = feed.values()
         if self.threads is None:
             self.threads = self._choose_threads(batch)
         return self.task.torch_outputs(self.module, batch, self.output_names)
+
+    def deactivate_impl(self) -> None:
+        if self._caller_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._caller_threads)
+            self._caller_threads, self.threads = None, None
 
     def _choose_threads(self, batch: np.ndarray) -> int:
         """The faster of one thread and every CPU this process may use, timed on the first input.
@@ -83,6 +91,7 @@ class TorchRunner(Runner):
 
         import torch
 
+        self._caller_threads = torch.get_num_threads()
         timings = {}
         for threads in dict.fromkeys((available_cpus(), 1)):
             torch.set_num_threads(threads)
