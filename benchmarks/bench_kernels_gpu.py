@@ -42,8 +42,11 @@ def import_kernels(root: Path = REPO, package: str = "trtdeploy") -> dict:
         if package != "trtdeploy":
             raise ImportError(package)
         import trtdeploy  # noqa: F401
-    except Exception:
-        for name in (package, f"{package}.ops", *(f"{package}.ops.{op}" for op in OPS)):
+    except Exception:  # only the top package is bypassed (ops/ imports onnx, not torch or mmengine) ...
+        stubs = [package]
+        if package != "trtdeploy":  # ... except for an older checkout, whose op packages needed more
+            stubs += [f"{package}.ops", *(f"{package}.ops.{op}" for op in OPS)]
+        for name in stubs:
             module = types.ModuleType(name)
             module.__path__ = [str(root.joinpath("trtdeploy", *name.split(".")[1:]))]
             sys.modules[name] = module

@@ -122,9 +122,9 @@ def test_plugin_enqueue_on_raw_pointers_and_a_side_stream():
     import types as pytypes
 
     from trtdeploy.backends.tensorrt import plugins
-    from trtdeploy.ops.batched_nms.plugin import BatchedNMSPlugin
+    from trtdeploy.ops.batched_nms import OP
 
-    spec = BatchedNMSPlugin()
+    spec = OP.plugin_spec
     boxes, scores = detector_scores(2, 2000, 80, DEVICE, seed=9)
     values = dict(topk=1000, keep_topk=100, score_threshold=0.05, iou_threshold=0.5, background_label_id=-1,
                   clip_boxes=0, return_index=1, num_classes=80, is_normalized=0)
