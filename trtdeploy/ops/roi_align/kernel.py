@@ -14,7 +14,6 @@ same reason. The tile (channels per program, warps, ``UNROLL``) is autotuned per
 """
 from __future__ import annotations
 
-import inspect
 import os
 
 import torch
@@ -139,15 +138,15 @@ def _prune(configs, named_args, **kwargs):
 
 
 # Tiles: channels per program, warps and (adaptive sampling) grid columns per step. Tuned once per key
-# (channels, levels, sampling grid, output size) by timing every tile, kept in memory and in Triton's cache
-# on disk, so later processes start tuned.
+# (channels, levels, sampling grid, output size) by timing every tile on the process's first call, and kept
+# for the process. Not on disk: the adaptive grid's cost follows the RoI sizes, which the key cannot see
+# (a tile tuned on another workload's RoIs ran 1.4x slower than the best one on the H200).
 TILES = [(c, w, u) for c in (1, 2, 4) for w in (1, 2, 4) for u in (1, 2)]
-_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 _tuned_kernel = triton.autotune(
     configs=[triton.Config({"BLOCK_C": c, "UNROLL": u}, num_warps=w) for c, w, u in (TILES[:1] if INTERPRETED
                                                                                     else TILES)],
     key=["channels", "num_levels", "SR", "PH", "PW", "ALIGNED"], prune_configs_by={"early_config_prune": _prune},
-    warmup=25, rep=100, **_CACHE)(_roi_align_kernel)
+    warmup=25, rep=100)(_roi_align_kernel)
 
 
 def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_size: tuple[int, int],
@@ -157,8 +156,8 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
     """RoIAlign of ``rois`` [R, 5] over 1..5 float32 feature maps; with several, each RoI takes its FPN level.
 
     ``tile`` (channels per program, warps, adaptive-grid columns per step) forces one tile; by default
-    the tile is autotuned on the first call for each (channels, levels, sampling, output size): run
-    one call outside CUDA-graph capture first, since tuning times the kernel.
+    the tile is autotuned on the process's first call for each (channels, levels, sampling, output size):
+    make that call outside CUDA-graph capture, since tuning times the kernel.
     """
     if not 1 <= len(features) <= MAX_LEVELS:
         raise ValueError(f"roi_align_levels takes 1 to {MAX_LEVELS} feature maps, got {len(features)}")
