@@ -142,3 +142,17 @@ def test_import_and_a_plugin_free_onnx_build_stay_light(tmp_path):
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("IMPORT", "BUILD")))
     assert lines["IMPORT"] == "[]"
     assert lines["BUILD"] == "True []"
+
+
+def test_a_backend_folder_imports_no_other_backend():
+    """A backend is one folder: what two backends share lives below them (backends/base.py, calibration, passes)."""
+    folders = {p.name for p in (PACKAGE / "backends").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    crossing = []
+    for folder in sorted(folders):
+        for path in sorted((PACKAGE / "backends" / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    target = ("." * node.level + (node.module or "")) if node.level else (node.module or "")
+                    other = [f for f in folders - {folder} if f"..{f}" in target or f"backends.{f}" in target]
+                    crossing += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports backends/{o}" for o in other]
+    assert crossing == []

@@ -15,9 +15,10 @@ import torch
 from onnx import numpy_helper
 
 from trtdeploy.backends.tensorrt.compat import TensorRT
-from trtdeploy.backends.tensorrt.int8 import (CalibrationBatches, CalibrationCache, check_calibration_shapes,
-                                              choose_route, fit_to_shape, make_calibrator)
+from trtdeploy.backends.tensorrt.int8 import (CalibrationBatches, CalibrationCache, choose_route, fit_to_shape,
+                                              make_calibrator)
 from trtdeploy.calibration import CalibrationFile
+from trtdeploy.calibration.qdq import check_calibration_shapes
 from trtdeploy.config import ShapeRange, load_deploy_config
 from trtdeploy.errors import BackendUnavailableError, ConfigError, ShapeError
 from trtdeploy.passes import quantize

@@ -166,7 +166,7 @@ def _unreadable_images(env: Env) -> Path:
 
 
 def _calibration_outside_profile(env: Env):
-    from trtdeploy.backends.tensorrt.int8 import check_calibration_shapes
+    from trtdeploy.calibration.qdq import check_calibration_shapes
     from trtdeploy.calibration import CalibrationFile
     from trtdeploy.calibration.h5file import write_calibration_file
     from trtdeploy.config import ShapeRange

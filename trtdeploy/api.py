@@ -284,7 +284,7 @@ def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_d
     """The calibration file in ``work`` (MMDeploy's calib_data.h5) for input ``name`` at ``shape``, collected or reused."""
     import functools
 
-    from .backends.tensorrt.int8 import check_calibration_shapes
+    from .calibration.qdq import check_calibration_shapes
     from .calibration import CalibrationFile, prepare_calibration_file
     from .config import ShapeRange
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import onnx
 
 from ...calibration import CalibrationFile, calibration_file_path
+from ...calibration.qdq import RANGES_FILE, calib_method, check_calibration_shapes, model_inputs, quantized_graph
 from ...config import DeployConfig, ShapeRange
 from ...errors import DatasetError
 from ...utils.fileio import atomic_write_bytes
 from ...utils.logging import logger
 from ..base import BuildResult
-from ..tensorrt.int8 import RANGES_FILE, _model_inputs, calib_method, check_calibration_shapes, quantized_graph
 
 SCHEME = "onnxruntime"
 
@@ -37,7 +37,7 @@ def build_int8(onnx_path: Path, work_dir: Path, cfg: DeployConfig) -> BuildResul
     calib_path = calibration_file_path(cfg, work_dir)
     if not calib_path.is_file():
         raise DatasetError(f"{calib_path} does not exist; run `trtdeploy convert` with --calib-dataset-cfg to collect it")
-    inputs = _model_inputs(onnx.load(str(onnx_path), load_external_data=False))
+    inputs = model_inputs(onnx.load(str(onnx_path), load_external_data=False))
     with CalibrationFile(calib_path) as calib:  # the graph's own dims: ONNX Runtime has no profiles
         check_calibration_shapes(calib, inputs, {n: ShapeRange(s, s, s) for n, s in inputs.items() if -1 not in s})
     qdq, targets, placement = quantized_graph(onnx_path, work_dir, cfg, calib_path, SCHEME)

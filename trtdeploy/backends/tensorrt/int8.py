@@ -10,25 +10,25 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import onnx
 
 from ...calibration import CalibrationFile, calibration_file_path
+from ...calibration.qdq import (RANGES_FILE, activation_ranges, calib_method, calibration_samples,
+                               check_calibration_shapes, model_inputs, name_map, quantized_graph)
 from ...config import DeployConfig, ShapeRange
-from ...errors import BackendUnavailableError, ConfigError, DatasetError, ModelError, ShapeError
+from ...errors import BackendUnavailableError, ConfigError, DatasetError, ModelError
 from ...passes import quantize
 from ...registry import Registry
 from ...utils.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from ...utils.logging import logger
 from .compat import TensorRT
 
-RANGES_FILE = "int8_ranges.json"
 DEFAULT_CACHE = "calib_cache.bin"
 IMPLICIT_METHODS = ("entropy", "minmax")  # what TensorRT's own calibrators implement
 
@@ -46,14 +46,6 @@ def has_explicit_int8(trt: TensorRT) -> bool:
     """Q/DQ graphs build in strongly typed networks, or in weakly typed ones with BuilderFlag.INT8."""
     return ("STRONGLY_TYPED" in trt.module.NetworkDefinitionCreationFlag.__members__
             or "INT8" in trt.module.BuilderFlag.__members__)
-
-
-def calib_method(cfg: DeployConfig, implicit: bool = False) -> str:
-    """``calib_config.method``; unset, the explicit default (quantize.DEFAULT_METHOD) or, for TensorRT's own
-    calibrators, entropy."""
-    method = cfg.calib.get("method") or (IMPLICIT_METHODS[0] if implicit else quantize.DEFAULT_METHOD)
-    quantize.RANGE_METHODS.get(method, field=f"{cfg.source}: calib_config.method")
-    return method
 
 
 def choose_route(trt: TensorRT, cfg: DeployConfig) -> str:
@@ -81,104 +73,7 @@ def choose_route(trt: TensorRT, cfg: DeployConfig) -> str:
 
 
 # -- calibration samples ------------------------------------------------------------------
-def _model_inputs(model: onnx.ModelProto) -> dict[str, tuple]:
-    init = {i.name for i in model.graph.initializer}
-    return {i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
-            for i in model.graph.input if i.name not in init}
-
-
-def _name_map(calib: CalibrationFile, inputs: Mapping[str, tuple]) -> dict[str, str]:
-    """Model input name -> name in the calibration file (a single input may be named differently)."""
-    if set(inputs) <= set(calib.input_names):
-        return {n: n for n in inputs}
-    if len(inputs) == 1 and len(calib.input_names) == 1:
-        return {next(iter(inputs)): calib.input_names[0]}
-    raise DatasetError(f"{calib.path} holds inputs {calib.input_names} but the model needs {list(inputs)}; "
-                       f"collect the calibration data again (delete the file)")
-
-
-def check_calibration_shapes(calib: CalibrationFile, inputs: Mapping[str, tuple],
-                             profile: Mapping[str, ShapeRange]) -> None:
-    """Every sample must fit the profile the engine is built (and calibrated) with."""
-    names = _name_map(calib, inputs)
-    for model_name, file_name in names.items():
-        shapes = calib.shapes(file_name)
-        rng = profile.get(model_name) or ShapeRange(*(inputs[model_name],) * 3)
-        if rng.is_static and len(set(shapes)) > 1:
-            sizes = sorted({"x".join(map(str, s)) for s in shapes})
-            raise ShapeError(f"{calib.path}: calibration samples of {model_name!r} have differing sizes "
-                             f"({', '.join(sizes[:3])}) but the engine profile is static "
-                             f"{'x'.join(map(str, rng.min))}; resize them to one size in the calibration pipeline "
-                             f"(Resize keep_ratio=False, or Pad size=...) or convert with a dynamic config")
-        for i, shape in enumerate(shapes):
-            if len(shape) != len(rng.min):
-                raise ShapeError(f"{calib.path}: sample {i} of {model_name!r} has shape {list(shape)} but the model "
-                                 f"input has rank {len(rng.min)}")
-            for d, (lo, x, hi) in enumerate(zip(rng.min, shape, rng.max)):
-                if not lo <= x <= hi and not (d == 0 and x == 1):
-                    raise ShapeError(f"{calib.path}: calibration sample {i} of {model_name!r} has shape {list(shape)}: "
-                                     f"dimension {d} is {x}, outside the engine profile [{lo}, {hi}]; resize the "
-                                     f"images in the calibration pipeline or widen backend_config.model_inputs")
-
-
-def calibration_samples(calib_path: Path, inputs: Mapping[str, tuple]) -> Callable[[], Iterator[dict]]:
-    """A re-iterable source of model feeds from the calibration file."""
-    def samples() -> Iterator[dict]:
-        with CalibrationFile(calib_path) as calib:
-            names = _name_map(calib, inputs)
-            for sample in calib:
-                yield {model_name: sample[file_name] for model_name, file_name in names.items()}
-    return samples
-
-
 # -- explicit route -----------------------------------------------------------------------
-def activation_ranges(model: onnx.ModelProto, targets: list[quantize.QuantTarget], calib_path: Path,
-                      work_dir: Path, cfg: DeployConfig, tensors: Iterable[str] = (),
-                      levels: Mapping[str, int] | None = None) -> dict[str, float]:
-    """Ranges for the targets' activations and ``tensors`` (with ``levels`` quantization levels each), reused from
-    ``int8_ranges.json`` when graph, data, method and levels match."""
-    method = calib_method(cfg)
-    options = {"percentile": cfg.calib.get("percentile", 99.99)}
-    key = {"graph": _graph_key(model), "calib_file": sha256_file(calib_path), "method": method, "options": options,
-           "levels": dict(sorted((levels or {}).items()))}
-    cache = work_dir / RANGES_FILE
-    tensors = sorted({t.activation for t in targets} | set(tensors))
-    if cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data["key"] == key and set(tensors) <= set(data["ranges"]):
-                logger.info("reusing %s ranges from %s", method, cache)
-                return {k: float(v) for k, v in data["ranges"].items()}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("ranges file %s is damaged (%s); computing the ranges again", cache, e)
-    with CalibrationFile(calib_path) as calib:
-        count = len(calib)
-    ranges = quantize.collect_ranges(model, tensors, calibration_samples(calib_path, _model_inputs(model)),
-                                     method, options, count=count, levels=levels)
-    atomic_write_json(cache, {"key": key, "method": method, "ranges": ranges})
-    return ranges
-
-
-def _graph_key(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-
-
-def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_path: Path,
-                    scheme: str) -> tuple[onnx.ModelProto, list[quantize.QuantTarget], quantize.Placement]:
-    """The Q/DQ graph of ``onnx_path`` for ``scheme``'s backend, with ranges from the calibration file."""
-    model = onnx.load(str(onnx_path))
-    exclude = (cfg.calib.get("exclude_nodes") or (), cfg.calib.get("exclude_op_types") or ())
-    targets = quantize.quantization_targets(model, *exclude,
-                                            output_layers=bool(cfg.calib.get("quantize_output_layers", False)))
-    if not targets:
-        raise ConfigError(f"{cfg.source}: nothing to quantize: the graph has no Conv/Gemm/MatMul with constant "
-                          f"weights outside calib_config.exclude_nodes/exclude_op_types")
-    placement = quantize.place(model, targets, scheme, *exclude)
-    levels = quantize.activation_levels(model, placement, scheme)
-    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg, placement.tensors, levels)
-    return quantize.insert_qdq(model, targets, ranges, placement, scheme), targets, placement
-
-
 def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
               profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
     qdq, targets, placement = quantized_graph(onnx_path, work_dir, cfg, calib_path, "tensorrt")
@@ -337,9 +232,9 @@ def make_calibrator(trt: TensorRT, method: str, batches: CalibrationBatches, cac
 
 def _implicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
               profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
-    method = calib_method(cfg, implicit=True)
+    method = calib_method(cfg, IMPLICIT_METHODS[0])
     model = onnx.load(str(onnx_path), load_external_data=False)
-    inputs = _model_inputs(model)
+    inputs = model_inputs(model)
     opt = {name: tuple(profile[name].opt) if name in profile else inputs[name] for name in inputs}
     batches = CalibrationBatches(calibration_samples(calib_path, inputs), opt)
     cache_path = work_dir / (cfg.calib.get("calib_cache") or DEFAULT_CACHE)
@@ -377,7 +272,7 @@ def prepare_int8(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConf
         raise DatasetError(f"{calib_path} does not exist; run `trtdeploy convert` with --calib-dataset-cfg to collect it")
     model = onnx.load(str(onnx_path), load_external_data=False)
     with CalibrationFile(calib_path) as calib:
-        check_calibration_shapes(calib, _model_inputs(model), profile)
+        check_calibration_shapes(calib, model_inputs(model), profile)
     logger.info("INT8 by %s quantization (%s)", route, trt.label)
     return INT8_ROUTES.get(route)(trt, onnx_path, work_dir, cfg, strongly_typed, profile, calib_path)
 
@@ -424,10 +319,10 @@ def int8_sensitivity(work_dir: str | Path, num_samples: int = 32) -> dict:
     model = onnx.load(str(onnx_path))
     targets = quantize.quantization_targets(model)
     ranges = activation_ranges(model, targets, calib_path, work_dir, cfg)
-    inputs = _model_inputs(model)
+    inputs = model_inputs(model)
     with CalibrationFile(calib_path) as calib:
         picks = np.unique(np.linspace(0, len(calib) - 1, min(num_samples, len(calib))).round().astype(int))
-        names = _name_map(calib, inputs)
+        names = name_map(calib, inputs)
         feeds = [{m: calib.sample(int(i))[f] for m, f in names.items()} for i in picks]
     scores = quantize.layer_sensitivity(model, targets, ranges, feeds)
     keep = quantize.propose_high_precision(scores)
