@@ -57,9 +57,10 @@ def test_classifier_onnxruntime_no_torch(tmp_path, classifier):
         import sys, trtdeploy
         r = trtdeploy.convert({str(write_cfg(tmp_path, 'onnxruntime'))!r}, {str(classifier)!r},
                               work_dir={str(tmp_path / 'work')!r}, test_img={str(DEMO_IMG)!r})
-        print("torch imported:", "torch" in sys.modules, "diff:", r.test_report["max_abs_diff"])
+        print("torch imported:", "torch" in sys.modules, "onnxslim:", "onnxslim" in sys.modules,
+              "diff:", r.test_report["max_abs_diff"])
     """))
-    assert "torch imported: False diff: 0.0" in proc.stdout
+    assert "torch imported: False onnxslim: False diff: 0.0" in proc.stdout
     facts = sidecar(tmp_path / "work" / "end2end.onnx")
     assert facts["source_format"] == "onnx" and facts["model"] == str(classifier)
     assert [i["name"] for i in facts["inputs"]] == ["images"] and facts["inputs"][0]["shape"][0] == "n"
@@ -224,6 +225,30 @@ def test_einsum_rewrite_keeps_values(tmp_path):
     before = ort.InferenceSession(model.SerializeToString()).run(None, {"query": query})[0]
     after = ort.InferenceSession(fix_for_parser(model).SerializeToString()).run(None, {"query": query})[0]
     assert np.array_equal(before, after)
+
+
+def test_simplify_skips_onnxslim_only_when_it_has_nothing_to_do(tmp_path):
+    """torch.onnx's Identity per reused (deduplicated) weight is bypassed by our own code; then a plain CNN has nothing for
+    onnxslim (which is not even imported), and a graph with a Reshape still goes through it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from trtdeploy.passes.basic import _bypass_identities, nothing_to_simplify
+
+    model = onnx.load(str(hand_classifier(tmp_path / "c.onnx")))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    model.graph.node.insert(0, onnx.helper.make_node("Identity", [conv.input[1]], ["weight_alias"]))
+    conv.input[1] = "weight_alias"  # what torch.onnx writes for a weight it deduplicated
+    assert not nothing_to_simplify(model)
+    x = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
+    name = model.graph.input[0].name
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {name: x})[0]
+    bypassed = _bypass_identities(model)
+    assert nothing_to_simplify(bypassed)
+    assert np.array_equal(before, ort.InferenceSession(bypassed.SerializeToString()).run(None, {name: x})[0])
+    reshaped = onnx.load(str(einsum_graph(tmp_path / "e.onnx")))
+    reshaped.graph.node[0].op_type = "Reshape"
+    assert not nothing_to_simplify(reshaped)
 
 
 def test_profile_the_graph_cannot_serve_is_refused(tmp_path):

@@ -25,27 +25,7 @@ from onnx import helper
 from ..config import ShapeRange
 from ..errors import ShapeError
 from ..utils.logging import logger
-from ..utils.onnx_graph import all_nodes
-
-SMALL_INITIALIZER = 1024  # elements; bigger initializers carry weights, which shape inference does not need
-
-
-def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose large initializers are graph inputs of the same type and shape (no data)."""
-    light = onnx.ModelProto()
-    light.CopyFrom(helper.make_model(helper.make_graph([], "g", [], []), opset_imports=model.opset_import))
-    light.ir_version = model.ir_version
-    graph = onnx.GraphProto()
-    for field in ("node", "input", "output", "value_info"):
-        getattr(graph, field).extend(getattr(model.graph, field))
-    for init in model.graph.initializer:
-        if int(np.prod(init.dims)) <= SMALL_INITIALIZER and not init.external_data:
-            graph.initializer.append(init)
-        else:
-            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    light.graph.CopyFrom(graph)
-    return light
-
+from ..utils.onnx_graph import all_nodes, weightless
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
     fixed = onnx.ModelProto()
@@ -65,11 +45,21 @@ def _inference_verdict(light: onnx.ModelProto, shapes: Mapping[str, tuple[int, .
         inferred = onnx.shape_inference.infer_shapes(_with_input_shapes(light, shapes), strict_mode=True,
                                                      data_prop=True)
     except Exception as e:  # InferenceError / ShapeInferenceError
-        return True, " ".join(str(e).split())[:400]
+        return True, _inference_reason(str(e))
     values = list(inferred.graph.value_info) + list(inferred.graph.output)
     static = all(v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
                  and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim) for v in values)
     return static, None
+
+
+def _inference_reason(text: str) -> str:
+    """onnx's inference error as "node '/Add' (Add): Incompatible dimensions"."""
+    text = " ".join(text.split())
+    found = re.search(r"\(op_type:(\S+), node name: ([^)]*)\): (?:\[\w+\] )?(.*)", text)
+    if not found:
+        return text[:300]
+    op, name, message = found.groups()
+    return f"node {name!r} ({op}): {message[:300]}"
 
 
 def _ort_failure(model: onnx.ModelProto, session_cache: dict, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -120,7 +110,7 @@ def check_profile_shapes(model: onnx.ModelProto, profiles: list[dict[str, ShapeR
     ranges = [p for p in profiles if any(not r.is_static for r in p.values())]
     if not ranges:
         return  # a static profile is the graph's own shape, which the checker and the parser see
-    light = _weightless(model)
+    light = weightless(model)
     session_cache: dict = {}
     custom = any(n.domain not in ("", "ai.onnx") for n in all_nodes(model.graph))
 
