@@ -143,36 +143,25 @@ def _nms_table(e: Emitter, c: Candidates, cand_boxes: str) -> str:
 
 
 def _block_sweeps(e: Emitter, c: Candidates, nms_table: str, keep_top_k: int, iou_threshold: np.float32) -> str:
-    """4. Block sweeps. Loop state: the block index and keep [N, K] (valid beyond the current block).
-    Returns keep [N, K], final for every candidate."""
-    rank, valid, n_cand = c.rank, c.valid, c.count
-    b = e.sub()
+    """4. Block sweeps: a Loop of ``_sweep`` trips, at most (K / BLOCK) * (BLOCK + 1), none when no candidate is
+    valid. Returns keep [N, K], final for every candidate."""
+    body = _sweep(e.sub(), c, nms_table, keep_top_k, iou_threshold)
+    max_trips = e.squeeze(e.op("Mul", e.op("Div", c.count, e.i64([BLOCK])), e.i64([BLOCK + 1])), [0])
+    any_valid = e.op("Cast", e.reduce("ReduceMax", e.op("Cast", c.valid, to=TensorProto.INT32), [0, 1], keepdims=0),
+                     to=TensorProto.BOOL)
+    last_block, keep = e.op("Loop", max_trips, any_valid, e.i64(0), c.valid, body=body, outputs=2)
+    return e.op("And", keep, e.op("Less", c.rank, e.op("Mul", last_block, e.i64(BLOCK))))
+
+
+def _sweep(b: Emitter, c: Candidates, nms_table: str, keep_top_k: int, iou_threshold: np.float32) -> onnx.GraphProto:
+    """One Loop trip. State: the block index and keep [N, K] (valid beyond the current block). The block's
+    candidates become valid and not suppressed by a kept, earlier one; the block index moves on once a sweep
+    changes nothing. Exits: every image has keep_top_k survivors, or no valid candidate is left."""
+    rank, valid = c.rank, c.valid
     block_in, keep_in = b.name("block_in"), b.name("keep_in")
     start = b.op("Mul", block_in, b.i64(BLOCK))
     rows = b.op("Add", start, b.i64(np.arange(BLOCK)))                                    # [BLOCK]
-    block_end = b.op("Add", start, b.i64(BLOCK))
-    seen = b.op("And", keep_in, b.op("Less", rank, block_end))
-    n_kept_slots = b.op("Min", b.i64([keep_top_k + BLOCK]), n_cand)
-    kept_key, kept_rank = b.op("TopK", b.op("Where", seen, b.op("Neg", b.op("Cast", rank, to=TensorProto.FLOAT)),
-                                            b.const(-np.inf)), n_kept_slots, axis=1, outputs=2)   # [N, M]
-    kept = b.op("Greater", kept_key, b.const(-np.inf))
-    kept_rows = b.op("Expand", b.unsqueeze(kept_rank, [2]),
-                     b.op("Concat", b.op("Shape", kept_rank), b.i64([5]), axis=0))
-    other = b.op("GatherElements", nms_table, kept_rows, axis=1)                            # [N, M, 5]
-    this = b.op("Gather", nms_table, rows, axis=1)                                          # [N, BLOCK, 5]
-    ox1, oy1, ox2, oy2, o_area = b.op("Split", b.op("Transpose", other, perm=[0, 2, 1]), b.i64([1] * 5), axis=1,
-                                      outputs=5)                                            # [N, 1, M]
-    tx1, ty1, tx2, ty2, t_area = b.op("Split", this, b.i64([1] * 5), axis=2, outputs=5)     # [N, BLOCK, 1]
-    zero = b.const(0.0)
-    w = b.op("Max", b.op("Sub", b.op("Min", tx2, ox2), b.op("Max", tx1, ox1)), zero)
-    h = b.op("Max", b.op("Sub", b.op("Min", ty2, oy2), b.op("Max", ty1, oy1)), zero)
-    inter = b.op("Mul", w, h)                                                               # [N, BLOCK, M]
-    iou = b.op("Div", inter, b.op("Sub", b.op("Add", t_area, o_area), inter))
-    earlier = b.op("Less", b.unsqueeze(kept_rank, [1]), b.unsqueeze(rows, [0, 2]))
-    suppressing = b.op("And", b.op("And", b.op("Greater", iou, b.const(iou_threshold)),
-                                   earlier), b.unsqueeze(kept, [1]))
-    hit = b.op("Cast", b.reduce("ReduceMax", b.op("Cast", suppressing, to=TensorProto.INT32), [2], keepdims=0),
-               to=TensorProto.BOOL)                                                         # [N, BLOCK]
+    hit = _suppressed(b, c, nms_table, keep_in, rows, b.op("Add", start, b.i64(BLOCK)), keep_top_k, iou_threshold)
     new_block = b.op("And", b.op("Gather", valid, rows, axis=1), b.op("Not", hit))
     old_block = b.op("Gather", keep_in, rows, axis=1)
     block_rows = b.op("Expand", b.unsqueeze(rows, [0]), b.op("Shape", new_block))
@@ -190,16 +179,38 @@ def _block_sweeps(e: Emitter, c: Candidates, nms_table: str, keep_top_k: int, io
     valid_left = b.reduce("ReduceMax", b.op("Cast", b.op("And", valid, b.op("Not", done_rows)),
                                             to=TensorProto.INT32), [0, 1], keepdims=0)
     go_on = b.op("And", b.op("Cast", valid_left, to=TensorProto.BOOL), b.op("Not", enough))
-    graph = b.graph("nms_block_sweeps", [scalar_input(b.name("iter"), TensorProto.INT64),
-                                         scalar_input(b.name("cond"), TensorProto.BOOL),
-                                         scalar_input(block_in, TensorProto.INT64),
-                                         tensor_input(keep_in, TensorProto.BOOL)], [go_on, block_out, keep_out])
-    max_trips = e.squeeze(e.op("Mul", e.op("Div", n_cand, e.i64([BLOCK])), e.i64([BLOCK + 1])), [0])
-    any_valid = e.op("Cast", e.reduce("ReduceMax", e.op("Cast", valid, to=TensorProto.INT32), [0, 1], keepdims=0),
-                     to=TensorProto.BOOL)                                                   # none: no trip
-    last_block, keep = e.op("Loop", max_trips, any_valid, e.i64(0), valid, body=graph, outputs=2)
-    keep = e.op("And", keep, e.op("Less", rank, e.op("Mul", last_block, e.i64(BLOCK))))
-    return keep
+    return b.graph("nms_block_sweeps", [scalar_input(b.name("iter"), TensorProto.INT64),
+                                        scalar_input(b.name("cond"), TensorProto.BOOL),
+                                        scalar_input(block_in, TensorProto.INT64),
+                                        tensor_input(keep_in, TensorProto.BOOL)], [go_on, block_out, keep_out])
+
+
+def _suppressed(b: Emitter, c: Candidates, nms_table: str, keep_in: str, rows: str, block_end: str, keep_top_k: int,
+                iou_threshold: np.float32) -> str:
+    """[N, BLOCK]: whether a kept candidate ranked before it overlaps each of the block's candidates by more than
+    ``iou_threshold``. Only the kept ones are compared: at most keep_top_k + BLOCK (TopK on -rank)."""
+    seen = b.op("And", keep_in, b.op("Less", c.rank, block_end))
+    n_kept_slots = b.op("Min", b.i64([keep_top_k + BLOCK]), c.count)
+    kept_key, kept_rank = b.op("TopK", b.op("Where", seen, b.op("Neg", b.op("Cast", c.rank, to=TensorProto.FLOAT)),
+                                            b.const(-np.inf)), n_kept_slots, axis=1, outputs=2)   # [N, M]
+    kept = b.op("Greater", kept_key, b.const(-np.inf))
+    kept_rows = b.op("Expand", b.unsqueeze(kept_rank, [2]),
+                     b.op("Concat", b.op("Shape", kept_rank), b.i64([5]), axis=0))
+    other = b.op("GatherElements", nms_table, kept_rows, axis=1)                            # [N, M, 5]
+    this = b.op("Gather", nms_table, rows, axis=1)                                          # [N, BLOCK, 5]
+    ox1, oy1, ox2, oy2, o_area = b.op("Split", b.op("Transpose", other, perm=[0, 2, 1]), b.i64([1] * 5), axis=1,
+                                      outputs=5)                                            # [N, 1, M]
+    tx1, ty1, tx2, ty2, t_area = b.op("Split", this, b.i64([1] * 5), axis=2, outputs=5)     # [N, BLOCK, 1]
+    zero = b.const(0.0)
+    w = b.op("Max", b.op("Sub", b.op("Min", tx2, ox2), b.op("Max", tx1, ox1)), zero)
+    h = b.op("Max", b.op("Sub", b.op("Min", ty2, oy2), b.op("Max", ty1, oy1)), zero)
+    inter = b.op("Mul", w, h)                                                               # [N, BLOCK, M]
+    iou = b.op("Div", inter, b.op("Sub", b.op("Add", t_area, o_area), inter))
+    earlier = b.op("Less", b.unsqueeze(kept_rank, [1]), b.unsqueeze(rows, [0, 2]))
+    suppressing = b.op("And", b.op("And", b.op("Greater", iou, b.const(iou_threshold)), earlier),
+                       b.unsqueeze(kept, [1]))
+    return b.op("Cast", b.reduce("ReduceMax", b.op("Cast", suppressing, to=TensorProto.INT32), [2], keepdims=0),
+                to=TensorProto.BOOL)
 
 
 def _first_survivors(e: Emitter, node: onnx.NodeProto, c: Candidates, cand_boxes: str, keep: str,
