@@ -367,7 +367,8 @@ def _load_runnable(artefact: Path, device: str) -> tuple[DeployedModel, str]:
         if stand_in is None:
             raise
         logger.warning("%s; checking the same graph (%s) on ONNX Runtime instead", e, stand_in.name)
-        return load_stand_in(stand_in, sidecar), f"onnxruntime ({stand_in.name}, standing in for {artefact.name})"
+        return (load_stand_in(stand_in, sidecar),
+                f"{backend_for_file(stand_in).name} ({stand_in.name}, standing in for {artefact.name})")
 
 
 def load_stand_in(stand_in: Path, sidecar: Mapping, cfg: DeployConfig | None = None) -> DeployedModel:
