@@ -303,9 +303,24 @@ def _custom_node(tmp_path: Path, classifier: Path) -> Path:
     return path
 
 
+def _short_weight(tmp_path: Path, classifier: Path) -> Path:
+    """A weight one float short (a damaged file): its size is checked by us, not by the checker (weightless)."""
+    import numpy as np
+
+    weight = onnx.numpy_helper.from_array(np.ones(2000, np.float32), "w")
+    weight.raw_data = weight.raw_data[:-4]
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2000])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2000])], [weight])
+    path = tmp_path / "short.onnx"
+    path.write_bytes(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
 BAD = [
     ("not-onnx", _not_onnx, "onnxruntime", "", ModelError, "is not a readable ONNX model"),
     ("truncated", _truncated, "onnxruntime", "", ModelError, "is not a readable ONNX model|truncated"),
+    ("short-weight", _short_weight, "onnxruntime", "", ModelError, r"initializer 'w' holds 7996 bytes but its shape \[2000\] needs 8000"),
     ("names", lambda t, c: c, "onnxruntime", images_profile("input", [1, 3, 64, 64], [1, 3, 64, 64], [2, 3, 64, 64]),
      ConfigError, r"lacks the model input 'images': it names \['input'\] but .*classifier.onnx has inputs \['images'\]"),
     ("rank", lambda t, c: c, "tensorrt", images_profile("images", [1, 64, 64], [1, 64, 64], [2, 64, 64]),

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelError
+from .onnx_graph import SMALL_INITIALIZER, weightless
 
 # The oldest default-domain opset trtdeploy feeds to a backend (TensorRT's ONNX parser needs >= 9,
 # and ONNX Runtime's optimisers assume >= 7).
@@ -38,12 +39,45 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
                          f"export it again")
     _check_opset(model, path)
     _check_defined(model, path)
-    try:
-        onnx.checker.check_model(model, full_check=False)
+    _check_weight_sizes(model, path)
+    try:  # the checker would serialise every weight (0.5 s for ResNet-18); their sizes were checked above
+        onnx.checker.check_model(weightless(model), full_check=False)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{path} is not a valid ONNX model: {first[:300]}; export it again") from None
     return model
+
+
+# TensorProto fields that hold values element by element (complex numbers: two entries each).
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_weight_sizes(model, path: Path) -> None:
+    """Every large initializer holds as many bytes (or values) as its shape and type need: what the checker
+    verifies of tensors, for the weights ``weightless`` keeps from it."""
+    import math
+
+    from onnx import TensorProto, helper
+
+    for init in model.graph.initializer:
+        count = math.prod(init.dims)
+        if count <= SMALL_INITIALIZER or init.external_data or init.data_type in (TensorProto.STRING,
+                                                                                  TensorProto.UNDEFINED):
+            continue
+        if init.raw_data:
+            four_bit = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
+            try:
+                bits = 4 if init.data_type in four_bit else 8 * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+            except (KeyError, ValueError, TypeError):  # a type this onnx cannot map: the backend judges it
+                continue
+            need, have, unit = math.ceil(count * bits / 8), len(init.raw_data), "bytes"
+        else:
+            have = max(len(getattr(init, f)) for f in _TYPED_FIELDS)
+            need = count * (2 if init.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128) else 1)
+            unit = "values"
+        if have < need:
+            raise ModelError(f"{path}: initializer {init.name!r} holds {have} {unit} but its shape {list(init.dims)} "
+                             f"needs {need}; the file is truncated or damaged: export it again")
 
 
 def _check_external_data(model, path: Path) -> None:
