@@ -1,6 +1,7 @@
 """The Python API the CLI is a shell over: ``convert`` a model, ``load`` what was converted."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, UnsupportedOpError
 from .tasks import Task, get_task
-from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir, sha256_file
+from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
 from .utils.onnx_file import read_onnx
 from .utils.onnx_graph import all_nodes
@@ -203,7 +204,8 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
             raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
         onnx_path = work / cfg.save_file
-        atomic_write_bytes(onnx_path, proto.SerializeToString())
+        onnx_bytes = proto.SerializeToString()
+        atomic_write_bytes(onnx_path, onnx_bytes)
     in_specs, out_specs = _onnx_io(proto)
     facts = {
         "model": model_name,
@@ -212,7 +214,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         "weights": weights,
         **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
         "export_shapes": {name: list(shape) for name, shape in export_shapes.items()},
-        "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
+        "onnx_file": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         "deploy_config": cfg.to_dict(),
     }
     # the graph's I/O: what a built artefact's sidecar says too, unless its backend reports its own
