@@ -19,6 +19,7 @@ from ...ops.plugins import plugin_op_types
 from .plugins import check_engine_plugins, prepare_plugin_build
 from .compat import INSTALL_HINT, import_tensorrt
 from ...utils.onnx_graph import all_nodes
+from ...passes.parser_fixes import parser_problems
 
 # Standard ONNX ops a flavour parses but cannot build (measured with tensorrt_rtx 1.7 on the CPU),
 # with what serves them instead.
@@ -54,6 +55,9 @@ class TensorRTBackend(Backend):
             if node.domain in ("", "ai.onnx") and node.op_type in table:
                 found.append({"name": node.name, "op_type": node.op_type, "domain": node.domain or "ai.onnx",
                               "hint": table[node.op_type]})
+            elif node.domain in ("", "ai.onnx"):  # ops the parser takes only in some spellings
+                found.extend({"name": node.name, "op_type": node.op_type, "domain": node.domain or "ai.onnx",
+                              "hint": problem.hint} for problem in parser_problems(node))
             elif node.domain not in ("", "ai.onnx"):
                 from ...ops import plugin_for  # custom ops need a registered plugin
                 from ...ops.plugins import unknown_op_hint
