@@ -2,7 +2,16 @@
 quantize_static and NVIDIA ModelOpt, plus ONNX Runtime INT8 latency.
 
     python benchmarks/bench_int8_trained.py train --out DIR        # on a GPU: writes DIR/*.fp16.pt (state dicts)
-    python benchmarks/bench_int8_trained.py evaluate --ckpt DIR --out WORK [--modelopt /tmp/h6/mo/bin/python]
+    python benchmarks/bench_int8_trained.py evaluate --ckpt DIR --out WORK [--modelopt VENV/bin/python]
+    python benchmarks/bench_int8_trained.py placement --modelopt VENV/bin/python   # RetinaNet vs ModelOpt
+
+`evaluate` (CPU): per model, a `trtdeploy convert` with the TensorRT INT8 config (default method; TensorRT-RTX
+builds the engine), the Q/DQ graph of every other range method (the same function convert calls), onnxruntime's
+quantize_static (MinMax/Entropy/Percentile, QDQ, per-channel, symmetric), ModelOpt INT8 max/entropy (FP32
+elsewhere) from the same calibration samples, and a `trtdeploy convert` with the ONNX Runtime INT8 config; then
+top-1 and mean |logit - FP32 logit| on ONNX Runtime, ORT FP32 vs INT8 latency (paired median) and the quantized
+tensors against ModelOpt's. ModelOpt pulls onnxruntime-gpu: install it in its own venv
+(`python3 -m venv VENV && VENV/bin/pip install 'nvidia-modelopt[onnx]'`).
 
 Data: benchmarks/make_image_dataset.py (10 classes of drawn shapes and textures, 64x64); train seed 0,
 calibration seed 1 (200 images, written as PNGs and read through an ImageFolder dataset config), test seed 2.
@@ -10,6 +19,9 @@ calibration seed 1 (200 images, written as PNGs and read through an ImageFolder 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -394,8 +406,18 @@ def main() -> int:
     tr.add_argument("--out", type=Path, required=True)
     tr.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     tr.add_argument("--workers", type=int, default=8)
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("--ckpt", type=Path, required=True, help="folder with the *.fp16.pt files `train` wrote")
+    ev.add_argument("--out", type=Path, default=REPO / "work_dirs/bench_int8_trained")
+    ev.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ev.add_argument("--test", type=int, default=N_TEST, help="test images")
+    ev.add_argument("--runs", type=int, default=40, help="paired latency runs")
+    ev.add_argument("--modelopt", help="python of a venv with nvidia-modelopt[onnx] (kept out of the main env)")
+    pl = sub.add_parser("placement")
+    pl.add_argument("--out", type=Path, default=REPO / "work_dirs/bench_int8_placement")
+    pl.add_argument("--modelopt", required=True, help="python of a venv with nvidia-modelopt[onnx]")
     args = ap.parse_args()
-    return {"train": cmd_train}[args.cmd](args)
+    return {"train": cmd_train, "evaluate": cmd_evaluate, "placement": cmd_placement}[args.cmd](args)
 
 
 if __name__ == "__main__":
