@@ -41,10 +41,23 @@ def decisive(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     for bn in norms:
         bn.eval()
     head = model.model[-1]
-    for branch in ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4"):
-        for seq in getattr(head, branch, None) or []:
-            torch.nn.init.normal_(seq[-1].weight, std=0.05 if branch.endswith("cv3") else 0.2)
-            torch.nn.init.constant_(seq[-1].bias, -1.0 if branch.endswith("cv3") else 0.0)
+    last = {branch: [seq[-1] for seq in getattr(head, branch, None) or []]
+            for branch in ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4")}
+    rms = {}
+
+    def record(conv, args, out) -> None:
+        rms[conv] = args[0].pow(2).mean().sqrt()
+
+    hooks = [conv.register_forward_hook(record) for convs in last.values() for conv in convs]
+    with torch.no_grad():
+        model(torch.rand(2, 3, 256, 256))
+    for h in hooks:
+        h.remove()
+    for branch, convs in last.items():  # logits of about unit spread, whatever the features' scale
+        for conv in convs:
+            fan_in = conv.weight[0].numel()
+            torch.nn.init.normal_(conv.weight, std=float(1.0 / (rms[conv] * fan_in ** 0.5)))
+            torch.nn.init.constant_(conv.bias, -4.0 if branch.endswith("cv3") else 0.0)
     return model.eval()
 
 
@@ -65,6 +78,8 @@ def yolo_once(tmp_path_factory):
     def convert(name: str):
         if name not in done:
             model = decisive(load_model(f"ultralytics://{name}"))
+            if name.startswith("yolov10"):
+                model.model[-1].end2end = True  # the one-to-one branch (a yaml-built v10 infers one-to-many)
             done[name] = model, trtdeploy.convert(ort_config(name), model, work_dir=tmp_path_factory.mktemp(name))
         return done[name]
     return convert
@@ -191,3 +206,63 @@ def test_a_trained_checkpoint_loads_offline_with_its_class_names(tmp_path):
 
     name, family = detector_family(model)
     assert name == "ultralytics YOLO" and family.class_names(model)[:2] == ["shape 0", "shape 1"]
+
+
+# -- RT-DETR: no NMS, TopK over the queries ---------------------------------------------------------------
+@pytest.mark.slow
+def test_rtdetr_matches_builds_and_its_fp16_graph_keeps_the_detections(tmp_path):
+    """One conversion with the TensorRT FP16 config: the FP32 graph matches ultralytics on ONNX Runtime, TensorRT-RTX
+    builds it, and the FP16 graph the engine was built from finds the same detections (DETR-likes are FP16-fragile)."""
+    model = load_model("ultralytics://rtdetr-l.yaml")
+    torch.manual_seed(0)
+    for linear in model.model[-1].dec_score_head:
+        torch.nn.init.normal_(linear.weight, std=0.3)
+    cfg = tmp_path / "rtdetr_fp16.py"
+    cfg.write_text(f"_base_ = ['{CONFIGS / 'detection/detection_tensorrt_static-320x320.py'}']\n"
+                   f"backend_config = dict(common_config=dict(fp16_mode=True))\n"
+                   f"codebase_config = dict(post_processing=dict(score_threshold={SCORE_THRESHOLD}, "
+                   f"keep_top_k={KEEP_TOP_K}))\n")
+    result = trtdeploy.convert(cfg, model, work_dir=tmp_path / "work")
+    assert result.backend_path.suffix == ".engine" and result.backend_path.stat().st_size > 1_000_000
+    fp32 = trtdeploy.load(result.onnx_path)
+    fp16 = trtdeploy.load(tmp_path / "work" / "end2end_fp16.onnx")
+    fp16.task = fp32.task
+    graph = onnx.load(str(result.onnx_path), load_external_data=False).graph
+    assert not {n.op_type for n in graph.node} & {"NonMaxSuppression", "Loop"}  # TopK only
+    torch.manual_seed(1)
+    batch = torch.rand(1, 3, 320, 320).numpy()
+    ours, theirs = fp32(batch), fp32.task.torch_outputs(model, batch, fp32.runner.output_names)
+    assert_same_detections(ours, theirs, (320, 320))
+    half = fp16(batch)
+    kept = half["labels"][0] >= 0
+    assert abs(int(kept.sum()) - int((ours["labels"][0] >= 0).sum())) <= 2
+    for det, label in zip(half["dets"][0, kept], half["labels"][0, kept]):
+        same = ours["dets"][0, ours["labels"][0] == label]
+        assert len(same) and np.abs(same[:, :4] - det[:4]).max(1).min() <= 2.0  # pixels at 320x320
+
+
+# -- torchvision transformers -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_vit_b_16_converts_and_builds(tmp_path):
+    """nn.MultiheadAttention's fused fast path is off during export; the TorchScript dump stays out of stdout."""
+    proc = run_cli("convert", CONFIGS / "classification/classification_tensorrt_static-224x224.py",
+                   "torchvision://vit_b_16", "--work-dir", tmp_path)
+    assert "Torch IR graph" not in proc.stdout + proc.stderr
+    assert (tmp_path / "end2end.engine").stat().st_size > 100_000_000
+
+
+def test_export_restores_the_attention_fast_path():
+    from trtdeploy.config import load_deploy_config
+    from trtdeploy.export import export_onnx
+
+    cfg = load_deploy_config(CONFIGS / "classification/classification_onnxruntime_static.py")
+    class SelfAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    proto = export_onnx(SelfAttention().eval(), (torch.rand(1, 4, 8),), cfg)
+    assert "Softmax" in {n.op_type for n in proto.graph.node} and torch.backends.mha.get_fastpath_enabled()

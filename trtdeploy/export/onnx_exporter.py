@@ -5,12 +5,43 @@ legacy one for everything: one code path, measured to work on every model we shi
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import sys
 import warnings
+from typing import Iterator
 
 from ..config import DeployConfig
 from ..errors import BuildError
 from .rewriter import FUNCTION_REWRITER
+
+
+@contextlib.contextmanager
+def _fast_path_off() -> Iterator[None]:
+    """nn.MultiheadAttention's fused fast path (taken under no_grad) exports to a node ONNX lacks: keep it off."""
+    import torch
+
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+@contextlib.contextmanager
+def _stdout_to_nowhere() -> Iterator[None]:
+    """The exporter's C++ side prints the whole TorchScript graph (100s of KB) to stdout when a node fails."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def export_onnx(model, example_inputs: tuple, cfg: DeployConfig):
@@ -21,7 +52,8 @@ def export_onnx(model, example_inputs: tuple, cfg: DeployConfig):
     buffer = io.BytesIO()
     names_in = cfg.input_names[: len(example_inputs)]
     try:
-        with FUNCTION_REWRITER.rewrite_context(cfg), torch.no_grad(), warnings.catch_warnings():
+        with FUNCTION_REWRITER.rewrite_context(cfg), torch.no_grad(), warnings.catch_warnings(), _fast_path_off(), \
+                _stdout_to_nowhere():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, example_inputs, buffer,

@@ -7,7 +7,9 @@ into one graph: a pre-processed batch ``input`` [N, 3, H, W] in; ``dets`` [N, K,
 K = keep_top_k with score 0 and label -1. No NonZero, no data-dependent shapes.
 """
 from . import single_stage, torchvision_families, transform, two_stage  # noqa: F401  (registration on import)
-from . import ultralytics_yolo  # noqa: F401,E402  (after torchvision: ultralytics is imported only when a model needs it)
+# after torchvision: RT-DETR refines YOLO's family (the family registered last wins); ultralytics is imported only
+# when a model needs it
+from . import ultralytics_rtdetr, ultralytics_yolo  # noqa: F401,E402
 from .graphs import DetectorGraph, SegmentorGraph
 
 __all__ = ["DetectorGraph", "SegmentorGraph"]

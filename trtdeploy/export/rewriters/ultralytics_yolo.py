@@ -155,7 +155,7 @@ def _eager(model, batch: torch.Tensor, post_processing: dict) -> list[dict]:
     return results
 
 
-def _class_names(model) -> list[str] | None:
+def ultralytics_class_names(model) -> list[str] | None:
     names = getattr(model, "names", None)
     if not isinstance(names, dict) or all(str(v) == str(k) for k, v in names.items()):
         return None  # a random-init model names its classes '0', '1', ...
@@ -175,5 +175,5 @@ LETTERBOX: dict[str, Any] = {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.
 
 DETECTOR_FAMILIES.add("ultralytics YOLO", DetectorFamily(
     class_path="ultralytics.nn.tasks.DetectionModel", num_classes=lambda m: head_of(m).nc, rewritten=_rewritten,
-    configure=_configure, eager=_eager, preprocess=lambda m: dict(LETTERBOX), class_names=_class_names,
+    configure=_configure, eager=_eager, preprocess=lambda m: dict(LETTERBOX), class_names=ultralytics_class_names,
     extra_outputs=_extra_outputs, check=_check, mask_layout="image"))
