@@ -116,3 +116,18 @@ def test_pytorch_is_timed_with_its_faster_thread_count_and_the_callers_is_restor
     for t in targets:
         t.close()
     assert torch.get_num_threads() == 2
+
+
+def test_the_latency_plot_has_shapes_small_to_large(tmp_path, monkeypatch):
+    """Given out of order (4x, 1x, 16x), the x axis and each line still run from the smallest shape."""
+    import matplotlib.axes
+
+    from trtdeploy.evaluation.benchmark import LatencyStats, TargetProfile, plot_latency
+
+    ticks, lines = [], []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks", lambda self, pos, labels=None, **kw: ticks.append(list(labels)))
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, xs, *a, **kw: lines.append(list(xs)) or real_plot(self, xs, *a, **kw))
+    stats = [LatencyStats("t", {"input": [b, 3, 224, 224]}, b, 5, b, b, b, b, 1.0) for b in (4, 1, 16)]
+    plot_latency([TargetProfile("t", stats)], tmp_path / "p.png")
+    assert ticks[0] == ["1x3x224x224", "4x3x224x224", "16x3x224x224"] and lines == [[0, 1, 2]]

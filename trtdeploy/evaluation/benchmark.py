@@ -201,12 +201,13 @@ def plot_latency(results: list[TargetProfile], path: str | os.PathLike) -> None:
     labels = list(dict.fromkeys(s.shape_label for s in by_size))  # small to large, so lines do not zigzag
     fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(labels) + 6), 4.8))
     for r in timed:
-        xs = [labels.index(s.shape_label) for s in r.latency]
-        p50 = np.array([s.p50_ms for s in r.latency])
-        ax_lat.errorbar(xs, p50, yerr=[np.zeros_like(p50), np.array([s.p99_ms for s in r.latency]) - p50],
+        stats = sorted(r.latency, key=lambda s: s.size_key)  # each line left to right
+        xs = [labels.index(s.shape_label) for s in stats]
+        p50 = np.array([s.p50_ms for s in stats])
+        ax_lat.errorbar(xs, p50, yerr=[np.zeros_like(p50), np.array([s.p99_ms for s in stats]) - p50],
                         marker="o", capsize=4, label=r.target)
-        ax_lat.scatter(xs, [s.p90_ms for s in r.latency], marker="_", s=120, color="grey")
-        ax_thr.plot(xs, [s.throughput for s in r.latency], marker="o", label=r.target)  # latency is sorted by size
+        ax_lat.scatter(xs, [s.p90_ms for s in stats], marker="_", s=120, color="grey")
+        ax_thr.plot(xs, [s.throughput for s in stats], marker="o", label=r.target)
     for ax, title, unit in ((ax_lat, "latency p50 (bar to p99, tick at p90)", "ms"),
                             (ax_thr, "throughput", "samples / s")):
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
