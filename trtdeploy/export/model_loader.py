@@ -113,6 +113,9 @@ def describe_weights(spec, checkpoint: str | Path | None = None) -> str:
     """Where a model's weights come from, for logs, summaries and sidecars."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
+    if isinstance(spec, str) and spec.startswith(ULTRALYTICS_SCHEME):
+        target = spec[len(ULTRALYTICS_SCHEME):]
+        return f"ultralytics checkpoint {target}" if target.endswith(".pt") else "random, seeded from the MODEL string"
     if not isinstance(spec, str) or not spec.startswith(TORCHVISION_SCHEME):
         return "weights set by the model's code"
     query = _parse_kwargs(spec.partition("?")[2])
