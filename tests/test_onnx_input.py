@@ -86,7 +86,10 @@ def test_classifier_tensorrt_fp16_dynamic_then_test_compare_profile(tmp_path, cl
     assert "onnxruntime (classifier.onnx)" in table and "end2end_fp16.onnx, stand-in for end2end.engine" in table
     compared = run_cli("compare", work / "end2end.onnx", "--model", classifier, "--input", DEMO_IMG).stdout
     assert "reference: onnxruntime (classifier.onnx)" in compared and "PASS" in compared
-    assert "images" in run_cli("inspect", work / "end2end.onnx").stdout
+    assert "images  1x3x64x64  2x3x64x64  4x3x64x64" in run_cli("inspect", work / "end2end.engine").stdout
+    triton = run_cli("export-triton", work, "--repo", tmp_path / "repo", "--name", "mine").stdout
+    assert "mine_onnx" in triton and "mine_trt" in triton
+    assert 'name: "images"' in (tmp_path / "repo" / "mine_onnx" / "config.pbtxt").read_text()
 
 
 @pytest.mark.slow
