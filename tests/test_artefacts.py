@@ -48,7 +48,8 @@ def test_stand_in_is_the_int8_twin_then_the_graph_it_was_built_from(tmp_path):
 
 
 def test_cli_takes_a_work_dir_wherever_it_takes_a_model_file(tiny_classifier, tmp_path, capsys):
-    """run (ONNX Runtime conversion), inspect, compare and profile (an engine that cannot run here: its stand-in)."""
+    """run and test (an ONNX Runtime conversion); inspect, compare and profile (an engine that cannot run here:
+    its stand-in)."""
     ort_work = tmp_path / "ort"
     ort_work.mkdir()
     for name in ("end2end.onnx", "end2end.onnx.json"):
@@ -57,6 +58,12 @@ def test_cli_takes_a_work_dir_wherever_it_takes_a_model_file(tiny_classifier, tm
     by_file = capsys.readouterr().out
     assert main(["run", str(ort_work / "end2end.onnx"), "--input", str(DEMO_IMG)]) == 0
     assert capsys.readouterr().out == by_file and by_file.strip()
+    for name in ("a", "b", "c"):  # the tiny model's three classes, one image each
+        (tmp_path / "data" / name).mkdir(parents=True)
+        shutil.copy(DEMO_IMG, tmp_path / "data" / name / "demo.jpg")
+    assert main(["test", str(tiny_classifier["cfg"]), "none", str(ort_work), "--dataset", str(tmp_path / "data"),
+                 "--classes", "a,b,c", "--out", str(tmp_path / "t.json")]) == 0
+    assert str(ort_work / "end2end.onnx") in (tmp_path / "t.json").read_text()
 
     work = tiny_classifier["work"]
     info = json.loads(run_cli("inspect", work, "--json").stdout)
