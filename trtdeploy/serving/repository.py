@@ -93,12 +93,10 @@ def find_converted(work_dir: str | os.PathLike) -> Converted:
     engine, engine_sidecar = engines[0] if engines else (None, None)
     if engine_sidecar:
         onnx = work / engine_sidecar.get("onnx_file", "end2end.onnx")
-    else:
-        candidates = [p for p, _ in converted if p.suffix == ".onnx"]
-        if not candidates:
-            raise ModelError(f"{work} holds no converted model (no .onnx with a .onnx.json sidecar); "
-                             f"run `trtdeploy convert ... --work-dir {work}` first")
-        onnx = candidates[0]
+    else:  # the graph the work dir stands for: ONNX Runtime INT8's end2end_int8.onnx over end2end.onnx
+        from ..artefacts import deployed_artefact
+
+        onnx = deployed_artefact(work)
     if not onnx.is_file():
         raise ModelError(f"{work}: the engine's sidecar names {onnx.name}, which is missing; convert again")
     return Converted(work, onnx, read_sidecar(onnx, required=True), engine, engine_sidecar)
