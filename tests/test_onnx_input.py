@@ -51,16 +51,20 @@ def classifier(tmp_path_factory) -> Path:
 
 # -- the hand-exported classifier ------------------------------------------------------------------
 
-def test_classifier_onnxruntime_no_torch(tmp_path, classifier):
-    """A file whose input is `images` with a dynamic batch converts with a config that names neither; no torch."""
+def test_classifier_no_torch(tmp_path, classifier):
+    """A file whose input is `images` with a dynamic batch converts with a config that names neither, on ONNX
+    Runtime and to a TensorRT-RTX engine, without importing torch (nor onnxslim, which has nothing to do)."""
+    trt_cfg = write_cfg(tmp_path, "tensorrt", images_profile("images", [1, 3, 64, 64], [2, 3, 64, 64], [4, 3, 64, 64]),
+                        name="trt.py")
     proc = run_python(textwrap.dedent(f"""
         import sys, trtdeploy
         r = trtdeploy.convert({str(write_cfg(tmp_path, 'onnxruntime'))!r}, {str(classifier)!r},
                               work_dir={str(tmp_path / 'work')!r}, test_img={str(DEMO_IMG)!r})
+        e = trtdeploy.convert({str(trt_cfg)!r}, {str(classifier)!r}, work_dir={str(tmp_path / 'trt')!r})
         print("torch imported:", "torch" in sys.modules, "onnxslim:", "onnxslim" in sys.modules,
-              "diff:", r.test_report["max_abs_diff"])
+              "diff:", r.test_report["max_abs_diff"], "engine:", e.backend_path.name)
     """))
-    assert "torch imported: False onnxslim: False diff: 0.0" in proc.stdout
+    assert "torch imported: False onnxslim: False diff: 0.0 engine: end2end.engine" in proc.stdout
     facts = sidecar(tmp_path / "work" / "end2end.onnx")
     assert facts["source_format"] == "onnx" and facts["model"] == str(classifier)
     assert [i["name"] for i in facts["inputs"]] == ["images"] and facts["inputs"][0]["shape"][0] == "n"
