@@ -4,14 +4,15 @@
     python benchmarks/bench_calibration.py --baseline /tmp/old [--images 24 --rounds 3]
 
 Rows: the baseline checkout, this one with its default ``calib_config.compression`` and this one
-with ``compression='gzip'``.
+with ``compression='none'``.
 
 The seed's ``configs/calibration/calibration_dataset.py`` (resize to 1333x800 keeping the ratio,
 normalise, pad to /32: 1x3x800x1088 float32 per image, its 2 workers) over photo-like 640x480
 JPEGs (random crops of demo/demo.jpg). Each round makes ``calib_data.h5`` once with each checkout, in
 alternating order, each in a fresh process (``prepare_calibration_file``, the INT8 convert's first
-step); the figure is images/s over the whole call (pipeline, compression, writing). Also reports the
-file sizes and checks that both files hold the same samples.
+step); the figures are images/s over the whole call (pipeline, compression, writing) and the CPU
+time per image of the process and its loader workers (steadier than wall time on a shared machine).
+Also reports the file sizes and checks that the files hold the same samples.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 ONE_RUN = """
-import sys, time
+import resource, sys, time
 from pathlib import Path
 from trtdeploy.calibration import prepare_calibration_file
 from trtdeploy.config import load_deploy_config
@@ -36,9 +37,11 @@ work, dataset, n = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 if sys.argv[5]:
     cfg.calib["compression"] = sys.argv[5]
 (work / "calib_data.h5").unlink(missing_ok=True)
-t = time.perf_counter()
+def cpu():
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+t, c = time.perf_counter(), cpu()
 prepare_calibration_file(cfg, work, "input", dataset)
-print("IMAGES_PER_S", n / (time.perf_counter() - t))
+print("RESULT", n / (time.perf_counter() - t), (cpu() - c) / n)  # images/s, CPU s per image (workers included)
 """
 
 
@@ -60,13 +63,15 @@ def make_images(root: Path, n: int) -> None:
     (root / "val_annotations.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
 
 
-def run(checkout: Path, work: Path, dataset: Path, n: int, compression: str) -> float:
+def run(checkout: Path, work: Path, dataset: Path, n: int, compression: str) -> tuple[float, float]:
+    """One calibration in a fresh process -> (images/s, CPU seconds per image over the process and its workers)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(checkout), str(work), str(dataset), str(n), compression],
                           capture_output=True, text=True, env=env, cwd=checkout, timeout=1800)
     if proc.returncode:
         raise RuntimeError(f"calibration with {checkout} failed:\n{proc.stderr[-2000:]}")
-    return float(proc.stdout.split("IMAGES_PER_S")[-1])
+    rate, cpu = proc.stdout.split("RESULT")[-1].split()
+    return float(rate), float(cpu)
 
 
 def same_samples(a: Path, b: Path) -> bool:
@@ -91,20 +96,23 @@ def main() -> int:
         seed = (REPO / "configs/calibration/calibration_dataset.py").read_text()
         dataset.write_text(seed.replace("data_root = 'calibration/dataset/root'", f"data_root = '{tmp / 'images'}/'"))
         # name -> (checkout, calib_config.compression: "" leaves the config's)
-        runs = {"baseline": (args.baseline.resolve(), ""), "new": (REPO, ""), "new, gzip": (REPO, "gzip")}
+        runs = {"baseline": (args.baseline.resolve(), ""), "new": (REPO, ""), "new, none": (REPO, "none")}
         rates: dict[str, list[float]] = {name: [] for name in runs}
+        cpus: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-                rates[name].append(run(*runs[name][:1], tmp / name.replace(", ", "_"), dataset, args.images,
-                                       runs[name][1]))
-                print(f"round {r + 1}: {name:10s} {rates[name][-1]:6.2f} images/s", flush=True)
+                rate, cpu = run(runs[name][0], tmp / name.replace(", ", "_"), dataset, args.images, runs[name][1])
+                rates[name].append(rate)
+                cpus[name].append(cpu)
+                print(f"round {r + 1}: {name:10s} {rate:6.2f} images/s  {1e3 * cpu:6.0f} CPU ms/image", flush=True)
         files = {name: tmp / name.replace(", ", "_") / "calib_data.h5" for name in runs}
-        base = statistics.median(rates["baseline"])
-        print(f"\n{args.images} images, seed pipeline (1x3x800x1088), {args.rounds} rounds, median images/s:")
+        base, base_cpu = statistics.median(rates["baseline"]), statistics.median(cpus["baseline"])
+        print(f"\n{args.images} images, seed pipeline (1x3x800x1088), {args.rounds} rounds, medians:")
         for name in runs:
-            rate = statistics.median(rates[name])
-            print(f"  {name:10s} {rate:6.2f} images/s  x{rate / base:4.2f}  file {files[name].stat().st_size / 1e6:7.1f} MB"
-                  f"  same samples as baseline: {same_samples(files['baseline'], files[name])}")
+            rate, cpu = statistics.median(rates[name]), statistics.median(cpus[name])
+            print(f"  {name:10s} {rate:6.2f} images/s x{rate / base:4.2f}   {1e3 * cpu:5.0f} CPU ms/image "
+                  f"x{base_cpu / cpu:4.2f} less   file {files[name].stat().st_size / 1e6:6.1f} MB   "
+                  f"same samples as baseline: {same_samples(files['baseline'], files[name])}")
     return 0
 
 

@@ -64,10 +64,10 @@ def _num_samples(cfg: DeployConfig) -> int:
 
 
 def _compression(cfg: DeployConfig) -> str:
-    value = cfg.calib.get("compression", "none")
+    value = cfg.calib.get("compression", "gzip")
     if value not in COMPRESSIONS:
         raise ConfigError(f"{cfg.source}: calib_config.compression must be one of {', '.join(map(repr, COMPRESSIONS))} "
-                          f"('none': fastest, 'gzip': MMDeploy's filter, ~14x smaller files), got {value!r}")
+                          f"('gzip': MMDeploy's filter, the default; 'none': raw, ~14x larger files), got {value!r}")
     return value
 
 

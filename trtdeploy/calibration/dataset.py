@@ -214,6 +214,24 @@ class _Indexed:
         return index, arrays, error
 
 
+def _keep_freed_memory(worker_id: int = 0) -> None:
+    """In a loader worker: let glibc's malloc reuse freed images instead of returning them to the system.
+
+    Each image passes through several fresh ~10 MB arrays; when malloc maps and unmaps each one,
+    every page is faulted in again (about a third of the pipeline's time on a 2-core VM). The
+    worker ends with the loader, so the memory it keeps is given back then. Elsewhere: nothing.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    mallopt = getattr(ctypes.CDLL(libc), "mallopt", None) if libc else None
+    if mallopt is not None:
+        mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep freed memory at the top of the heap
+        mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: allocations up to 32 MB come from the heap, reused
+
+
 def iterate_samples(dataset: CalibrationDataset, batch_size: int = 1, workers: int = 0,
                     desc: str = "calibration images", encode: Callable | None = None) -> Iterator[tuple]:
     """Yield ``(index, arrays, error)`` in order, loading with ``workers`` processes, with a progress bar.
@@ -222,7 +240,7 @@ def iterate_samples(dataset: CalibrationDataset, batch_size: int = 1, workers: i
     """
     from torch.utils.data import DataLoader
     loader = DataLoader(_Indexed(dataset, encode), batch_size=batch_size, num_workers=workers, shuffle=False,
-                        collate_fn=list, persistent_workers=False)
+                        collate_fn=list, persistent_workers=False, worker_init_fn=_keep_freed_memory)
     with progress(total=len(dataset), desc=desc, unit="img") as bar:
         for batch in loader:
             for item in batch:
