@@ -244,8 +244,8 @@ class Backend(ABC):
     def check_config(self, cfg: DeployConfig) -> None:
         """Refuse, before any slow step, what ``cfg`` asks and this backend cannot do (precisions)."""
         if cfg.int8:
-            raise ConfigError(f"{cfg.source}: int8_mode/precision='int8' is a TensorRT setting but backend_config.type "
-                              f"is {self.name!r}; use a *_tensorrt-int8_* config")
+            raise ConfigError(f"{cfg.source}: backend {self.name!r} has no INT8 (int8_mode/precision='int8'); use a "
+                              f"*_tensorrt-int8_* or *_onnxruntime-int8_* config")
 
     def inspect(self, path: Path) -> dict:
         """What the artefact ``path`` holds, as a JSON-ready dict (``trtdeploy inspect``)."""
