@@ -57,7 +57,7 @@ def decisive(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for conv in convs:
             fan_in = conv.weight[0].numel()
             torch.nn.init.normal_(conv.weight, std=float(1.0 / (rms[conv] * fan_in ** 0.5)))
-            torch.nn.init.constant_(conv.bias, -4.0 if branch.endswith("cv3") else 0.0)
+            torch.nn.init.constant_(conv.bias, {"cv3": -4.0, "one2one_cv3": -2.0}.get(branch, 0.0))
     return model.eval()
 
 
