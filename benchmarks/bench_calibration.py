@@ -10,7 +10,8 @@ The seed's ``configs/calibration/calibration_dataset.py`` (resize to 1333x800 ke
 normalise, pad to /32: 1x3x800x1088 float32 per image, its 2 workers) over photo-like 640x480
 JPEGs (random crops of demo/demo.jpg). Each round makes ``calib_data.h5`` once with each checkout, in
 alternating order, each in a fresh process (``prepare_calibration_file``, the INT8 convert's first
-step); the figures are images/s over the whole call (pipeline, compression, writing) and the CPU
+step, with torch's DataLoader imported before the clock starts, as in a convert from PyTorch); the
+figures are images/s over the whole call (pipeline, compression, writing) and the CPU
 time per image of the process and its loader workers (steadier than wall time on a shared machine).
 Also reports the file sizes and checks that the files hold the same samples.
 """
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_RUN = """
 import resource, sys, time
 from pathlib import Path
+import torch.utils.data  # noqa: F401  (loaded already in a convert from PyTorch; not a per-image cost)
 from trtdeploy.calibration import prepare_calibration_file
 from trtdeploy.config import load_deploy_config
 cfg = load_deploy_config(Path(sys.argv[1]) / "configs/classification/classification_tensorrt-int8_static-224x224.py")
