@@ -107,3 +107,15 @@ def test_refuses_an_engine_its_sidecar_does_not_describe(tmp_path):
     runner.engine_path.write_bytes(b"not an engine")
     with pytest.raises(ModelError, match="cannot load .*magic tag"):
         runner.activate()
+
+
+def test_fake_speaks_the_installed_tensorrt_api():
+    """Every engine/context call the fake offers (and the runner makes) exists on the real TensorRT-RTX classes."""
+    import tensorrt_rtx as trt
+
+    from trt_fake import ICudaEngine
+
+    for fake, real in ((ICudaEngine, trt.ICudaEngine), (IExecutionContext, trt.IExecutionContext)):
+        api = [n for n in vars(fake) if not n.startswith("_")]
+        assert api and [n for n in api if not hasattr(real, n)] == [], real
+    assert {"INPUT", "OUTPUT"} <= set(trt.TensorIOMode.__members__)
