@@ -116,6 +116,9 @@ def test_tensorrt_placement_quantizes_residual_add_pooling_concat_and_attention(
     zero_points = [numpy_helper.to_array(i) for i in q.graph.initializer if i.name.endswith("_zero_point")]
     assert all(z.dtype == np.int8 and not z.any() for z in zero_points)  # symmetric, as TensorRT-RTX requires
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in q.graph.initializer if i.name.endswith(".bias"))
+    kept = {t.node for t in quantize.quantization_targets(net_onnx)} - {
+        t.node for t in quantize.quantization_targets(net_onnx, output_layers=False)}
+    assert kept == {"/head/Gemm"}  # convert's default: the layer writing the logits stays high precision
 
 
 def test_onnxruntime_scheme_fuses_into_integer_kernels(net_onnx, tmp_path):
