@@ -9,7 +9,7 @@ from typing import Mapping
 import onnx
 
 from ...config import DeployConfig, ShapeRange
-from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError
+from ...errors import BackendUnavailableError, EngineCompatibilityError, ModelError, ShapeError
 from ...utils.fileio import sha256_file
 from ...utils.onnx_file import read_onnx
 from ...utils.gpu import current_compute_capability
@@ -86,7 +86,7 @@ class TensorRTBackend(Backend):
         plugins = prepare_plugin_build(trt, model)  # custom nodes checked, plugins registered, before parsing
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
-        shapes = cfg_default_shapes(cfg, default_shapes)
+        shapes = cfg_default_shapes(cfg, default_shapes, (read_sidecar(source) or {}).get("export_shapes"))
         plan = None  # what INT8 or FP16/BF16 adds: the graph to parse, a config hook, facts
         if cfg.int8:
             from .int8 import prepare_int8
@@ -176,10 +176,21 @@ class TensorRTBackend(Backend):
         return gpu_support(cc)
 
 
-def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict) -> dict:
-    """Static-profile shapes for inputs: the ONNX's own fixed dims, else the config's export shape."""
-    return {name: cfg.export_shape(name, shape) if any(d <= 0 for d in shape) else shape
-            for name, shape in onnx_shapes.items()}
+def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict, exported: Mapping | None = None) -> dict:
+    """Static-profile shapes for inputs: the ONNX's own fixed dims, else the shape its sidecar says it was exported
+    (or, for a user's ONNX file, prepared) at, else the config's export shape."""
+    shapes = {}
+    for name, shape in onnx_shapes.items():
+        if all(d > 0 for d in shape):
+            shapes[name] = shape
+            continue
+        chosen = tuple((exported or {}).get(name) or cfg.export_shape(name, shape))
+        if any(d <= 0 for d in chosen):
+            raise ShapeError(f"{cfg.source}: input {name!r} has dynamic dimensions ({list(shape)}, 0 = dynamic) and "
+                             f"the config gives no shape for them; add backend_config.model_inputs=[dict(input_shapes="
+                             f"dict({name}=dict(min_shape=..., opt_shape=..., max_shape=...)))]")
+        shapes[name] = chosen
+    return shapes
 
 
 def _built_with(sidecar: Mapping) -> str:
