@@ -61,10 +61,14 @@ def test_classifier_no_torch(tmp_path, classifier):
         r = trtdeploy.convert({str(write_cfg(tmp_path, 'onnxruntime'))!r}, {str(classifier)!r},
                               work_dir={str(tmp_path / 'work')!r}, test_img={str(DEMO_IMG)!r})
         e = trtdeploy.convert({str(trt_cfg)!r}, {str(classifier)!r}, work_dir={str(tmp_path / 'trt')!r})
+        trtdeploy.convert({str(write_cfg(tmp_path, 'tensorrt', name='static.py'))!r}, {str(classifier)!r},
+                          work_dir={str(tmp_path / 'static')!r})  # no profile: the dynamic batch is built at 1
         print("torch imported:", "torch" in sys.modules, "onnxslim:", "onnxslim" in sys.modules,
               "diff:", r.test_report["max_abs_diff"], "engine:", e.backend_path.name)
     """))
     assert "torch imported: False onnxslim: False diff: 0.0 engine: end2end.engine" in proc.stdout
+    assert sidecar(tmp_path / "static" / "end2end.engine")["profiles"] == [
+        {"images": {"min_shape": [1, 3, 64, 64], "opt_shape": [1, 3, 64, 64], "max_shape": [1, 3, 64, 64]}}]
     facts = sidecar(tmp_path / "work" / "end2end.onnx")
     assert facts["source_format"] == "onnx" and facts["model"] == str(classifier)
     assert [i["name"] for i in facts["inputs"]] == ["images"] and facts["inputs"][0]["shape"][0] == "n"
