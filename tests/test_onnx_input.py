@@ -181,9 +181,16 @@ def test_yolo_nms_appended_tensorrt_fp16(tmp_path):
 
 
 @pytest.mark.slow
-def test_yolo_dynamic_kept_raw(tmp_path):
-    """Without post_processing the raw head stays; a dynamic export converts with a profile on its own `images`."""
+def test_yolo_dynamic_kept_raw_or_with_nms(tmp_path):
+    """A dynamic export (even C is symbolic in its declared output: inference finds 84): without post_processing the
+    raw head stays; with it, a TensorRT-RTX engine under a 160..320 profile on the file's own `images`."""
     model = yolo_file(tmp_path, dynamic=True)
+    nms = write_cfg(tmp_path, "tensorrt", images_profile("images", [1, 3, 160, 160], [1, 3, 224, 224], [2, 3, 320, 320]),
+                    name="nms.py", task="ObjectDetection", codebase=f"{YOLO_PRE}, post_processing=dict("
+                    "score_threshold=0.0, iou_threshold=0.7, pre_top_k=300, keep_top_k=20)")
+    out = run_cli("convert", nms, model, "--work-dir", tmp_path / "nms", "--test-img", DEMO_IMG).stdout
+    assert "20 of 20 detections matched" in out, out
+    assert sidecar(tmp_path / "nms" / "end2end.engine")["profiles"][0]["images"]["max_shape"] == [2, 3, 320, 320]
     cfg = write_cfg(tmp_path, "onnxruntime", task="ObjectDetection", codebase=YOLO_PRE)
     result = trtdeploy.convert(cfg, model, work_dir=tmp_path / "work")
     facts = sidecar(result.onnx_path)

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import numpy as np
 
 from ..errors import ModelError
+from ..utils.onnx_graph import weightless
 
 NMS_DOMAIN, NMS_OP = "mmdeploy", "TRTBatchedNMS"  # ops/batched_nms/function.py's node
 # MMDeploy's detection defaults (configs/mmdet/_base_/base_static.py), for the keys the config leaves out.
@@ -28,12 +29,22 @@ DEFAULTS = {"score_threshold": 0.05, "iou_threshold": 0.5, "pre_top_k": 1000, "k
             "background_label_id": -1}
 
 
+def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
 def raw_head_layout(model: onnx.ModelProto) -> tuple[str, int] | None:
     """('channels_first' | 'channels_last', number of classes) when the graph's only output is a raw
     [N, 4 + C, A] (or [N, A, 4 + C]) head with static C, else None."""
     if len(model.graph.output) != 1:
         return None
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
+    dims = _static_dims(model.graph.output[0])
+    if len(dims) == 3 and dims[1] is None and dims[2] is None:  # a dynamic export names even C symbolically
+        try:
+            inferred = onnx.shape_inference.infer_shapes(weightless(model), data_prop=True)
+            dims = _static_dims(inferred.graph.output[0])
+        except Exception:  # inference gives up on some graphs; then the declared shape is all we know
+            pass
     if len(dims) != 3 or dims[1] is None and dims[2] is None:
         return None
     second, third = dims[1], dims[2]
