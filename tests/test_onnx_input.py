@@ -95,6 +95,8 @@ def test_classifier_tensorrt_fp16_dynamic_then_test_compare_profile(tmp_path, cl
     compared = run_cli("compare", work / "end2end.onnx", "--model", classifier, "--input", DEMO_IMG).stdout
     assert "reference: onnxruntime (classifier.onnx)" in compared and "PASS" in compared
     assert "images  1x3x64x64  2x3x64x64  4x3x64x64" in run_cli("inspect", work / "end2end.engine").stdout
+    profiled = run_cli("profile", work / "end2end.onnx", "--seconds", "0.2").stdout
+    assert "2x3x64x64" in profiled  # the profile's opt shape, from the sidecar
     triton = run_cli("export-triton", work, "--repo", tmp_path / "repo", "--name", "mine").stdout
     assert "mine_onnx" in triton and "mine_trt" in triton
     assert 'name: "images"' in (tmp_path / "repo" / "mine_onnx" / "config.pbtxt").read_text()
