@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..config import DeployConfig, ShapeRange
+from ..config import CONFIG_CHECKS, DeployConfig, ShapeRange
 from ..errors import BackendUnavailableError, ConfigError, InputError, ModelError, ShapeError, TrtDeployError
 from ..registry import Registry
 from ..utils.logging import logger
@@ -207,6 +207,9 @@ class Backend(ABC):
     artefact_suffix: str = ""             # what ``build`` writes; ".onnx": the ONNX file itself, nothing to build
     default_device: str = "cpu"
     install_hint: str = ""
+    # Precisions not every backend builds: name -> how this one builds it. A config asking one of them of a
+    # backend that does not declare it is refused when it is read (``refuse_unbuilt_precision``).
+    builds_precisions: Mapping[str, str] = {}
 
     def builds_for(self, cfg: DeployConfig) -> bool:
         """Whether ``convert`` has a build step for ``cfg`` (it writes something besides the ONNX file)."""
@@ -297,6 +300,23 @@ def discover_backends() -> list[str]:
 
 
 _discovered = False
+
+
+def refuse_unbuilt_precision(cfg: DeployConfig) -> None:
+    """A precision some backends build (``Backend.builds_precisions``) asked of one that does not: the config
+    is refused as it is read, not after an export, naming the backends that build it."""
+    discover_backends()
+    if cfg.backend not in BACKENDS or cfg.precision in BACKENDS.get(cfg.backend).builds_precisions:
+        return  # an unknown type is refused by get_backend, with its did-you-mean
+    builders = {name: b.builds_precisions[cfg.precision] for name, b in BACKENDS.items()
+                if cfg.precision in b.builds_precisions}
+    if builders:
+        raise ConfigError(f"{cfg.source}: precision {cfg.precision!r} is built by {' or '.join(builders.values())}, "
+                          f"but backend_config.type is {cfg.backend!r}, which runs the FP32 graph; set "
+                          f"{' or '.join(f'type={name!r}' for name in builders)}")
+
+
+CONFIG_CHECKS.append(refuse_unbuilt_precision)
 
 
 def get_backend(name: str) -> Backend:

@@ -25,6 +25,10 @@ DEFAULTS = {
     "backend_config": dict(type="onnxruntime"),
 }
 
+# Checks the layers above add to every config read: what a backend builds is its own knowledge, and config sits
+# below backends (backends/base.py adds the refusal of a precision the chosen backend does not build).
+CONFIG_CHECKS: list[Callable[["DeployConfig"], None]] = []
+
 
 @dataclass(frozen=True)
 class ShapeRange:
@@ -190,6 +194,8 @@ class DeployConfig:
         self.dynamic_axes = _normalize_dynamic_axes(self.onnx.get("dynamic_axes"), source)
         self.profiles = self._read_profiles()
         self._check_dynamic_axes_names()
+        for check in CONFIG_CHECKS:
+            check(self)
 
     # -- simple questions -------------------------------------------------
     @property
@@ -313,10 +319,6 @@ class DeployConfig:
         if precision in ("fp32", "bf16") and modes:
             raise ConfigError(f"{self.source}: precision {precision!r} conflicts with common_config."
                               f"{'/'.join(modes)}=True; remove {'them' if len(modes) > 1 else 'it'} or the precision")
-        if precision == "bf16" and self.backend != "tensorrt":
-            raise ConfigError(f"{self.source}: precision 'bf16' is built by TensorRT (strongly typed: TensorRT-RTX, "
-                              f"TensorRT >= 10; weakly typed: TensorRT 9-10 with BuilderFlag.BF16), but "
-                              f"backend_config.type is {self.backend!r}, which runs the FP32 graph; set type='tensorrt'")
 
     def _check_dynamic_axes_names(self) -> None:
         known = self.input_names + self.output_names

@@ -40,6 +40,8 @@ class TensorRTBackend(Backend):
     artefact_suffix = ".engine"
     default_device = "cuda"
     install_hint = INSTALL_HINT
+    builds_precisions = {"bf16": "TensorRT (strongly typed: TensorRT-RTX, TensorRT >= 10; weakly typed: "
+                                 "TensorRT 9-10 with BuilderFlag.BF16)"}
 
     def is_available(self) -> bool:
         return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
@@ -249,3 +251,4 @@ def check_engine_file(path: Path, sidecar: Mapping) -> None:
     if want_sha is not None and sha256_file(path) != want_sha:
         raise ModelError(f"{path} does not match its sidecar (sha256 differs): it was replaced after the build; "
                          f"convert the model again")
+
