@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
-import importlib.metadata
 import platform
 import re
 import shutil
@@ -138,16 +137,6 @@ def cuda_driver_version() -> tuple[int, int] | None:
     return version.value // 1000, (version.value % 1000) // 10
 
 
-def _tensorrt_cuda_major() -> tuple[str, int] | None:
-    """The CUDA major version the installed TensorRT wheel is built for (from its -cuNN package name)."""
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        match = re.fullmatch(r"(tensorrt(?:-rtx)?)-cu(\d+)", name)
-        if match:
-            return name, int(match.group(2))
-    return None
-
-
 @ENV_CHECKS.register("cuda")
 def _cuda() -> list[Finding]:
     driver = cuda_driver_version()
@@ -165,9 +154,7 @@ def _cuda() -> list[Finding]:
     import torch
 
     runtimes = [("torch", int(torch.version.cuda.split(".")[0]), torch.version.cuda)] if torch.version.cuda else []
-    built = _tensorrt_cuda_major()
-    if built:
-        runtimes.append((built[0], built[1], f"{built[1]}.x"))
+    runtimes += [(who, major, f"{major}.x") for who, major in filter(None, (b.cuda_runtime() for b in all_backends()))]
     rows.append(Finding("cuda", "CUDA runtime", OK,
                         ", ".join(f"{who}: CUDA {text}" for who, _, text in runtimes) or "none (CPU-only torch)"))
     for who, major, text in runtimes:

@@ -270,6 +270,11 @@ class Backend(ABC):
         """Whether it can build and run for a GPU of compute capability ``cc``: (ok, detail, fix), or None (no view)."""
         return None
 
+    def cuda_runtime(self) -> tuple[str, int] | None:
+        """(its package, the CUDA major version that package is built for), for check-env's driver check; None if
+        it brings no CUDA runtime of its own."""
+        return None
+
 
 BACKENDS: Registry[type[Backend]] = Registry("backend type")
 ENTRY_POINT_GROUP = "trtdeploy.backends"  # a third-party package adds a backend by naming its module here

@@ -177,6 +177,11 @@ class TensorRTBackend(Backend):
 
         return gpu_support(cc)
 
+    def cuda_runtime(self) -> tuple[str, int] | None:
+        from .checks import wheel_cuda_major
+
+        return wheel_cuda_major()
+
 
 def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict, exported: Mapping | None = None) -> dict:
     """Static-profile shapes for inputs: the ONNX's own fixed dims, else the shape its sidecar says it was exported

@@ -1,8 +1,10 @@
 """TensorRT's part of ``trtdeploy check-env``: its flavours, a tar install, its plugins, the GPUs it supports."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -93,3 +95,13 @@ def gpu_support(cc: tuple[int, int]) -> tuple[bool, str, str] | None:
         return (False, f"{trt.label} does not support {sm}", f"pip install tensorrt to build and run engines on this "
                 f"GPU; {trt.label} targets {'/'.join(trt.supported_targets)}")
     return True, f"supported by {trt.label}", ""
+
+
+def wheel_cuda_major() -> tuple[str, int] | None:
+    """The installed TensorRT wheel and the CUDA major version it is built for (from its -cuNN package name)."""
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        match = re.fullmatch(r"(tensorrt(?:-rtx)?)-cu(\d+)", name)
+        if match:
+            return name, int(match.group(2))
+    return None
