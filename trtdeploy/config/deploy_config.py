@@ -1,8 +1,8 @@
 """Load, validate and query a deploy config.
 
-The file is read with mmengine's ``Config`` (the same library MMDeploy uses), so
-``_base_`` chains, ``{{_base_.x}}`` references and overrides behave as MMDeploy users
-expect. Validation happens once, here, before any export starts.
+The file is read with mmengine's ``Config`` rules (the library MMDeploy uses; ``reader.py`` reads plain
+``_base_`` chains itself and hands any other file to mmengine), so ``_base_`` chains, ``{{_base_.x}}``
+references and overrides behave as MMDeploy users expect. Validation happens once, here, before any export starts.
 """
 from __future__ import annotations
 
@@ -418,10 +418,10 @@ def read_config_file(path: Path) -> Mapping:
         raise ConfigError(f"config file {path} is not readable; check its permissions")
     if path.suffix not in (".py", ".json", ".yaml", ".yml"):
         raise ConfigError(f"config file {path} must be a .py (or .json/.yaml) file")
-    from mmengine import Config
+    from .reader import read_config
 
     try:
-        return Config.fromfile(str(path)).to_dict()
+        return read_config(path)
     except SyntaxError as e:
         # mmengine parses the source itself, so the SyntaxError's filename is '<unknown>'
         where = e.filename if e.filename and not e.filename.startswith("<") else path
