@@ -210,6 +210,7 @@ class Backend(ABC):
     # Precisions not every backend builds: name -> how this one builds it. A config asking one of them of a
     # backend that does not declare it is refused when it is read (``refuse_unbuilt_precision``).
     builds_precisions: Mapping[str, str] = {}
+    triton_platform: str = ""             # Triton's platform that serves its artefact natively ("": none does)
 
     def builds_for(self, cfg: DeployConfig) -> bool:
         """Whether ``convert`` has a build step for ``cfg`` (it writes something besides the ONNX file)."""

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backends.sidecar import read_sidecar, sidecar_path, sidecars_in
+from ..artefacts import deployed_artefact
+from ..backends.base import backend_for_file
+from ..backends.sidecar import read_sidecar, sidecar_path
 from ..errors import ConfigError, ModelError, WorkDirError
 from ..registry import Registry
 from ..tasks import TASKS, Task, get_task
@@ -86,20 +88,17 @@ class ExportResult:
 
 
 def find_converted(work_dir: str | os.PathLike) -> Converted:
-    """Locate end2end.onnx (and an engine) through their sidecars."""
+    """What the work dir stands for (``artefacts.deployed_artefact``): a built artefact (an engine) over the ONNX its
+    sidecar names, or a graph itself (ONNX Runtime INT8's end2end_int8.onnx over end2end.onnx)."""
     work = Path(work_dir)
-    converted = sidecars_in(work)
-    engines = [(p, s) for p, s in converted if p.suffix in (".engine", ".plan")]
-    engine, engine_sidecar = engines[0] if engines else (None, None)
-    if engine_sidecar:
-        onnx = work / engine_sidecar.get("onnx_file", "end2end.onnx")
-    else:  # the graph the work dir stands for: ONNX Runtime INT8's end2end_int8.onnx over end2end.onnx
-        from ..artefacts import deployed_artefact
-
-        onnx = deployed_artefact(work)
+    top = deployed_artefact(work)
+    sidecar = read_sidecar(top, required=True)
+    if top.suffix == ".onnx":
+        return Converted(work, top, sidecar)
+    onnx = work / sidecar.get("onnx_file", "end2end.onnx")
     if not onnx.is_file():
         raise ModelError(f"{work}: the engine's sidecar names {onnx.name}, which is missing; convert again")
-    return Converted(work, onnx, read_sidecar(onnx, required=True), engine, engine_sidecar)
+    return Converted(work, onnx, read_sidecar(onnx, required=True), top, sidecar)
 
 
 def custom_nodes(onnx_path: Path) -> list[str]:
@@ -238,7 +237,7 @@ def engine_max_batch(sidecar: dict, requested: int | None, where: str) -> tuple[
 
 @MODEL_KINDS.register("tensorrt_plan")
 def tensorrt_model(converted: Converted, opts: ExportOptions) -> ModelFiles:
-    if converted.engine is None:
+    if converted.engine is None or backend_for_file(converted.engine).triton_platform != "tensorrt_plan":
         raise Skip(f"{converted.work_dir} has no engine; convert with a TensorRT deploy config to get one")
     sidecar = converted.engine_sidecar
     source = converted.work_dir / (sidecar.get("built_from") or converted.onnx.name)

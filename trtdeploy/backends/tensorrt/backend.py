@@ -40,6 +40,7 @@ class TensorRTBackend(Backend):
     artefact_suffix = ".engine"
     default_device = "cuda"
     install_hint = INSTALL_HINT
+    triton_platform = "tensorrt_plan"
     builds_precisions = {"bf16": "TensorRT (strongly typed: TensorRT-RTX, TensorRT >= 10; weakly typed: "
                                  "TensorRT 9-10 with BuilderFlag.BF16)"}
 
