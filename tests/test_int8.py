@@ -231,7 +231,7 @@ def test_calibrator_feeds_opt_shape_batches_and_keeps_its_cache(tmp_path, caplog
 
 
 def test_sensitivity_needs_an_int8_work_dir(tmp_path):
-    from trtdeploy.backends.tensorrt.int8 import int8_sensitivity
+    from trtdeploy.evaluation.precision import int8_sensitivity
     from trtdeploy.errors import ModelError
 
     with pytest.raises(ModelError, match="does not exist; pass the --work-dir of an INT8"):

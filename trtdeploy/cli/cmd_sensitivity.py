@@ -53,7 +53,7 @@ def report_precision(work_dir, precision: str, tolerances: dict, samples: int = 
 
 def report_sensitivity(work_dir, samples: int = 32, top: int = 15) -> None:
     """Measure (``int8_sensitivity``) and print the ranking, the totals and the proposal."""
-    from ..backends.tensorrt.int8 import SENSITIVITY_FILE, int8_sensitivity
+    from ..evaluation.precision import SENSITIVITY_FILE, int8_sensitivity
 
     report = int8_sensitivity(work_dir, samples)
     layers = report["layers"]

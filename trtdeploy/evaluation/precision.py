@@ -1,7 +1,12 @@
-"""The precision debugger (``trtdeploy sensitivity --precision fp16|bf16``): which nodes must stay FP32.
+"""``trtdeploy sensitivity``: which nodes a lower precision hurts, judged on ONNX Runtime against FP32.
 
-It bisects on ONNX Runtime over the emulated 16-bit graph (``passes.fp16``) and judges outputs with
-``compare_outputs``, so it sits in evaluation, above the backends whose builds it informs.
+- ``--precision fp16|bf16`` (``precision_sensitivity``): bisect over the emulated 16-bit graph
+  (``passes.fp16``) which nodes must stay FP32, judging outputs with ``compare_outputs``;
+- ``--precision int8`` (``int8_sensitivity``): quantize one layer at a time with the calibration ranges of
+  an INT8 conversion (``passes.quantize``) and rank the layers by the output error each one causes.
+
+Both judge a conversion's graphs rather than build anything, so they sit in evaluation, above the
+backends whose builds they inform.
 """
 from __future__ import annotations
 
@@ -11,15 +16,19 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from ..backends.sidecar import read_sidecar
-from ..backends.tensorrt.low_precision import random_sample
-from ..calibration import CalibrationFile
-from ..errors import ModelError
+from ..backends.sidecar import read_sidecar, sidecars_in
+from ..calibration import CalibrationFile, calibration_file_path
+from ..calibration.qdq import activation_ranges, calib_method, model_inputs, name_map
+from ..config import DeployConfig
+from ..errors import ConfigError, DatasetError, ModelError
+from ..passes import quantize
 from ..passes.fp16 import to_fp16_body
-from ..passes.numerics import run_onnx
+from ..passes.numerics import random_sample, run_onnx
+from ..utils.fileio import atomic_write_json
 from .compare import compare_outputs
 
 PRUNE_LIMIT = 32  # nodes of the bisected prefix tried one by one for removal (one graph run each)
+SENSITIVITY_FILE = "int8_sensitivity.json"
 
 
 def work_dir_feeds(work_dir: Path, samples: int) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]], str]:
@@ -80,3 +89,51 @@ def precision_sensitivity(model: onnx.ModelProto, feeds: list[Mapping[str, np.nd
         if passes(trial):
             needed = trial
     return {"fp32_nodes": needed, "candidates": len(candidates), "runs": runs}
+
+def _int8_sidecar(work_dir: Path) -> tuple[Path, dict]:
+    for engine, sidecar in sidecars_in(work_dir, "of an INT8 `trtdeploy convert`"):
+        if sidecar.get("precision") == "int8":
+            return engine, sidecar
+    raise ModelError(f"{work_dir} holds no INT8 engine with a sidecar; convert with a *_tensorrt-int8_* config "
+                     f"and --work-dir {work_dir} first")
+
+
+def int8_sensitivity(work_dir: str | Path, num_samples: int = 32) -> dict:
+    """Per quantizable layer, the output error when only it is INT8 (ONNX Runtime, FP32 elsewhere), most
+    sensitive first, and a proposed set to keep in higher precision with the error it leaves.
+
+    Reads what an INT8 ``trtdeploy convert`` left in ``work_dir``; writes int8_sensitivity.json there.
+    """
+    work_dir = Path(work_dir)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"--samples must be an integer >= 1, got {num_samples!r}")
+    engine, sidecar = _int8_sidecar(work_dir)
+    # Only the calibration settings matter here (they are recorded in the engine's sidecar), not its backend.
+    recorded = (sidecar.get("deploy_config") or {}).get("calib_config") or {}
+    cfg = DeployConfig({"onnx_config": {}, "backend_config": {}, "calib_config": recorded}, source=f"{engine}.json")
+    onnx_path = work_dir / sidecar.get("onnx_file", "end2end.onnx")
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path} (the FP32 graph of {engine.name}) is missing; convert again")
+    calib_path = calibration_file_path(cfg, work_dir)
+    if not calib_path.is_file():
+        raise DatasetError(f"{calib_path} is missing; convert again with --calib-dataset-cfg to collect it")
+    model = onnx.load(str(onnx_path))
+    targets = quantize.quantization_targets(model)
+    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg)
+    inputs = model_inputs(model)
+    with CalibrationFile(calib_path) as calib:
+        picks = np.unique(np.linspace(0, len(calib) - 1, min(num_samples, len(calib))).round().astype(int))
+        names = name_map(calib, inputs)
+        feeds = [{m: calib.sample(int(i))[f] for m, f in names.items()} for i in picks]
+    scores = quantize.layer_sensitivity(model, targets, ranges, feeds)
+    keep = quantize.propose_high_precision(scores)
+    report = {
+        "engine": engine.name, "method": calib_method(cfg), "samples": len(feeds),
+        "metric": "relative L2 error of the outputs against FP32, mean over samples",
+        "layers": [{"node": t.node, "op_type": t.op_type, "error": err} for t, err in scores],
+        "all_int8_error": quantize.quantized_error(model, targets, ranges, feeds),
+        "proposed_exclude_nodes": [t.node for t in keep],
+        "error_with_proposal": quantize.quantized_error(model, [t for t in targets if t not in keep], ranges, feeds),
+    }
+    atomic_write_json(work_dir / SENSITIVITY_FILE, report)
+    return report

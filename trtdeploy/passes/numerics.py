@@ -31,6 +31,15 @@ def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def random_sample(model: onnx.ModelProto, shapes: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], str]:
+    """Standard normal input at ``shapes`` (what normalised images look like), seeded."""
+    rng = np.random.default_rng(0)
+    init = {i.name for i in model.graph.initializer}
+    feed = {i.name: rng.standard_normal(tuple(shapes[i.name])).astype(np.float32)
+            for i in model.graph.input if i.name not in init}
+    return feed, "random input " + ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
+
+
 def run_onnx(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], all_tensors: bool = False,
              where: str = "the graph") -> dict[str, np.ndarray]:
     """Outputs (with ``all_tensors``: every intermediate tensor, graph optimisations off) on ONNX Runtime's CPU."""

@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 
 from ...calibration import CalibrationFile, calibration_file_path
-from ...calibration.qdq import (RANGES_FILE, activation_ranges, calib_method, calibration_samples,
-                               check_calibration_shapes, model_inputs, name_map, quantized_graph)
+from ...calibration.qdq import (RANGES_FILE, calib_method, calibration_samples, check_calibration_shapes,
+                               model_inputs, quantized_graph)
 from ...config import DeployConfig, ShapeRange
-from ...errors import BackendUnavailableError, ConfigError, DatasetError, ModelError
+from ...errors import BackendUnavailableError, ConfigError, DatasetError
 from ...passes import quantize
 from ...registry import Registry
 from ...utils.fileio import atomic_write_bytes, atomic_write_json, sha256_file
@@ -281,58 +281,3 @@ INT8_ROUTES: Registry[Callable[..., Int8Plan]] = Registry("INT8 route")
 INT8_ROUTES.register("explicit")(_explicit)
 INT8_ROUTES.register("implicit")(_implicit)
 
-
-# -- sensitivity --------------------------------------------------------------------------
-SENSITIVITY_FILE = "int8_sensitivity.json"
-
-
-def _int8_sidecar(work_dir: Path) -> tuple[Path, dict]:
-    from ..sidecar import sidecars_in
-
-    for engine, sidecar in sidecars_in(work_dir, "of an INT8 `trtdeploy convert`"):
-        if sidecar.get("precision") == "int8":
-            return engine, sidecar
-    raise ModelError(f"{work_dir} holds no INT8 engine with a sidecar; convert with a *_tensorrt-int8_* config "
-                     f"and --work-dir {work_dir} first")
-
-
-def int8_sensitivity(work_dir: str | Path, num_samples: int = 32) -> dict:
-    """Per quantizable layer, the output error when only it is INT8 (ONNX Runtime, FP32 elsewhere), most
-    sensitive first, and a proposed set to keep in higher precision with the error it leaves.
-
-    Reads what an INT8 ``trtdeploy convert`` left in ``work_dir``; writes int8_sensitivity.json there.
-    """
-    work_dir = Path(work_dir)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"--samples must be an integer >= 1, got {num_samples!r}")
-    engine, sidecar = _int8_sidecar(work_dir)
-    # Only the calibration settings matter here; they are recorded in the engine's sidecar.
-    recorded = (sidecar.get("deploy_config") or {}).get("calib_config") or {}
-    cfg = DeployConfig({"onnx_config": {}, "backend_config": {"type": "tensorrt"}, "calib_config": recorded},
-                       source=f"{engine}.json")
-    onnx_path = work_dir / sidecar.get("onnx_file", "end2end.onnx")
-    if not onnx_path.is_file():
-        raise ModelError(f"{onnx_path} (the FP32 graph of {engine.name}) is missing; convert again")
-    calib_path = calibration_file_path(cfg, work_dir)
-    if not calib_path.is_file():
-        raise DatasetError(f"{calib_path} is missing; convert again with --calib-dataset-cfg to collect it")
-    model = onnx.load(str(onnx_path))
-    targets = quantize.quantization_targets(model)
-    ranges = activation_ranges(model, targets, calib_path, work_dir, cfg)
-    inputs = model_inputs(model)
-    with CalibrationFile(calib_path) as calib:
-        picks = np.unique(np.linspace(0, len(calib) - 1, min(num_samples, len(calib))).round().astype(int))
-        names = name_map(calib, inputs)
-        feeds = [{m: calib.sample(int(i))[f] for m, f in names.items()} for i in picks]
-    scores = quantize.layer_sensitivity(model, targets, ranges, feeds)
-    keep = quantize.propose_high_precision(scores)
-    report = {
-        "engine": engine.name, "method": calib_method(cfg), "samples": len(feeds),
-        "metric": "relative L2 error of the outputs against FP32, mean over samples",
-        "layers": [{"node": t.node, "op_type": t.op_type, "error": err} for t, err in scores],
-        "all_int8_error": quantize.quantized_error(model, targets, ranges, feeds),
-        "proposed_exclude_nodes": [t.node for t in keep],
-        "error_with_proposal": quantize.quantized_error(model, [t for t in targets if t not in keep], ranges, feeds),
-    }
-    atomic_write_json(work_dir / SENSITIVITY_FILE, report)
-    return report

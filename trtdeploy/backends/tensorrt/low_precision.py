@@ -23,7 +23,7 @@ import onnx
 from ...config import DeployConfig
 from ...errors import BackendUnavailableError
 from ...passes.fp16 import fragile_nodes, matching_nodes, to_fp16_body
-from ...passes.numerics import check_low_precision_finite
+from ...passes.numerics import check_low_precision_finite, random_sample
 from ...utils.fileio import atomic_write_bytes
 from ...utils.logging import logger
 from .compat import TensorRT
@@ -50,15 +50,6 @@ def fp32_node_names(model: onnx.ModelProto, patterns, where: str) -> list[str]:
                            f"; close names: {', '.join(close)}" if close else
                            "; `trtdeploy inspect` lists the node names")
     return matching_nodes(model, patterns)
-
-
-def random_sample(model: onnx.ModelProto, shapes: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], str]:
-    """Standard normal input at ``shapes`` (what normalised images look like), seeded."""
-    rng = np.random.default_rng(0)
-    init = {i.name for i in model.graph.initializer}
-    feed = {i.name: rng.standard_normal(tuple(shapes[i.name])).astype(np.float32)
-            for i in model.graph.input if i.name not in init}
-    return feed, "random input " + ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
 
 
 def prepare_low_precision(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
