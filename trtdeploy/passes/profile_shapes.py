@@ -20,7 +20,6 @@ from typing import Callable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..config import ShapeRange
 from ..errors import ShapeError
@@ -45,17 +44,23 @@ def _inference_verdict(light: onnx.ModelProto, shapes: Mapping[str, tuple[int, .
         inferred = onnx.shape_inference.infer_shapes(_with_input_shapes(light, shapes), strict_mode=True,
                                                      data_prop=True)
     except Exception as e:  # InferenceError / ShapeInferenceError
-        return True, _inference_reason(str(e))
+        return True, _node_reason(str(e), INFERENCE_ERROR)
     values = list(inferred.graph.value_info) + list(inferred.graph.output)
     static = all(v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
                  and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim) for v in values)
     return static, None
 
 
-def _inference_reason(text: str) -> str:
-    """onnx's inference error as "node '/Add' (Add): Incompatible dimensions"."""
+# (op type, node name, message) in onnx's shape-inference errors and in ONNX Runtime's run failures (without ONNX
+# Runtime's failed-assertion text and source location)
+INFERENCE_ERROR = r"\(op_type:(\S+), node name: ([^)]*)\): (?:\[\w+\] )?(.*)"
+ORT_ERROR = r"running (\S+) node\. Name:'([^']*)' Status Message: (?:.*? was false\. )?(?:\S+\.(?:h|cc|cpp):\d+ )?(.*)"
+
+
+def _node_reason(text: str, pattern: str) -> str:
+    """A checker's error as "node '/Add' (Add): Incompatible dimensions" (``pattern``'s groups), else its text."""
     text = " ".join(text.split())
-    found = re.search(r"\(op_type:(\S+), node name: ([^)]*)\): (?:\[\w+\] )?(.*)", text)
+    found = re.search(pattern, text)
     if not found:
         return text[:300]
     op, name, message = found.groups()
@@ -80,20 +85,8 @@ def _ort_failure(model: onnx.ModelProto, session_cache: dict, shapes: Mapping[st
     try:
         session.run(None, feed, run_options)
     except Exception as e:
-        return _ort_reason(str(e))
+        return _node_reason(str(e), ORT_ERROR)
     return None
-
-
-def _ort_reason(text: str) -> str:
-    """ONNX Runtime's failure without its source locations: "node '/Add' (Add): Attempting to broadcast ..."."""
-    text = " ".join(text.split())
-    found = re.search(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", text)
-    if not found:
-        return text[:300]
-    op, name, message = found.groups()
-    message = message.split(" was false. ", 1)[-1]
-    message = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ ", "", message)
-    return f"node {name!r} ({op}): {message[:300]}"
 
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
