@@ -94,3 +94,48 @@ def test_an_unknown_detector_is_refused_with_the_registered_families(tmp_path):
     for family in ("torchvision RetinaNet", "ultralytics YOLO", "toy detector"):
         assert family in message
     assert "Adding a detector family" in message and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_keypoint_rcnn_converts_builds_draws_and_scores(tmp_path):
+    """keypoints [N, K, 17, 3] (x, y, heatmap score) beside dets/labels: built by TensorRT-RTX, drawn by `run --out`,
+    scored by `test` as COCO keypoint mAP."""
+    import json
+
+    from PIL import Image
+
+    from conftest import DEMO_IMG, build_in_child, run_cli
+    from test_detection import assert_same_detections, decisive
+
+    model = decisive(torchvision.models.get_model("keypointrcnn_resnet50_fpn", weights=None, weights_backbone=None))
+    cfg = Config.fromfile(str(CONFIGS / "keypoints/keypoints_onnxruntime_dynamic.py")).to_dict()
+    cfg["onnx_config"]["input_shape"] = [352, 320]
+    cfg["codebase_config"]["post_processing"].update(keep_top_k=20, pre_top_k=3000)
+    result = trtdeploy.convert(cfg, model, work_dir=tmp_path / "work")
+    deployed = trtdeploy.load(result.backend_path)
+    torch.manual_seed(1)
+    batch = (torch.rand(1, 3, 320, 352) * 4 - 2).numpy()
+    ours, theirs = deployed(batch), deployed.task.torch_outputs(model, batch, deployed.runner.output_names)
+    assert ours["keypoints"].shape == theirs["keypoints"].shape == (1, 20, 17, 3)
+    assert_same_detections({k: ours[k] for k in ("dets", "labels")}, {k: theirs[k] for k in ("dets", "labels")},
+                           (320, 352))
+    boxes, xy = ours["dets"][0, :, None, :4], ours["keypoints"][0, :, :, :2]
+    assert ((xy >= boxes[..., :2] - 1e-3) & (xy <= boxes[..., 2:] + 1e-3)).all()  # every keypoint inside its box
+    assert build_in_child(result.onnx_path, tmp_path / "trt",
+                          CONFIGS / "keypoints/keypoints_tensorrt_dynamic-320x320-1344x1344.py")["size"] > 1_000_000
+
+    drawn = tmp_path / "drawn.png"
+    run_cli("run", result.backend_path, "--input", DEMO_IMG, "--out", drawn)
+    assert np.abs(np.asarray(Image.open(drawn), np.int16) - np.asarray(Image.open(DEMO_IMG).convert("RGB"), np.int16)).max() > 50
+    width, height = Image.open(DEMO_IMG).size
+    person = [v for k in range(17) for v in (width * (0.3 + 0.02 * k), height * (0.2 + 0.03 * k), 2)]
+    coco = {"images": [{"id": 1, "file_name": DEMO_IMG.name, "width": width, "height": height}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [width * 0.3, height * 0.2, width * 0.34,
+                                                                                 height * 0.48],
+                             "area": width * height * 0.16, "iscrowd": 0, "keypoints": person, "num_keypoints": 17}],
+            "categories": [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(17)], "skeleton": []}]}
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    proc = run_cli("test", CONFIGS / "keypoints/keypoints_onnxruntime_dynamic.py", "none", result.onnx_path,
+                   "--dataset", tmp_path / "kp.json", "--img-prefix", DEMO_IMG.parent, "--out", tmp_path / "acc.json")
+    scores = json.loads((tmp_path / "acc.json").read_text())["results"][0]["scores"]
+    assert {"bbox mAP", "keypoints mAP", "keypoints mAP50"} <= set(scores), proc.stdout

@@ -122,6 +122,9 @@ class CocoMAP(Metric):
             entry = {"image_id": sample.image_id, "category_id": category, "bbox": _box_xywh(box), "score": float(score)}
             if "segm" in self.iou_types and masks is not None:
                 entry["segmentation"] = mask_utils.encode(np.asfortranarray(np.asarray(masks[i]).astype(np.uint8)))
+            if "keypoints" in prediction:  # COCO keypoint results: x, y, visibility (the score ranks the detection)
+                xy = np.asarray(prediction["keypoints"][i], np.float64)[:, :2]
+                entry["keypoints"] = np.concatenate([xy, np.ones((len(xy), 1))], axis=1).ravel().tolist()
             self.results.append(entry)
 
     def _ground_truth(self, image_ids: set[int]):
@@ -152,11 +155,12 @@ class CocoMAP(Metric):
 
         image_ids = {s.image_id for s in self.dataset.samples}
         scores = {}
-        for iou_type in self.iou_types:
+        keypoints = ("keypoints",) if any("keypoints" in r for r in self.results) else ()
+        for iou_type in self.iou_types + keypoints:
             # One field per type, as pycocotools expects: with a box beside a mask, loadRes takes the box's area.
-            drop = "segmentation" if iou_type == "bbox" else "bbox"
-            results = [{k: v for k, v in r.items() if k != drop} for r in self.results
-                       if iou_type == "bbox" or "segmentation" in r]
+            field = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
+            results = [{k: v for k, v in r.items() if k == field or k not in ("bbox", "segmentation", "keypoints")}
+                       for r in self.results if field in r]
             if not results:
                 scores.update({f"{iou_type} {n}": 0.0 for n in ("mAP", "mAP50", "mAP75")})
                 continue
@@ -323,6 +327,10 @@ class ObjectDetection(Task):
             result = {"boxes": boxes, "scores": dets[i, keep, 4].astype(np.float32),
                       "labels": labels[i, keep].astype(np.int64),
                       "names": [self._name(int(c)) for c in labels[i, keep]]}
+            if "keypoints" in outputs:  # [k, P, 3]: x, y in original pixels, heatmap score
+                kp = np.asarray(outputs["keypoints"])[i, keep].astype(np.float32)
+                kp[..., :2] = (kp[..., :2] - np.array([left, top], np.float32)) / np.array([sx, sy], np.float32)
+                result["keypoints"] = kp
             if "masks" in outputs and self.settings.get("mask_layout") == "image":
                 result["masks"] = image_masks(np.asarray(outputs["masks"])[i, keep], meta)
             elif "masks" in outputs:
@@ -384,6 +392,9 @@ class ObjectDetection(Task):
             colour = tuple(int(c) for c in palette[int(det["labels"][j])])
             x1, y1, x2, y2 = (float(v) for v in det["boxes"][j])
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+            for x, y, score in det["keypoints"][j] if "keypoints" in det else ():
+                if score > 0:  # heatmap logit > 0: more likely there than not
+                    draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour, outline=(0, 0, 0))
             text = f"{det['names'][j]} {float(det['scores'][j]):.2f}"
             ty = max(0.0, y1 - 12)
             draw.rectangle([x1, ty, x1 + 6 * len(text) + 4, ty + 12], fill=colour)

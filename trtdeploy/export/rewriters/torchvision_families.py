@@ -49,9 +49,17 @@ def preprocessed_input(model) -> Iterator[None]:
 
 
 def _eager(model, batch, post_processing: dict) -> list[dict]:
+    """masks [k, M, M]; keypoints [k, P, 3] as (x, y, heatmap score), the graph's layout."""
+    import torch
+
     with preprocessed_input(model):
         results = model(batch)
-    return [{**r, "masks": r["masks"][:, 0]} if "masks" in r else r for r in results]
+    for r in results:
+        if "masks" in r:
+            r["masks"] = r["masks"][:, 0]
+        if "keypoints" in r:
+            r["keypoints"] = torch.cat([r["keypoints"][..., :2], r.pop("keypoints_scores").unsqueeze(-1)], dim=-1)
+    return results
 
 
 def _method(obj, name: str) -> Callable:
@@ -59,7 +67,7 @@ def _method(obj, name: str) -> Callable:
 
 
 def _family(class_path: str, num_classes: Callable[[Any], int], owner: Callable[[Any], Any],
-            rewritten: Callable[[Any], list[Callable]], extra_outputs=lambda m: (), check=lambda m: None) -> DetectorFamily:
+            rewritten: Callable[[Any], list[Callable]], extra_outputs=lambda m: ()) -> DetectorFamily:
     def configure(model, post_processing: dict) -> dict:
         for key, attr in POST_PROCESSING_ATTRS.items():
             if key in post_processing:
@@ -76,7 +84,7 @@ def _family(class_path: str, num_classes: Callable[[Any], int], owner: Callable[
         return coco if num_classes(model) == len(coco) else None
 
     return DetectorFamily(class_path, num_classes, rewritten, configure, _eager, preprocess, class_names,
-                          extra_outputs, check)
+                          extra_outputs)
 
 
 def _rcnn_outputs(model) -> tuple[str, ...]:
@@ -87,14 +95,6 @@ def _rcnn_outputs(model) -> tuple[str, ...]:
 def _rcnn_rewritten(model) -> list[Callable]:
     return [_method(model.rpn, "forward"), _method(model.roi_heads, "forward"),
             _method(model.roi_heads.box_roi_pool, "forward")]
-
-
-def _rcnn_check(model) -> None:
-    from ...errors import ModelError
-
-    if model.roi_heads.has_keypoint():
-        raise ModelError(f"{type(model).__name__} predicts keypoints, which trtdeploy cannot export yet; "
-                         f"deploy a Faster or Mask R-CNN")
 
 
 def _single_stage(m) -> list[Callable]:
@@ -113,4 +113,4 @@ DETECTOR_FAMILIES.add("torchvision SSD", _family(
 DETECTOR_FAMILIES.add("torchvision Faster/Mask/Keypoint R-CNN", _family(
     "torchvision.models.detection.generalized_rcnn.GeneralizedRCNN",
     lambda m: m.roi_heads.box_predictor.cls_score.out_features, lambda m: m.roi_heads, _rcnn_rewritten,
-    _rcnn_outputs, _rcnn_check))
+    _rcnn_outputs))

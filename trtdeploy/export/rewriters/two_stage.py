@@ -105,9 +105,29 @@ def roi_heads_forward(ctx, self, features, proposals, image_shapes, targets=None
     dets, labels = padded_detections(ctx, boxes, per_class, score_threshold=self.score_thresh,
                                      iou_threshold=self.nms_thresh, keep_top_k=self.detections_per_img,
                                      max_candidates=proposals.count * (num_classes - 1))
-    if not self.has_mask():
-        return (dets, labels), {}
-    mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, _rois(dets[..., :4]), image_shapes)))
-    picked = labels.clamp(min=0).reshape(-1, 1, 1, 1).expand(-1, 1, *mask_logits.shape[-2:])
-    masks = mask_logits.gather(1, picked).sigmoid()
-    return (dets, labels, masks.reshape(num_images, -1, *mask_logits.shape[-2:])), {}
+    outputs = [dets, labels]
+    if self.has_mask():
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, _rois(dets[..., :4]), image_shapes)))
+        picked = labels.clamp(min=0).reshape(-1, 1, 1, 1).expand(-1, 1, *mask_logits.shape[-2:])
+        outputs.append(mask_logits.gather(1, picked).sigmoid().reshape(num_images, -1, *mask_logits.shape[-2:]))
+    if self.has_keypoint():
+        outputs.append(_keypoints(self, features, dets[..., :4], image_shapes))
+    return tuple(outputs), {}
+
+
+def _keypoints(self, features, boxes: torch.Tensor, image_shapes) -> torch.Tensor:
+    """Keypoint R-CNN on the kept boxes [N, K, 4] -> [N, K, P, 3] (x, y, heatmap logit at the peak).
+
+    The peak is the arg-max of each M x M heatmap, its cell centre mapped into the box. torchvision first resizes
+    every heatmap (bicubic) to its own box size, a per-box shape no fixed-size graph has (its ONNX form, a Loop
+    that grows its outputs, TensorRT cannot build). A heatmap with one clear peak (a trained model's) lands within
+    a heatmap cell (box size / M) of torchvision's; a flat one (random weights) may peak elsewhere.
+    """
+    logits = self.keypoint_predictor(self.keypoint_head(self.keypoint_roi_pool(features, _rois(boxes), image_shapes)))
+    size = logits.shape[-1]
+    peak, where = logits.flatten(2).max(dim=-1)  # [R, P]
+    flat = boxes.reshape(-1, 1, 4)
+    wh = (flat[..., 2:] - flat[..., :2]).clamp(min=1)
+    cell = torch.stack([where % size, torch.div(where, size, rounding_mode="floor")], dim=-1).to(boxes.dtype)
+    xy = flat[..., :2] + (cell + 0.5) / size * wh
+    return torch.cat([xy, peak.unsqueeze(-1)], dim=-1).reshape(*boxes.shape[:2], -1, 3)

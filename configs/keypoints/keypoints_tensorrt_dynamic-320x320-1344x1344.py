@@ -1,0 +1,9 @@
+_base_ = ['../detection/detection_tensorrt_dynamic-320x320-1344x1344.py']
+onnx_config = dict(
+    output_names=['dets', 'labels', 'keypoints'],
+    dynamic_axes={
+        'input': {0: 'batch', 2: 'height', 3: 'width'},
+        'dets': {0: 'batch'},
+        'labels': {0: 'batch'},
+        'keypoints': {0: 'batch'},
+    })
