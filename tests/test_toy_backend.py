@@ -33,7 +33,7 @@ class ToyBackend(Backend):
     def is_available(self):
         return True
 
-    def build(self, onnx_path, work_dir, cfg, sample=None):
+    def build(self, onnx_path, work_dir, cfg, sample=None, model=None):
         path = Path(work_dir) / (Path(onnx_path).stem + ".toy")
         shutil.copyfile(onnx_path, path)
         return BuildResult(path, {"precision": "fp32", "built_from": Path(onnx_path).name})

@@ -18,7 +18,7 @@ from .errors import BuildError, InputError, ModelError, UnsupportedOpError
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
-from .utils.onnx_file import read_onnx
+from .utils.onnx_file import read_onnx, read_onnx_with_bytes
 from .utils.onnx_graph import all_nodes
 
 
@@ -155,10 +155,11 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     steps = 4 + (test_img is not None) - (not backend.builds_for(cfg)) + cfg.int8 - (onnx_file is not None)
     n = iter(range(1, steps + 1))
     made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
-    torch_model = proto = None
+    torch_model = proto = file_bytes = None
     if onnx_file is not None:  # first: calibration needs its input names
         with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
-            proto = task.adapt_graph(read_onnx(onnx_file))
+            proto, file_bytes = read_onnx_with_bytes(onnx_file)
+            proto = task.adapt_graph(proto)
             cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
             export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
         weights, model_name = f"from {onnx_file.name}", str(onnx_file)
@@ -204,7 +205,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
             raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
         onnx_path = work / cfg.save_file
-        onnx_bytes = proto.SerializeToString()
+        onnx_bytes = _serialized(proto, file_bytes)
         atomic_write_bytes(onnx_path, onnx_bytes)
     in_specs, out_specs = _onnx_io(proto)
     facts = {
@@ -226,7 +227,8 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     if backend.builds_for(cfg):
         with stage(f"[{next(n)}/{steps}] build {cfg.backend} ({cfg.precision})"):
             build_start = time.perf_counter()
-            built = backend.build(onnx_path, work, cfg, sample=_numerics_sample(cfg, task, test_img, export_shapes))
+            built = backend.build(onnx_path, work, cfg, sample=_numerics_sample(cfg, task, test_img, export_shapes),
+                                  model=proto)
             build_seconds = time.perf_counter() - build_start
             profiles = list(built.facts.get("profiles") or [])
             backend_path = built.path
@@ -249,6 +251,14 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     result.total_seconds = time.perf_counter() - started
     logger.info("converted in %.1f s: %s", result.total_seconds, ", ".join(p.name for p in result.files))
     return result
+
+
+def _serialized(proto, file_bytes: bytes | None) -> bytes:
+    """``proto``'s bytes: the file's own when the passes left the graph as it was read (parsing them again to
+    compare takes a quarter of the time that serialising 45 MB of weights does)."""
+    if file_bytes is not None and proto == type(proto).FromString(file_bytes):
+        return file_bytes
+    return proto.SerializeToString()
 
 
 def onnx_file_of(model: Any) -> Path | None:

@@ -234,8 +234,9 @@ class Backend(ABC):
         return False
 
     @abstractmethod
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
-        """``sample``: (feed, where it came from), real input for checks a build makes (FP16/BF16 numerics)."""
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
+        """``sample``: (feed, where it came from), real input for checks a build makes (FP16/BF16 numerics);
+        ``model``: the checked ``onnx.ModelProto`` of ``onnx_path`` when the caller holds it (not read again)."""
 
     @abstractmethod
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cpu") -> Runner:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..env import ABSENT, FAIL, OK, WARN
+from ..utils.findings import ABSENT, FAIL, OK, WARN  # not ..env: every command's start-up imports this file
 
 _MARKS = {OK: "ok", WARN: "WARN", FAIL: "FAIL", ABSENT: "--"}
 EXIT_BROKEN = 1

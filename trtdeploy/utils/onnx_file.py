@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 from .onnx_graph import SMALL_INITIALIZER, weightless
@@ -19,6 +20,11 @@ MIN_OPSET = 9
 
 def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
     """Load and check ``path``: readable, an ONNX model, a supported opset, every tensor defined."""
+    return read_onnx_with_bytes(path, load_external_data)[0]
+
+
+def read_onnx_with_bytes(path: str | os.PathLike, load_external_data: bool = True) -> tuple[Any, bytes]:
+    """``read_onnx`` and the file's bytes (a caller writing the graph back unchanged need not serialise it)."""
     import onnx
 
     path = Path(path)
@@ -27,7 +33,8 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
     if path.stat().st_size == 0:
         raise ModelError(f"ONNX file {path} is empty (an interrupted write?); export it again")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+        model = onnx.load_model_from_string(data)
     except Exception as e:  # protobuf DecodeError, RuntimeWarning, UnicodeError...
         raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); it is truncated "
                          f"or another format: export it again") from None
@@ -45,7 +52,7 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{path} is not a valid ONNX model: {first[:300]}; export it again") from None
-    return model
+    return model, data
 
 
 # TensorProto fields that hold values element by element (complex numbers: two entries each).

@@ -101,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
         if not cfg.int8:
             super().check_config(cfg)
 
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         if cfg.int8:
             from .int8 import build_int8
 

@@ -76,8 +76,9 @@ class TensorRTBackend(Backend):
 
         return key in plugin_specs() and hasattr(import_tensorrt().module, "IPluginV3OneRuntime")
 
-    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None) -> BuildResult:
-        """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input)."""
+    def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
+        """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input);
+        ``model``: the checked graph of ``onnx_path``, if the caller holds it."""
         from .builder import build_engine
 
         trt = import_tensorrt()
@@ -85,7 +86,7 @@ class TensorRTBackend(Backend):
         if trt.strongly_typed_only and not strongly_typed:
             raise BackendUnavailableError(f"{trt.label} builds only strongly typed networks; "
                                           f"remove backend_config.common_config.strongly_typed=False")
-        model = read_onnx(onnx_path, load_external_data=False)
+        model = model if model is not None else read_onnx(onnx_path, load_external_data=False)
         plugins = prepare_plugin_build(trt, model)  # custom nodes checked, plugins registered, before parsing
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
