@@ -155,10 +155,11 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     steps = 4 + (test_img is not None) - (not backend.builds_for(cfg)) + cfg.int8 - (onnx_file is not None)
     n = iter(range(1, steps + 1))
     made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
-    torch_model = proto = file_bytes = None
+    torch_model = proto = as_read = None
     if onnx_file is not None:  # first: calibration needs its input names
         with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
-            proto, file_bytes = read_onnx_with_bytes(onnx_file)
+            proto, data = read_onnx_with_bytes(onnx_file)
+            as_read = (data, len(proto.graph.node))  # written back as it is if no pass changes the graph
             proto = task.adapt_graph(proto)
             cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
             export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
@@ -205,7 +206,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
             raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
         onnx_path = work / cfg.save_file
-        onnx_bytes = _serialized(proto, file_bytes)
+        onnx_bytes = _serialized(proto, as_read)
         atomic_write_bytes(onnx_path, onnx_bytes)
     in_specs, out_specs = _onnx_io(proto)
     facts = {
@@ -253,11 +254,12 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     return result
 
 
-def _serialized(proto, file_bytes: bytes | None) -> bytes:
-    """``proto``'s bytes: the file's own when the passes left the graph as it was read (parsing them again to
-    compare takes a quarter of the time that serialising 45 MB of weights does)."""
-    if file_bytes is not None and proto == type(proto).FromString(file_bytes):
-        return file_bytes
+def _serialized(proto, read: tuple[bytes, int] | None) -> bytes:
+    """``proto``'s bytes: those of the file it was ``read`` from (bytes, node count) when the passes left the graph
+    as it was (parsing them again to compare takes a quarter of the time serialising 45 MB of weights does;
+    a changed node count needs no comparison)."""
+    if read is not None and len(proto.graph.node) == read[1] and proto == type(proto).FromString(read[0]):
+        return read[0]
     return proto.SerializeToString()
 
 
