@@ -160,6 +160,21 @@ def run_batched(run: Callable[[dict], dict], feeds: list[dict[str, np.ndarray]],
     return answers
 
 
+def preprocess_requests(model, requests) -> list[tuple[dict[str, np.ndarray], list[dict]] | Exception]:
+    """Per request: its images decoded and pre-processed into one feed, with their pre-processing records; a request
+    that fails gets its exception, the others go on."""
+    shape = model.input_shape()
+    name = model.runner.input_names[0]
+    prepared: list[tuple[dict[str, np.ndarray], list[dict]] | Exception] = []
+    for request in requests:
+        try:
+            pairs = [model.task.preprocess(decode_image(row), shape) for row in request[IMAGE_INPUT]]
+            prepared.append(({name: np.concatenate([b for b, _ in pairs])}, [m for _, m in pairs]))
+        except Exception as e:
+            prepared.append(e)
+    return prepared
+
+
 @STAGES.register("pipeline")
 class Pipeline(Stage):
     """Encoded image in, the task's answer out: decode, pre-process, run, post-process."""
@@ -173,15 +188,7 @@ class Pipeline(Stage):
         return [StageTensor(IMAGE_INPUT, "bytes", (1,))], _task_io(sidecar)
 
     def __call__(self, requests):
-        prepared: list[tuple[dict, list[dict]] | Exception] = []
-        shape = self.model.input_shape()
-        name = self.model.runner.input_names[0]
-        for request in requests:
-            try:
-                pairs = [self.model.task.preprocess(decode_image(row), shape) for row in request[IMAGE_INPUT]]
-                prepared.append(({name: np.concatenate([b for b, _ in pairs])}, [m for _, m in pairs]))
-            except Exception as e:
-                prepared.append(e)
+        prepared = preprocess_requests(self.model, requests)
         ok = [p for p in prepared if not isinstance(p, Exception)]
         ran = iter(run_batched(self.model.runner, [feed for feed, _ in ok], max_rows(self.model.runner)))
         return [p if isinstance(p, Exception) else self._answer(next(ran), p[1]) for p in prepared]
@@ -213,18 +220,9 @@ class Preprocess(Stage):
         return [StageTensor(IMAGE_INPUT, "bytes", (1,))], [_per_image(spec), StageTensor(META, "bytes", (1,))]
 
     def __call__(self, requests):
-        shape = self.model.input_shape()
-        name = self.model.runner.input_names[0]
-        answers: list[Answer] = []
-        for request in requests:
-            try:
-                pairs = [self.model.task.preprocess(decode_image(row), shape) for row in request[IMAGE_INPUT]]
-            except Exception as e:
-                answers.append(e)
-                continue
-            answers.append({name: np.concatenate([b for b, _ in pairs]),
-                            META: np.array([[json.dumps(m).encode()] for _, m in pairs], dtype=object)})
-        return answers
+        return [p if isinstance(p, Exception) else {**p[0], META: np.array([[json.dumps(m).encode()] for m in p[1]],
+                                                                             dtype=object)}
+                for p in preprocess_requests(self.model, requests)]
 
 
 @STAGES.register("infer")

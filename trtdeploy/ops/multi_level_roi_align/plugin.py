@@ -10,23 +10,16 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..plugins import PluginSpec
-from ..roi_align.plugin import check_rois
+from ..roi_align.plugin import PooledRoIsPlugin
 from . import consecutive_levels
 
 
-class MultiLevelRoiAlignPlugin(PluginSpec):
+class MultiLevelRoiAlignPlugin(PooledRoIsPlugin):
+    rois_at = 0
+    features_at = 1
+
     def check_values(self, values: Mapping, where: str) -> None:
         consecutive_levels(values, where)
-
-    def io_types(self, trt, values: Mapping, num_inputs: int) -> list:
-        return [trt.DataType.FLOAT] * (num_inputs + 1)
-
-    def output_shapes(self, trt, values: Mapping, inputs: list, exprs) -> list:
-        out = trt.DimsExprs(4)
-        out[0], out[1] = inputs[0][0], inputs[1][1]
-        out[2], out[3] = exprs.constant(values["output_height"]), exprs.constant(values["output_width"])
-        return [out]
 
     def check_inputs(self, values: Mapping, shapes: list[tuple], where: str) -> None:
         from ...errors import BuildError
@@ -35,7 +28,7 @@ class MultiLevelRoiAlignPlugin(PluginSpec):
         if len(shapes) != levels + 1 or any(len(s) != 4 for s in shapes[1:]):
             raise BuildError(f"{where}: takes rois [R, 5] then {levels} feature maps [N, C, H, W] (one per "
                              f"featmap_strides entry), got shapes {shapes}; make featmap_strides match the inputs")
-        check_rois(shapes, 0, where)
+        self.check_rois(shapes, where)
 
     def enqueue(self, values: Mapping, inputs: list, outputs: list, workspace) -> None:
         from .kernel import multi_level_roi_align
