@@ -247,10 +247,8 @@ class Backend(ABC):
         """Version and origin facts for check-env and sidecars."""
 
     def check_config(self, cfg: DeployConfig) -> None:
-        """Refuse, before any slow step, what ``cfg`` asks and this backend cannot do (precisions)."""
-        if cfg.int8:
-            raise ConfigError(f"{cfg.source}: backend {self.name!r} has no INT8 (int8_mode/precision='int8'); use a "
-                              f"*_tensorrt-int8_* or *_onnxruntime-int8_* config")
+        """Refuse, before any slow step, what ``cfg`` asks and this installation of the backend cannot do (what
+        the backend never builds is refused as the config is read: ``builds_precisions``)."""
 
     def inspect(self, path: Path) -> dict:
         """What the artefact ``path`` holds, as a JSON-ready dict (``trtdeploy inspect``)."""

@@ -68,6 +68,8 @@ class OnnxRuntimeBackend(Backend):
     file_suffixes = (".onnx",)
     artefact_suffix = ".onnx"  # it runs the ONNX file itself
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    # INT8 is a Q/DQ graph ONNX Runtime fuses into integer kernels (backends/onnxruntime/int8.py)
+    builds_precisions = {"int8": "ONNX Runtime (a Q/DQ graph it runs with integer kernels)"}
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
@@ -95,11 +97,6 @@ class OnnxRuntimeBackend(Backend):
 
     def builds_for(self, cfg: DeployConfig) -> bool:
         return cfg.int8  # INT8 writes a Q/DQ graph; otherwise it runs the ONNX file itself
-
-    def check_config(self, cfg: DeployConfig) -> None:
-        """INT8 is a Q/DQ graph ONNX Runtime fuses into integer kernels (backends/onnxruntime/int8.py)."""
-        if not cfg.int8:
-            super().check_config(cfg)
 
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         if cfg.int8:

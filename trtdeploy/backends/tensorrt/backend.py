@@ -42,7 +42,8 @@ class TensorRTBackend(Backend):
     install_hint = INSTALL_HINT
     triton_platform = "tensorrt_plan"
     builds_precisions = {"bf16": "TensorRT (strongly typed: TensorRT-RTX, TensorRT >= 10; weakly typed: "
-                                 "TensorRT 9-10 with BuilderFlag.BF16)"}
+                                 "TensorRT 9-10 with BuilderFlag.BF16)",
+                         "int8": "TensorRT (a Q/DQ graph, or its own calibration on TensorRT <= 10)"}
 
     def is_available(self) -> bool:
         return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
