@@ -34,9 +34,8 @@ def format_inspection(info: dict) -> str:
                      f"producer {info['producer'] or '-'}; {info['nodes']} nodes, {info['parameters']:,} parameters")
     else:
         lines.append(f"read from: {info['source']}" + (f" ({info['tensorrt_note']})" if info["tensorrt_note"] else ""))
-        lines.append(f"precision {info.get('precision') or '-'}; built with "
-                     f"{'TensorRT-RTX' if info.get('flavour') == 'tensorrt_rtx' else 'TensorRT'} "
-                     f"{info.get('backend_version') or '?'}; compute capabilities "
+        lines.append(f"precision {info.get('precision') or '-'}; built with {info.get('built_with') or '?'}; "
+                     f"compute capabilities "
                      f"{', '.join(info.get('compute_capabilities') or []) or '-'}")
         int8 = info.get("int8")
         if int8:

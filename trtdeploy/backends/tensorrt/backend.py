@@ -17,7 +17,7 @@ from ..base import BACKENDS, Backend, BuildResult, LayerTime, Runner, layer_time
 from ..sidecar import read_sidecar
 from ...ops.plugins import plugin_op_types
 from .plugins import check_engine_plugins, prepare_plugin_build
-from .compat import INSTALL_HINT, import_tensorrt
+from .compat import INSTALL_HINT, flavour_label, import_tensorrt
 from ...utils.onnx_graph import all_nodes
 from ...passes.parser_fixes import parser_problems
 
@@ -204,9 +204,8 @@ def cfg_default_shapes(cfg: DeployConfig, onnx_shapes: dict, exported: Mapping |
 
 
 def _built_with(sidecar: Mapping) -> str:
-    flavour = "TensorRT-RTX" if sidecar.get("flavour") == "tensorrt_rtx" else "TensorRT"
     caps = sidecar.get("compute_capabilities") or []
-    return f"{flavour} {sidecar.get('backend_version', '?')}" + (f" for {'/'.join(caps)}" if caps else "")
+    return flavour_label(sidecar.get("flavour"), sidecar.get("backend_version")) + (f" for {'/'.join(caps)}" if caps else "")
 
 
 def _runs_here(trt, sidecar: Mapping, here_cc: tuple[int, int] | None) -> str | None:

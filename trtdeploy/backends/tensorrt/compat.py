@@ -26,6 +26,11 @@ INSTALL_HINT = ("pip install tensorrt (needs an NVIDIA GPU host) or pip install 
                 "and LD_LIBRARY_PATH")
 
 
+def flavour_label(flavour: str | None, version: str | None) -> str:
+    """'TensorRT-RTX 1.7.0' / 'TensorRT 10.13.0': a flavour and version as people name them."""
+    return f"{'TensorRT-RTX' if flavour == 'tensorrt_rtx' else 'TensorRT'} {version or '?'}"
+
+
 @dataclass(frozen=True)
 class TensorRT:
     """The imported TensorRT module and what we know about it."""
@@ -44,7 +49,7 @@ class TensorRT:
 
     @property
     def label(self) -> str:
-        return f"{'TensorRT-RTX' if self.flavour == 'tensorrt_rtx' else 'TensorRT'} {self.version}"
+        return flavour_label(self.flavour, self.version)
 
     @property
     def strongly_typed_only(self) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ...errors import BackendUnavailableError, ModelError
 from ..sidecar import read_sidecar, sidecar_path
 from .builder import make_logger, numpy_dtype_name
-from .compat import import_tensorrt
+from .compat import flavour_label, import_tensorrt
 from .plugins import register_plugins
 
 
@@ -54,4 +54,4 @@ def inspect_engine(path: Path) -> dict:
     body = info or {"source": f"sidecar {sidecar_path(path).name}", "inputs": sidecar.get("inputs", []),
                     "outputs": sidecar.get("outputs", []), "profiles": sidecar.get("profiles", [])}
     return {"file": str(path), "kind": "engine", "size_bytes": path.stat().st_size, **facts, **body,
-            "tensorrt_note": reason}
+            "built_with": flavour_label(sidecar.get("flavour"), sidecar.get("backend_version")), "tensorrt_note": reason}
