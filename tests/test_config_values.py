@@ -164,7 +164,7 @@ def test_onnx_config_values_are_checked_at_load(onnx_config, fragment):
 
 
 def test_precision_must_be_known():
-    with pytest.raises(ConfigError, match=r"backend_config.precision must be one of \['fp32', 'fp16', 'int8'\]"):
+    with pytest.raises(ConfigError, match=r"backend_config.precision must be one of fp32, fp16, bf16, int8, got 'int4'"):
         DeployConfig({**BASE, "backend_config": {"type": "tensorrt", "precision": "int4"}})
 
 
