@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ..config import DeployConfig
+from ..config.deploy_config import DEFAULTS
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..datasets.evaluation import EvalDataset, EvalSample
 
-# The task of a sidecar or config that names none (files written before sidecars recorded the task).
-DEFAULT_TASK = "Classification"
+# The task of a sidecar or config that names none (files written before sidecars recorded the task): the one
+# MMDeploy's codebase_config defaults to, written once in the config's defaults.
+DEFAULT_TASK: str = DEFAULTS["codebase_config"]["task"]
 
 
 class Metric:
