@@ -180,3 +180,25 @@ def test_profiles_are_checked_against_the_exported_inputs():
         cfg.check_profiles({"input": [3, "h", "w"]})
     with pytest.raises(ConfigError, match="lacks the model input 'mask'"):
         cfg.check_profiles({"input": [-1, 3, -1, -1], "mask": [-1, 1, -1, -1]})
+
+
+def test_a_precision_only_some_backends_build_is_refused_for_the_others_as_the_config_is_read(monkeypatch):
+    """Backend.builds_precisions decides, not config: a backend that declares a precision gets it, one that does not
+    is refused naming the backends that build it (the config names no backend)."""
+    from trtdeploy.backends.base import BACKENDS, discover_backends
+
+    discover_backends()
+
+    class Toy(trt_backend.TensorRTBackend):
+        name = "toy"
+        builds_precisions = {}
+
+    monkeypatch.setitem(BACKENDS._items, "toy", Toy)
+    common = {"precision": "bf16"}
+    assert DeployConfig({**BASE, "backend_config": {"type": "tensorrt", "common_config": common}}).precision == "bf16"
+    with pytest.raises(ConfigError, match=r"precision 'bf16' is built by TensorRT \(.*\), but backend_config.type is "
+                                          r"'toy', which runs the FP32 graph; set type='tensorrt'$"):
+        DeployConfig({**BASE, "backend_config": {"type": "toy", "common_config": common}})
+    with pytest.raises(ConfigError, match=r"precision 'int8' is built by .*, but backend_config.type is 'toy'") as e:
+        DeployConfig({**BASE, "backend_config": {"type": "toy", "common_config": {"int8_mode": True}}})
+    assert "type='onnxruntime'" in str(e.value) and "type='tensorrt'" in str(e.value)  # both backends with INT8
