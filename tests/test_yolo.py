@@ -135,6 +135,23 @@ def test_graph_and_sidecar(yolo_once):
 
 
 @pytest.mark.slow
+def test_int8_keeps_the_head_out_by_default(yolo_once):
+    """The YOLO family's INT8 default leaves exactly the head's convs in high precision (in INT8 they cost 2.3 mAP
+    on the trained model, benchmarks/RESULTS.md issue 14) and quantizes every backbone and neck conv."""
+    from trtdeploy.passes.quantize import quantization_targets
+    from trtdeploy.tasks import get_task
+
+    model, result = yolo_once("yolov8n.yaml")
+    kept = get_task("ObjectDetection")().int8_exclude_nodes(model)
+    assert kept == [f"/model/model.{len(model.model) - 1}/*"]
+    graph = onnx.load(str(result.onnx_path))
+    convs = [n.name for n in graph.graph.node if n.op_type == "Conv"]
+    head_convs = {n for n in convs if n.startswith(kept[0][:-1])}
+    assert len(head_convs) == sum(isinstance(m, torch.nn.Conv2d) for m in model.model[-1].modules()) > 0
+    assert {t.node for t in quantization_targets(graph, kept)} == set(convs) - head_convs
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml", "yolov8n-seg.yaml"])
 def test_tensorrt_rtx_builds_both_routes(yolo_once, name, tmp_path):
     """Plugin-free (the converted graph) and plugin route (the same export with mmdeploy::TRTBatchedNMS kept)."""

@@ -172,6 +172,10 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         with stage(f"[{next(n)}/{steps}] load model {model_name}"):
             torch_model = load_model(model, checkpoint, device)
             task.check_model(torch_model)
+            if cfg.int8 and "exclude_nodes" not in cfg.calib and (kept := task.int8_exclude_nodes(torch_model)):
+                cfg.calib["exclude_nodes"] = kept
+                logger.info("keeping %s out of INT8 (%s's default; calib_config.exclude_nodes replaces it)",
+                            ", ".join(kept), type(torch_model).__name__)
         weights = describe_weights(model, checkpoint)
         if weights.startswith("random"):
             logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "

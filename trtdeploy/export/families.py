@@ -40,6 +40,7 @@ class DetectorFamily:
     extra_outputs: Callable[[Any], tuple[str, ...]] = lambda model: ()  # 'masks', 'keypoints' beyond dets/labels
     check: Callable[[Any], None] = _nothing            # raise ModelError for a variant the family cannot export
     mask_layout: str = "box"                           # masks [K, M, M] per box ('box') or over the input ('image')
+    int8_exclude: Callable[[Any], list[str]] = lambda model: []  # ONNX node patterns kept out of INT8 by default
 
     def recognises(self, model: Any) -> bool:
         """True when ``class_path`` is on the model's MRO (nothing is imported to find out)."""

@@ -68,6 +68,10 @@ class Task:
     def check_model(self, model) -> None:
         """Raise ModelError when ``model`` is not a model of this task."""
 
+    def int8_exclude_nodes(self, model) -> list[str]:
+        """ONNX node-name patterns this model keeps out of INT8 unless ``calib_config.exclude_nodes`` is set."""
+        return []
+
     def example_inputs(self, cfg: DeployConfig, device: str = "cpu") -> tuple:
         import torch
 

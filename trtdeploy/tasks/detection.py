@@ -218,6 +218,9 @@ class ObjectDetection(Task):
                              f"(README: 'Adding a detector family')")
         return found[1]
 
+    def int8_exclude_nodes(self, model) -> list[str]:
+        return self.family(model).int8_exclude(model)
+
     def check_model(self, model) -> None:
         from ..export import FUNCTION_REWRITER
 
