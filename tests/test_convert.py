@@ -46,7 +46,7 @@ def test_main_job_prints_top5_and_files(tmp_path):
     assert re.search(rf"{re.escape(str(tmp_path / 'end2end.onnx'))} +\d+\.\d MB", out), out
     assert "onnxruntime fp32" in out and "input [batch, 3, height, width]" in out
     assert "trtdeploy compare " in out and "--model torchvision://resnet18" in out
-    assert proc.stderr.count("has random weights") == 1
+    assert proc.stderr.count("has random weights") == 1 and "torchvision://resnet18?weights=DEFAULT" in proc.stderr
     # Stage progress with timings goes to stderr.
     assert "[1/4] load model" in proc.stderr and "done in" in proc.stderr
     sidecar = json.loads((tmp_path / "end2end.onnx.json").read_text())
