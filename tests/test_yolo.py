@@ -78,8 +78,8 @@ def yolo_once(tmp_path_factory):
     def convert(name: str):
         if name not in done:
             model = decisive(load_model(f"ultralytics://{name}"))
-            if name.startswith("yolov10"):
-                model.model[-1].end2end = True  # the one-to-one branch (a yaml-built v10 infers one-to-many)
+            if name.startswith(("yolov10", "yolo26")):
+                model.model[-1].end2end = True  # the one-to-one branch (a yaml-built v10/26 infers one-to-many)
             done[name] = model, trtdeploy.convert(ort_config(name), model, work_dir=tmp_path_factory.mktemp(name))
         return done[name]
     return convert
@@ -96,7 +96,7 @@ def assert_same_masks(ours: dict, theirs: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml", "yolov8n-seg.yaml", "yolov10n.yaml"])
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml", "yolov8n-seg.yaml", "yolov10n.yaml", "yolo26n.yaml"])
 def test_onnxruntime_matches_ultralytics(yolo_once, name):
     """The graph finds what ultralytics' inference and NMS (or the end-to-end head's TopK) find."""
     model, result = yolo_once(name)
