@@ -166,7 +166,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         weights, model_name = f"from {onnx_file.name}", str(onnx_file)
     if onnx_file is None:
         from .export import load_model
-        from .export.model_loader import TORCHVISION_SCHEME, describe_model, describe_weights
+        from .export.model_loader import describe_model, describe_weights, pretrained_weights_hint
 
         model_name = describe_model(model)
         with stage(f"[{next(n)}/{steps}] load model {model_name}"):
@@ -178,10 +178,9 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                             ", ".join(kept), type(torch_model).__name__)
         weights = describe_weights(model, checkpoint)
         if weights.startswith("random"):
-            pretrained = (f" or {model}{'&' if '?' in model else '?'}weights=DEFAULT"
-                          if model.startswith(TORCHVISION_SCHEME) else "")  # weight enums are torchvision's
             logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "
-                           "rebuilds the same ones); for trained weights pass --checkpoint FILE%s", model, pretrained)
+                           "rebuilds the same ones); for trained weights pass --checkpoint FILE%s", model,
+                           pretrained_weights_hint(model))
     if cfg.int8:  # after the model (a detector family's pre-processing is the calibration pipeline's), before export
         with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
             name, shape = (next(iter(export_shapes.items())) if proto is not None

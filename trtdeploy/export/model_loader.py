@@ -125,6 +125,14 @@ def describe_weights(spec, checkpoint: str | Path | None = None) -> str:
     return f"random, seeded from the MODEL string{' (' + ', '.join(asked) + ')' if asked else ''}"
 
 
+def pretrained_weights_hint(spec: str) -> str:
+    """How ``spec`` could name pretrained weights, for the random-weights warning ('' where it cannot: weight enums
+    are torchvision's)."""
+    if not spec.startswith(TORCHVISION_SCHEME):
+        return ""
+    return f" or {spec}{'&' if '?' in spec else '?'}weights=DEFAULT"
+
+
 @contextlib.contextmanager
 def _seeded(spec: str):
     """Seed torch's CPU generator from ``spec`` for the model's construction, leaving the caller's state as it was."""
