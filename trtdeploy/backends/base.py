@@ -270,6 +270,10 @@ class Backend(ABC):
         """Whether it can build and run for a GPU of compute capability ``cc``: (ok, detail, fix), or None (no view)."""
         return None
 
+    def serving_notes(self, artefact: Path, sidecar: Mapping) -> list[str]:
+        """What a user must know before Triton serves ``artefact`` natively (``export-triton`` prints it)."""
+        return []
+
     def cuda_runtime(self) -> tuple[str, int] | None:
         """(its package, the CUDA major version that package is built for), for check-env's driver check; None if
         it brings no CUDA runtime of its own."""

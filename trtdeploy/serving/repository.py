@@ -374,9 +374,9 @@ def export_triton(work_dir: str | os.PathLike, repo: str | os.PathLike, name: st
 
 
 def _engine_notes(converted: Converted, written: dict[str, ModelFiles]) -> list[str]:
-    sidecar = converted.engine_sidecar or {}
-    if sidecar.get("flavour") == "tensorrt_rtx" and any(m.kind == "tensorrt_plan" for m in written.values()):
-        return [f"{converted.engine.name} was built with TensorRT-RTX {sidecar.get('backend_version')}; Triton's "
-                f"TensorRT backend loads engines built by its own TensorRT version, so convert again with that "
-                f"TensorRT (e.g. inside the Triton container) before serving it natively"]
-    return []
+    if converted.engine is None:
+        return []
+    backend = backend_for_file(converted.engine)
+    if not any(m.kind == backend.triton_platform for m in written.values()):
+        return []
+    return backend.serving_notes(converted.engine, converted.engine_sidecar or {})

@@ -180,6 +180,13 @@ class TensorRTBackend(Backend):
 
         return gpu_support(cc)
 
+    def serving_notes(self, artefact: Path, sidecar: Mapping) -> list[str]:
+        if sidecar.get("flavour") != "tensorrt_rtx":
+            return []
+        return [f"{artefact.name} was built with {flavour_label('tensorrt_rtx', sidecar.get('backend_version'))}; "
+                f"Triton's TensorRT backend loads engines built by its own TensorRT version, so convert again with "
+                f"that TensorRT (e.g. inside the Triton container) before serving it natively"]
+
     def cuda_runtime(self) -> tuple[str, int] | None:
         from .checks import wheel_cuda_major
 
