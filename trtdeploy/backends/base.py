@@ -254,6 +254,11 @@ class Backend(ABC):
         """What the artefact ``path`` holds, as a JSON-ready dict (``trtdeploy inspect``)."""
         raise ModelError(f"{self.name} cannot describe {path}; inspect the ONNX file it was built from")
 
+    def inspection_text(self, info: dict) -> tuple[list[str], list[str]]:
+        """``inspect``'s dict as text: lines under the title, and sections after the inputs, outputs and
+        profiles tables that every artefact has."""
+        return [], []
+
     def layer_times(self, runner: Runner, feed: dict, iterations: int) -> list[LayerTime] | None:
         """Per-layer times of ``runner`` over ``iterations`` runs of ``feed``, or None where the backend has none."""
         return None

@@ -26,7 +26,7 @@ _WHERE = {
     'worst_case': '.compare',
     'format_inspection': '.inspection',
     'inspect_file': '.inspection',
-    'format_table': '.report',
+    'format_table': '..utils.table',
     'write_json': '.report',
     'Target': '.targets',
     'TorchRunner': '.targets',

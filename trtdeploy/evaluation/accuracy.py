@@ -18,7 +18,8 @@ from ..utils.fileio import ensure_writable_dir
 from ..utils.image import load_image
 from ..passes.numerics import nonfinite_outputs
 from ..utils.logging import logger, progress
-from .report import format_table, reason_notes
+from ..utils.table import format_table
+from .report import reason_notes
 from .targets import Target, runnable_or_fail
 
 

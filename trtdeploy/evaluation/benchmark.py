@@ -18,7 +18,8 @@ from ..backends.base import LayerTime, discover_backends, get_backend
 from ..errors import ShapeError
 from ..utils.fileio import atomic_write
 from ..utils.logging import logger, progress
-from .report import format_table, reason_notes
+from ..utils.table import format_table
+from .report import reason_notes
 from .targets import Target
 
 Shapes = dict[str, tuple[int, ...]]

@@ -137,6 +137,11 @@ class OnnxRuntimeBackend(Backend):
 
         return inspect_onnx(path)
 
+    def inspection_text(self, info: dict) -> tuple[list[str], list[str]]:
+        from .inspect import inspection_text
+
+        return inspection_text(info)
+
     def layer_times(self, runner: Runner, feed: dict, iterations: int) -> list[LayerTime]:
         """Node times from ONNX Runtime's own profiler (its JSON trace), averaged over ``iterations`` runs."""
         import onnxruntime as ort

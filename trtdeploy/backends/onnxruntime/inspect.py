@@ -10,6 +10,7 @@ import numpy as np
 from ...errors import BackendUnavailableError, ModelError
 from ...utils.onnx_graph import all_nodes
 from ..base import all_backends
+from ...utils.table import format_table
 from ..sidecar import read_sidecar, sidecar_path
 
 
@@ -80,3 +81,27 @@ def inspect_onnx(path: Path) -> dict:
         "backends": _backend_support(model),
         "sidecar": read_sidecar(path) if sidecar_path(path).exists() else None,
     }
+
+
+def inspection_text(info: dict) -> tuple[list[str], list[str]]:
+    """The ONNX file's header line, then its op histogram, custom ops and which backends can build it."""
+    summary = [f"opsets: {', '.join(f'{d} {v}' for d, v in info['opsets'].items())}; IR {info['ir_version']}; "
+               f"producer {info['producer'] or '-'}; {info['nodes']} nodes, {info['parameters']:,} parameters"]
+    details = ["\nop histogram:", format_table(["op", "count"], list(info["op_histogram"].items()))]
+    if info["custom_ops"]:
+        details.append("\ncustom ops:")
+        details.append(format_table(["op", "count", "registered", "TensorRT plugin", "plugin-free lowering",
+                                     "ONNX Runtime impl"],
+                                    [[c["op"], c["count"], c["registered"], c["tensorrt_plugin"],
+                                      c["plugin_free_lowering"], c["onnxruntime_impl"]] for c in info["custom_ops"]]))
+    details.append("\nbackends:")
+    for name, s in info["backends"].items():
+        if not s["installed"]:
+            details.append(f"  {name}: not installed ({s['note']})")
+        elif s["supported"]:
+            details.append(f"  {name}: can build every node")
+        else:
+            bad = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}"
+                            for b in s["unsupported_nodes"])
+            details.append(f"  {name}: cannot build {len(s['unsupported_nodes'])} node(s): {bad}")
+    return summary, details

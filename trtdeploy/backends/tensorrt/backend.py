@@ -145,6 +145,11 @@ class TensorRTBackend(Backend):
 
         return inspect_engine(path)
 
+    def inspection_text(self, info: dict) -> tuple[list[str], list[str]]:
+        from .inspect import inspection_text
+
+        return inspection_text(info)
+
     def layer_times(self, runner: Runner, feed: dict, iterations: int) -> list[LayerTime]:
         """Layer times from TensorRT's IProfiler, attached to the runner's execution context."""
         mod = runner.trt.module

@@ -55,3 +55,18 @@ def inspect_engine(path: Path) -> dict:
                     "outputs": sidecar.get("outputs", []), "profiles": sidecar.get("profiles", [])}
     return {"file": str(path), "kind": "engine", "size_bytes": path.stat().st_size, **facts, **body,
             "built_with": flavour_label(sidecar.get("flavour"), sidecar.get("backend_version")), "tensorrt_note": reason}
+
+
+def inspection_text(info: dict) -> tuple[list[str], list[str]]:
+    """Where the engine's facts were read from, how it was built, its INT8 and plugins; then its layer count."""
+    summary = [f"read from: {info['source']}" + (f" ({info['tensorrt_note']})" if info["tensorrt_note"] else ""),
+               f"precision {info.get('precision') or '-'}; built with {info.get('built_with') or '?'}; compute "
+               f"capabilities {', '.join(info.get('compute_capabilities') or []) or '-'}"]
+    int8 = info.get("int8")
+    if int8:
+        summary.append(f"INT8: {int8.get('route')} route, {int8.get('method')} ranges, "
+                       f"{len(int8.get('quantized_layers') or [])} quantized layers, kept in higher precision: "
+                       f"{', '.join(int8.get('fp32_nodes') or []) or 'none'}")
+    if info.get("plugins"):
+        summary.append(f"plugins: {', '.join(map(str, info['plugins']))}")
+    return summary, ([f"\n{info['num_layers']} layers"] if info.get("layers") else [])
