@@ -193,6 +193,7 @@ def logits(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 def trtdeploy_method(work: Path, cfg_path: Path, method: str, out: Path) -> Path:
     """The TensorRT-scheme Q/DQ graph with ``method`` ranges: what `convert` writes as end2end_int8.onnx."""
+    from trtdeploy.backends.tensorrt.qdq_scheme import SCHEME
     from trtdeploy.calibration.qdq import quantized_graph
     from trtdeploy.config import load_deploy_config
 
@@ -200,7 +201,7 @@ def trtdeploy_method(work: Path, cfg_path: Path, method: str, out: Path) -> Path
     cfg.calib["method"] = method
     ranges_dir = work / f"ranges_{method}"
     ranges_dir.mkdir(exist_ok=True)
-    qdq, _, _ = quantized_graph(work / "end2end.onnx", ranges_dir, cfg, work / "calib_data.h5", "tensorrt")
+    qdq, _, _ = quantized_graph(work / "end2end.onnx", ranges_dir, cfg, work / "calib_data.h5", SCHEME)
     import onnx
 
     onnx.save(qdq, str(out))
@@ -359,6 +360,7 @@ def cmd_placement(args) -> int:
     placement does not depend on them), 320x320, 4 calibration images."""
     import onnx
 
+    from trtdeploy.backends.tensorrt.qdq_scheme import SCHEME
     from trtdeploy.passes import quantize
 
     out = args.out.resolve()
@@ -374,9 +376,9 @@ def cmd_placement(args) -> int:
     fp32 = work / "end2end.onnx"
     model = onnx.load(str(fp32))
     targets = quantize.quantization_targets(model, output_layers=False)
-    placement = quantize.place(model, targets, "tensorrt")
+    placement = quantize.place(model, targets, SCHEME)
     ours_path = work / "trtdeploy_int8.onnx"
-    onnx.save(quantize.insert_qdq(model, targets, dict.fromkeys(placement.edges, 1.0), placement), str(ours_path))
+    onnx.save(quantize.insert_qdq(model, targets, dict.fromkeys(placement.edges, 1.0), placement, SCHEME), str(ours_path))
     x = data.make_split(4, data.SEEDS["calib"])[0].repeat(5, 1).repeat(5, 2)  # 64 -> 320
     mean, std = np.array([123.675, 116.28, 103.53], np.float32), np.array([58.395, 57.12, 57.375], np.float32)
     npy = work / "calib.npy"

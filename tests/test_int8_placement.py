@@ -13,6 +13,8 @@ import torch
 from onnx import numpy_helper
 
 from conftest import CONFIGS, build_in_child, run_cli
+from trtdeploy.backends.onnxruntime import qdq_scheme as onnxruntime_scheme  # noqa: F401  (registers it)
+from trtdeploy.backends.tensorrt import qdq_scheme as tensorrt_scheme  # noqa: F401
 from trtdeploy.passes import quantize
 
 SIZE = 16

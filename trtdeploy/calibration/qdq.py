@@ -1,6 +1,6 @@
 """From calibration data to a Q/DQ graph, for every backend's INT8: activation ranges (cached in
 ``int8_ranges.json``), the samples' fit to the model's inputs, and ``quantized_graph`` for a placement
-scheme (``passes/quantize.py``: 'tensorrt', 'onnxruntime')."""
+scheme (``passes.quantize.SCHEMES``, registered by each backend with a Q/DQ route)."""
 from __future__ import annotations
 
 import hashlib

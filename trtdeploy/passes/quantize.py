@@ -1,6 +1,6 @@
 """Explicit INT8 quantization: activation ranges from calibration data, then Q/DQ nodes where the backend fuses them.
 
-Two schemes (``SCHEMES``), one per backend that runs Q/DQ graphs:
+Each backend that runs Q/DQ graphs registers its scheme in ``SCHEMES`` (``backends/<name>/qdq_scheme.py``):
 - ``tensorrt`` (TensorRT 11, TensorRT-RTX, 8.6-10 in explicit mode): weights of Conv / Gemm / MatMul as INT8
   with one symmetric scale per output channel, reached through DequantizeLinear; symmetric per-tensor
   QuantizeLinear -> DequantizeLinear (zero point 0) on the inputs TensorRT's fusions want in INT8: those
@@ -115,7 +115,7 @@ def weight_placement(targets: Iterable[QuantTarget]) -> Placement:
     return placement
 
 
-class _GraphView:
+class GraphView:
     """Producers, consumers, float tensors and constants of a graph's top level."""
 
     def __init__(self, model: onnx.ModelProto):
@@ -161,106 +161,14 @@ class _GraphView:
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 
 
-def _residual_inputs(view: _GraphView, node: onnx.NodeProto) -> list[str]:
-    """The inputs of a residual Add to quantize: all but the Conv output on the longer branch, which TensorRT fuses
-    into that Conv (as ModelOpt does); none when no input comes from a Conv."""
-    inputs = view.activations(node)
-    convs = [i for i in inputs if view.op_of(i) == "Conv"]
-    if len(inputs) != 2 or not convs:
-        return []
-    if len(convs) == 2:  # e.g. a downsampling block: the main branch is the one farther from the shared input
-        a, b = (view.branch_length(i) for i in convs)
-        common = set(a) & set(b)
-        if common:
-            split = min(common, key=lambda t: a[t] + b[t])
-            convs = [convs[0] if a[split] >= b[split] else convs[1]]
-    return [i for i in inputs if i != convs[0]]
-
-
-def _excluded(node: onnx.NodeProto, exclude_nodes: Iterable[str], exclude_op_types: Iterable[str]) -> bool:
+def excluded(node: onnx.NodeProto, exclude_nodes: Iterable[str], exclude_op_types: Iterable[str]) -> bool:
     return node.op_type in set(exclude_op_types) or matches_any(node.name, exclude_nodes)
-
-
-PLACEMENTS: Registry[Callable[..., Placement]] = Registry("Q/DQ placement")
-
-
-@PLACEMENTS.register("tensorrt")
-def tensorrt_placement(model: onnx.ModelProto, targets: list[QuantTarget], exclude_nodes: Iterable[str] = (),
-                       exclude_op_types: Iterable[str] = ()) -> Placement:
-    """TensorRT's Q/DQ placement rules: INT8 inputs for weighted layers, attention MatMul, pooling, the residual
-    input of Conv + Add, and Concat inputs (one shared scale, so the Concat needs no requantization)."""
-    exclude_nodes, exclude_op_types = list(exclude_nodes), list(exclude_op_types)
-    view = _GraphView(model)
-    placement = weight_placement(targets)
-    for node in model.graph.node:
-        if _excluded(node, exclude_nodes, exclude_op_types):
-            continue
-        acts = view.activations(node)
-        if node.op_type == "MatMul" and len(acts) == 2:
-            quantized = acts
-        elif node.op_type in POOLING_OPS:
-            quantized = acts[:1]
-        elif node.op_type == "Add":
-            quantized = _residual_inputs(view, node)
-        else:
-            continue
-        for tensor in quantized:
-            placement.add(tensor, node.name)
-    for node in reversed(model.graph.node):  # consumers first, so chained Concats share one scale too
-        if node.op_type == "Concat" and node.output[0] in placement.edges and not _excluded(node, exclude_nodes,
-                                                                                               exclude_op_types):
-            acts = view.activations(node)
-            for tensor in acts:
-                placement.add(tensor, node.name)
-            placement.groups.append({node.output[0], *acts})
-    return placement
-
-
-# Ops ONNX Runtime fuses into integer kernels when every float input comes from DequantizeLinear and the output
-# goes to QuantizeLinear, and ops it runs on the integers when input and output share one scale.
-ORT_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool")
-ORT_SAME_SCALE_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize")
-
-
-@PLACEMENTS.register("onnxruntime")
-def onnxruntime_placement(model: onnx.ModelProto, targets: list[QuantTarget], exclude_nodes: Iterable[str] = (),
-                          exclude_op_types: Iterable[str] = ()) -> Placement:
-    """ONNX Runtime's QDQ format: Q/DQ on the inputs and the output (after a following Relu, which the uint8 zero
-    point makes redundant) of each quantized op, and one scale across data-movement ops."""
-    exclude_nodes, exclude_op_types = list(exclude_nodes), list(exclude_op_types)
-    view = _GraphView(model)
-    placement = weight_placement(targets)
-    weighted = {t.node for t in targets}
-
-    def quantize_output(tensor: str) -> str:
-        after = view.consumers.get(tensor, [])
-        if len(after) == 1 and after[0].op_type == "Relu" and tensor not in view.outputs:
-            tensor = after[0].output[0]
-        if tensor not in view.outputs:
-            for consumer in view.consumers.get(tensor, []):
-                placement.add(tensor, consumer.name)
-        return tensor
-
-    for node in model.graph.node:
-        if _excluded(node, exclude_nodes, exclude_op_types):
-            continue
-        acts = view.activations(node)
-        only_activations = bool(acts) and len(acts) == len([i for i in node.input if i])
-        if node.name in weighted or (node.op_type in ORT_COMPUTE_OPS and node.op_type not in ("Conv", "Gemm")
-                                     and only_activations):
-            for tensor in acts:
-                placement.add(tensor, node.name)
-            quantize_output(node.output[0])
-        elif node.op_type in ORT_SAME_SCALE_OPS and acts and acts[0] in placement.edges:
-            placement.add(acts[0], node.name)
-            placement.groups.append({acts[0], quantize_output(node.output[0])})
-    return placement
 
 
 def place(model: onnx.ModelProto, targets: list[QuantTarget], scheme: str, exclude_nodes: Iterable[str] = (),
           exclude_op_types: Iterable[str] = ()) -> Placement:
     """Where ``scheme``'s backend wants Q/DQ on ``model`` beside ``targets``."""
-    return PLACEMENTS.get(scheme, field="quantization scheme")(model, targets, exclude_nodes, exclude_op_types)
+    return SCHEMES.get(scheme, field="quantization scheme").place(model, targets, exclude_nodes, exclude_op_types)
 
 
 # -- ranges ------------------------------------------------------------------------------
@@ -407,19 +315,21 @@ MIN_AMAX = 1e-4
 
 @dataclass(frozen=True)
 class Scheme:
-    """How a backend wants its Q/DQ graph (see the module docstring)."""
+    """How a backend wants its Q/DQ graph; each backend with a Q/DQ route registers its own in ``SCHEMES``
+    (``backends/<name>/qdq_scheme.py``)."""
 
-    unsigned_activations: bool  # uint8 activations (zero point 0 or 128) instead of symmetric int8
-    int32_bias: bool            # biases as int32 through DequantizeLinear (ONNX Runtime fuses only those)
+    place: Callable[..., Placement]  # (model, targets, exclude_nodes, exclude_op_types) -> where Q/DQ go
+    unsigned_activations: bool = False  # uint8 activations (zero point 0 or 128) instead of symmetric int8
+    int32_bias: bool = False            # biases as int32 through DequantizeLinear (ONNX Runtime fuses only those)
 
 
 SCHEMES: Registry[Scheme] = Registry("quantization scheme")
-SCHEMES.register("tensorrt")(Scheme(unsigned_activations=False, int32_bias=False))
-SCHEMES.register("onnxruntime")(Scheme(unsigned_activations=True, int32_bias=True))
+# What one layer's sensitivity measures: symmetric int8 on the weighted layers' inputs, float biases.
+WEIGHTS_ONLY = Scheme(place=lambda model, targets, *exclude: weight_placement(targets))
 
 # Ops whose output is never negative, and ops that pass their input's sign through.
 NONNEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax")
-SIGN_KEEPING_OPS = POOLING_OPS + ORT_SAME_SCALE_OPS
+SIGN_KEEPING_OPS = POOLING_OPS + ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize")
 
 
 def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
@@ -431,9 +341,13 @@ def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
     return found
 
 
-def activation_levels(model: onnx.ModelProto, placement: Placement, scheme: str) -> dict[str, int]:
+def _scheme(scheme: str | None) -> Scheme:
+    return WEIGHTS_ONLY if scheme is None else SCHEMES.get(scheme, field="quantization scheme")
+
+
+def activation_levels(model: onnx.ModelProto, placement: Placement, scheme: str | None) -> dict[str, int]:
     """Positive quantization levels per placed tensor: 255 for uint8 tensors that are never negative, else 127."""
-    if not SCHEMES.get(scheme, field="quantization scheme").unsigned_activations:
+    if not _scheme(scheme).unsigned_activations:
         return {t: INT8_MAX for t in placement.edges}
     nonneg = nonnegative_tensors(model)
     unsigned = {t for t in placement.edges if t in nonneg}
@@ -468,10 +382,10 @@ def _weight_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mapping[str, float],
-               placement: Placement | None = None, scheme: str = "tensorrt") -> onnx.ModelProto:
+               placement: Placement | None = None, scheme: str | None = None) -> onnx.ModelProto:
     """A copy of ``model`` with ``targets``' weights and ``placement``'s activations (by default the targets'
-    inputs only) quantized as ``scheme`` wants (see the module docstring)."""
-    chosen = SCHEMES.get(scheme, field="quantization scheme")
+    inputs only) quantized as ``scheme`` wants (see the module docstring; None: symmetric, float biases)."""
+    chosen = _scheme(scheme)
     placement = placement or weight_placement(targets)
     missing = [t for t in placement.edges if t not in ranges]
     if missing:

@@ -2,7 +2,7 @@
 
 Same dataset config, calibration file and ranges as the TensorRT route (``calib_config``); the graph
 differs in placement (output Q/DQ after each quantized layer), uint8 activations and int32 biases
-(passes/quantize.py, scheme ``onnxruntime``). The artefact is ``end2end_int8.onnx``, which run, test,
+(``qdq_scheme.py``). The artefact is ``end2end_int8.onnx``, which run, test,
 profile and serving load like any ONNX file.
 """
 from __future__ import annotations
@@ -18,8 +18,7 @@ from ...errors import DatasetError
 from ...utils.fileio import atomic_write_bytes
 from ...utils.logging import logger
 from ..base import BuildResult
-
-SCHEME = "onnxruntime"
+from .qdq_scheme import SCHEME
 
 
 def _io(model: onnx.ModelProto) -> dict[str, list[dict]]:

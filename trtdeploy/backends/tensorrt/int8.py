@@ -1,7 +1,7 @@
 """INT8 for the TensorRT backend, by one of two routes chosen from what the installed TensorRT can do.
 
 - ``explicit``: trtdeploy computes activation ranges on ONNX Runtime from the calibration file and
-  writes a Q/DQ graph (passes/quantize.py) that TensorRT builds as is. The only route on TensorRT 11
+  writes a Q/DQ graph (``qdq_scheme.py``) that TensorRT builds as is. The only route on TensorRT 11
   and TensorRT-RTX; on 8.6-10 it needs BuilderFlag.INT8 set beside the graph's Q/DQ.
 - ``implicit``: TensorRT <= 10 calibrates itself (BuilderFlag.INT8 + an entropy or minmax calibrator
   fed from the calibration file) and keeps its calibration cache.
@@ -28,6 +28,7 @@ from ...registry import Registry
 from ...utils.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from ...utils.logging import logger
 from .compat import TensorRT
+from .qdq_scheme import SCHEME
 
 DEFAULT_CACHE = "calib_cache.bin"
 IMPLICIT_METHODS = ("entropy", "minmax")  # what TensorRT's own calibrators implement
@@ -76,7 +77,7 @@ def choose_route(trt: TensorRT, cfg: DeployConfig) -> str:
 # -- explicit route -----------------------------------------------------------------------
 def _explicit(trt: TensorRT, onnx_path: Path, work_dir: Path, cfg: DeployConfig, strongly_typed: bool,
               profile: Mapping[str, ShapeRange], calib_path: Path) -> Int8Plan:
-    qdq, targets, placement = quantized_graph(onnx_path, work_dir, cfg, calib_path, "tensorrt")
+    qdq, targets, placement = quantized_graph(onnx_path, work_dir, cfg, calib_path, SCHEME)
     fp32_path = work_dir / f"{onnx_path.stem}_int8.onnx"
     atomic_write_bytes(fp32_path, qdq.SerializeToString())
     build_path = fp32_path

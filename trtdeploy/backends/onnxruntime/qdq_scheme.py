@@ -1,0 +1,53 @@
+"""ONNX Runtime's Q/DQ scheme: the QDQ patterns its CPU provider fuses into integer kernels (QLinearConv, QGemm,
+MatMulInteger, QLinearAdd), with uint8 activations and int32 biases."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import onnx
+
+from ...passes import quantize
+
+# Ops ONNX Runtime fuses into integer kernels when every float input comes from DequantizeLinear and the output
+# goes to QuantizeLinear, and ops it runs on the integers when input and output share one scale.
+ORT_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool")
+ORT_SAME_SCALE_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize")
+
+
+def onnxruntime_placement(model: onnx.ModelProto, targets: list[quantize.QuantTarget], exclude_nodes: Iterable[str] = (),
+                          exclude_op_types: Iterable[str] = ()) -> quantize.Placement:
+    """ONNX Runtime's QDQ format: Q/DQ on the inputs and the output (after a following Relu, which the uint8 zero
+    point makes redundant) of each quantized op, and one scale across data-movement ops."""
+    exclude_nodes, exclude_op_types = list(exclude_nodes), list(exclude_op_types)
+    view = quantize.GraphView(model)
+    placement = quantize.weight_placement(targets)
+    weighted = {t.node for t in targets}
+
+    def quantize_output(tensor: str) -> str:
+        after = view.consumers.get(tensor, [])
+        if len(after) == 1 and after[0].op_type == "Relu" and tensor not in view.outputs:
+            tensor = after[0].output[0]
+        if tensor not in view.outputs:
+            for consumer in view.consumers.get(tensor, []):
+                placement.add(tensor, consumer.name)
+        return tensor
+
+    for node in model.graph.node:
+        if quantize.excluded(node, exclude_nodes, exclude_op_types):
+            continue
+        acts = view.activations(node)
+        only_activations = bool(acts) and len(acts) == len([i for i in node.input if i])
+        if node.name in weighted or (node.op_type in ORT_COMPUTE_OPS and node.op_type not in ("Conv", "Gemm")
+                                     and only_activations):
+            for tensor in acts:
+                placement.add(tensor, node.name)
+            quantize_output(node.output[0])
+        elif node.op_type in ORT_SAME_SCALE_OPS and acts and acts[0] in placement.edges:
+            placement.add(acts[0], node.name)
+            placement.groups.append({acts[0], quantize_output(node.output[0])})
+    return placement
+
+
+SCHEME = "onnxruntime"
+quantize.SCHEMES.register(SCHEME)(quantize.Scheme(place=onnxruntime_placement, unsigned_activations=True,
+                                                  int32_bias=True))
