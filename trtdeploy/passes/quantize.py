@@ -316,7 +316,7 @@ MIN_AMAX = 1e-4
 @dataclass(frozen=True)
 class Scheme:
     """How a backend wants its Q/DQ graph; each backend with a Q/DQ route registers its own in ``SCHEMES``
-    (``backends/<name>/qdq_scheme.py``)."""
+    (``backends/<name>/qdq_scheme.py``, imported by its INT8 build: a build without INT8 never loads this module)."""
 
     place: Callable[..., Placement]  # (model, targets, exclude_nodes, exclude_op_types) -> where Q/DQ go
     unsigned_activations: bool = False  # uint8 activations (zero point 0 or 128) instead of symmetric int8

@@ -1,5 +1,4 @@
 """TensorRT (8.6-11) and TensorRT-RTX, through one code path."""
-from . import qdq_scheme  # noqa: F401  (registers its Q/DQ scheme in passes.quantize.SCHEMES)
 from .backend import TensorRTBackend
 from .compat import import_tensorrt
 
