@@ -8,16 +8,18 @@ from ..utils.logging import logger
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "convert", parents=[common], help="export a PyTorch model to ONNX and build the backend model",
-        description="Export MODEL to ONNX (rewriters active), simplify and check the graph, and build the backend "
-                    "named by backend_config.type (onnxruntime or tensorrt). Writes end2end.onnx, the engine and "
-                    "JSON sidecars into --work-dir, atomically.",
+        "convert", parents=[common], help="export a PyTorch model to ONNX (or take an .onnx file) and build the backend model",
+        description="Export MODEL to ONNX (rewriters active) or read the ONNX file given, simplify and check the "
+                    "graph, and build the backend named by backend_config.type (onnxruntime or tensorrt). Writes "
+                    "end2end.onnx, the engine and JSON sidecars into --work-dir, atomically.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  trtdeploy convert configs/classification/classification_onnxruntime_dynamic.py "
                "torchvision://resnet18 --work-dir work_dirs/r18 --test-img demo/demo.jpg\n"
                "  trtdeploy convert configs/classification/classification_tensorrt-fp16_dynamic-224x224-320x320.py "
-               "my_models.py:build --checkpoint best.pth --work-dir work_dirs/mine")
+               "my_models.py:build --checkpoint best.pth --work-dir work_dirs/mine\n"
+               "  trtdeploy convert my_trt_fp16.py model.onnx --work-dir work_dirs/onnx    "
+               "(an ONNX file: profiles keyed by its own input names; README, 'Your own ONNX file')")
     p.add_argument("deploy_cfg", help="deploy config (.py, OpenMMLab style with _base_)")
     p.add_argument("model", help="torchvision://<name>[?num_classes=N] (seeded random weights unless --checkpoint; "
                                  "?weights=DEFAULT for torchvision's), <module or file.py>:<factory>, or an ONNX file "
