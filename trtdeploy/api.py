@@ -14,7 +14,7 @@ from .artefacts import resolve_model, stand_in_onnx, task_for
 from .backends.base import Runner, TensorSpec, backend_for_file, get_backend, profiles_from_json
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
-from .errors import BuildError, InputError, ModelError, UnsupportedOpError
+from .errors import BuildError, InputError, ModelError, ShapeError, UnsupportedOpError
 from .tasks import Task, get_task
 from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
@@ -91,14 +91,26 @@ class DeployedModel:
 
     def input_shape(self) -> tuple[int, ...]:
         """The shape to pre-process to: fixed dims from the model, the rest from the profile or export shape."""
-        spec = self.runner.inputs[0]
-        hint = (self.sidecar.get("export_shapes") or {}).get(spec.name)
-        for profile in self.runner.profiles:
-            if spec.name in profile:
-                hint = profile[spec.name].opt
-                break
-        hint = list(hint or self.task.default_input_shape)
-        return tuple(d if isinstance(d, int) and d > 0 else hint[i] for i, d in enumerate(spec.shape))
+        return self.input_shapes(self.runner.input_names[:1])[self.runner.input_names[0]]
+
+    def input_shapes(self, names: list[str] | None = None) -> dict[str, tuple[int, ...]]:
+        """A runnable shape per input (all, or ``names``): fixed dims from the model, the others from the first
+        profile holding the input, else the export shape, else (first input only) the task's default size."""
+        shapes = {}
+        for i, spec in enumerate(self.runner.inputs):
+            if names is not None and spec.name not in names:
+                continue
+            hint = (self.sidecar.get("export_shapes") or {}).get(spec.name)
+            hint = next((list(p[spec.name].opt) for p in self.runner.profiles if spec.name in p), hint)
+            if hint is None and i == 0 and len(self.task.default_input_shape) == len(spec.shape):
+                hint = self.task.default_input_shape
+            dims = [d if isinstance(d, int) and d > 0 else (hint[k] if hint else None) for k, d in enumerate(spec.shape)]
+            if None in dims:
+                raise ShapeError(f"{self.runner.source}: input {spec.name!r} has dynamic shape {spec.shape} and no "
+                                 f"profile or export shape to take it from; give it with --shape "
+                                 f"{spec.name}:{'x'.join(str(d or 1) for d in dims)}")
+            shapes[spec.name] = tuple(dims)
+        return shapes
 
     def predict(self, image) -> Any:
         """The task's answer for one image (a path or an (H, W, 3) array), or a list of answers for a list."""

@@ -26,8 +26,9 @@ def register(sub, common) -> None:
     p.add_argument("--model", help="the PyTorch model as reference: torchvision://<name> or <module or file.py>:<factory>")
     p.add_argument("--checkpoint", help="state dict for --model")
     p.add_argument("--deploy-cfg", help="deploy config: task settings, and tolerances from its compare_config")
-    p.add_argument("--input", nargs="+", help="images to pre-process as inputs; the report keeps the worst case "
-                                              "(default: random normal data)")
+    p.add_argument("--input", nargs="+", help="images to pre-process as inputs, or .npz files of arrays named after "
+                                              "the inputs (.npy: a one-input model); the report keeps the worst case "
+                                              "(default: random normal data, 0/1 for integer inputs)")
     p.add_argument("--shape", action="append", help="input shape, e.g. 1x3x224x224 or input:1x3x224x224 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default: %(default)s)")
     for kind, text in (("atol", "absolute"), ("rtol", "relative"), ("cosine", "minimum cosine similarity")):

@@ -180,8 +180,9 @@ class DeployConfig:
                 raise ConfigError(f"{source}: unknown top-level field {key!r}{hint}")
         missing = [k for k in TOP_LEVEL_REQUIRED if k not in cfg]
         if missing:
-            raise ConfigError(f"{source}: the config has no {' and no '.join(missing)}; "
-                              f"start it with _base_ = ['../_base_/onnx_config.py', '../_base_/backends/onnxruntime.py']")
+            raise ConfigError(f"{source}: the config has no {' and no '.join(missing)}; add backend_config = "
+                              f"dict(type='onnxruntime') (or 'tensorrt'), or inherit a shipped one with _base_ = "
+                              f"['<trtdeploy checkout>/configs/_base_/backends/onnxruntime.py']")
         for key, spec in DEPLOY_SCHEMA.items():
             if key in cfg:
                 _check_section(cfg[key], spec, key, source)

@@ -68,7 +68,8 @@ DEPLOY_SCHEMA: dict = {
     "function_rewriter": object,
 }
 
-TOP_LEVEL_REQUIRED = ("onnx_config", "backend_config")
+# onnx_config has defaults for every field (and an ONNX file brings its own names and axes); the backend has none.
+TOP_LEVEL_REQUIRED = ("backend_config",)
 
 # Values the builder options may take (checked when the config is loaded, before any export).
 # Tactic sources with the TensorRT history a warning quotes when the installed one lacks them.

@@ -20,7 +20,7 @@ from ..utils.fileio import atomic_write
 from ..utils.logging import logger, progress
 from ..utils.table import format_table
 from .report import reason_notes
-from .targets import Target
+from .targets import Target, random_feed
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -88,7 +88,8 @@ def shapes_to_time(target: Target, shapes: list[Shapes] | None = None, batch_siz
         base = [{name: getattr(rng, key) for name, rng in profile.items()}
                 for profile in runner.profiles for key in ("min", "opt", "max")]
     else:
-        base = [{runner.input_names[0]: target.model.input_shape()}]
+        base = [{}]
+    base = [{**target.model.input_shapes([n for n in runner.input_names if n not in s]), **s} for s in base]  # all inputs
     if batch_sizes:
         fixed = [s.name for s in runner.inputs if isinstance(s.shape[0], int) and s.shape[0] > 0]
         if fixed:
@@ -97,21 +98,15 @@ def shapes_to_time(target: Target, shapes: list[Shapes] | None = None, batch_siz
         base = [{name: (b, *shape[1:]) for name, shape in s.items()} for s in base for b in batch_sizes]
     unique = list({tuple(sorted(s.items())): s for s in base}.values())
     for s in unique:
-        runner.check_inputs({name: np.zeros(shape, np.float32) for name, shape in s.items()})
+        runner.check_inputs(random_feed(runner, s))
     return unique
-
-
-def _random_feed(target: Target, shapes: Shapes, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {spec.name: rng.standard_normal(shapes[spec.name]).astype(np.dtype(spec.dtype))
-            for spec in target.model.runner.inputs}
 
 
 def measure_latency(target: Target, shapes: Shapes, warmup: int = 2, iterations: int | None = None,
                     seconds: float = DEFAULT_SECONDS) -> LatencyStats:
     """Warm up, then time calls one by one (wall clock around the whole call): ``iterations`` of them, or as many
     as fit in ``seconds`` (at least MIN_ITERATIONS, at most MAX_ITERATIONS)."""
-    feed = _random_feed(target, shapes)
+    feed = random_feed(target.model.runner, shapes)
     runner = target.model.runner
     for _ in range(warmup):
         runner(feed)
@@ -159,7 +154,7 @@ def profile_targets(targets: list[Target], shapes: list[Shapes] | None = None, b
                 backend = get_backend(target.backend) if target.backend in discover_backends() else None
                 timed = min(100, next(st.iterations for st in result.latency  # a trace per call: keep it small
                                       if st.shapes == {k: list(v) for k, v in layer_shape.items()}))
-                layers = backend.layer_times(target.model.runner, _random_feed(target, layer_shape), timed) \
+                layers = backend.layer_times(target.model.runner, random_feed(target.model.runner, layer_shape), timed) \
                     if backend is not None else None
                 if layers is not None:
                     result.layers = layers

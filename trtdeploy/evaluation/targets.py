@@ -19,7 +19,8 @@ from ..artefacts import resolve_model, stand_in_onnx
 from ..backends.base import Runner, TensorSpec, backend_for_file
 from ..backends.sidecar import read_sidecar
 from ..config import DeployConfig, load_deploy_config
-from ..errors import BackendUnavailableError, ConfigError, EngineCompatibilityError, ModelError, ShapeError
+from ..errors import (BackendUnavailableError, ConfigError, EngineCompatibilityError, InputError, ModelError,
+                      ShapeError)
 from ..utils.logging import logger
 
 
@@ -277,26 +278,58 @@ def parse_shape_sets(specs: list[str] | None, input_names: list[str]) -> list[di
     return sets
 
 
+TENSOR_SUFFIXES = (".npy", ".npz")  # --input files read as tensors instead of images
+
+
+def random_feed(runner: Runner, shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs of ``shapes``: standard normal floats; 0/1 for integer and boolean inputs, which stay valid
+    token ids, masks and indices whatever the model's vocabulary."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for spec in runner.inputs:
+        dtype = np.dtype(spec.dtype)
+        values = rng.standard_normal(shapes[spec.name]) if dtype.kind == "f" else rng.integers(0, 2, shapes[spec.name])
+        feed[spec.name] = values.astype(dtype)
+    return feed
+
+
+def tensor_feed(path: Path, runner: Runner) -> dict[str, np.ndarray]:
+    """An .npz of arrays named like the model's inputs, or an .npy for a model with one input."""
+    try:
+        if path.suffix == ".npy":
+            arrays = {runner.input_names[0]: np.load(path, allow_pickle=False)}
+            if len(runner.input_names) > 1:
+                raise InputError(f"{path}: one .npy array cannot feed the inputs {runner.input_names}; save them "
+                                 f"into one .npz by name (np.savez(path, **{{name: array}}))")
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} cannot be read as {path.suffix} ({type(e).__name__}: {e}); write it with "
+                         f"numpy.save / numpy.savez") from None
+    missing, unexpected = [n for n in runner.input_names if n not in arrays], [k for k in arrays if k not in runner.input_names]
+    if missing or unexpected:
+        raise InputError(f"{path} holds arrays {list(arrays)} but the model's inputs are {runner.input_names} "
+                         f"(missing {missing}, unexpected {unexpected}); name the arrays after the inputs")
+    return arrays
+
+
 def make_feed(target: Target, image_path: str | os.PathLike | None = None,
               shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
-    """Inputs for every target: ``target``'s task pre-processing of an image, or seeded random normal data.
+    """Inputs for every target: tensors from an .npy/.npz file, ``target``'s task pre-processing of an image,
+    or seeded random data (``random_feed``) at ``shapes``, the profile's opt shapes elsewhere.
 
     Returns the feed and a description of where it came from.
     """
     from ..utils.image import load_image
 
     model = target.model
+    if image_path is not None and Path(image_path).suffix.lower() in TENSOR_SUFFIXES:
+        return tensor_feed(Path(image_path), model.runner), f"tensors {image_path}"
     if image_path is not None:
         batch, _ = model.task.preprocess(load_image(image_path), tuple(shapes.get(model.runner.input_names[0]))
                                          if shapes else model.input_shape())
         return {model.runner.input_names[0]: batch}, f"image {image_path}"
-    rng = np.random.default_rng(seed)
-    defaults = {model.runner.input_names[0]: model.input_shape()}
-    feed = {}
-    for spec in model.runner.inputs:
-        shape = (shapes or {}).get(spec.name) or defaults.get(spec.name) or tuple(spec.shape)
-        if any(not isinstance(d, int) or d < 1 for d in shape):
-            raise ShapeError(f"{target.source}: input {spec.name!r} has dynamic shape {spec.shape}; "
-                             f"give it with --shape {spec.name}:1x...")
-        feed[spec.name] = rng.standard_normal(shape).astype(np.dtype(spec.dtype))
-    return feed, f"random normal data (seed {seed})"
+    given = dict(shapes or {})
+    wanted = model.input_shapes([n for n in model.runner.input_names if n not in given])
+    return random_feed(model.runner, {**wanted, **given}, seed), f"random normal data (seed {seed})"
