@@ -139,3 +139,9 @@ def test_keypoint_rcnn_converts_builds_draws_and_scores(tmp_path):
                    "--dataset", tmp_path / "kp.json", "--img-prefix", DEMO_IMG.parent, "--out", tmp_path / "acc.json")
     scores = json.loads((tmp_path / "acc.json").read_text())["results"][0]["scores"]
     assert {"bbox mAP", "keypoints mAP", "keypoints mAP50"} <= set(scores), proc.stdout
+
+    from trtdeploy.serving import model_config as mc
+
+    run_cli("export-triton", result.work_dir, "--repo", tmp_path / "repo", "--name", "kp")
+    served = {o.name: list(o.dims) for o in mc.parse(tmp_path / "repo/kp/config.pbtxt").output}
+    assert served["keypoints"] == [-1, -1, 3]  # the Python-backend model answers each detection's keypoints

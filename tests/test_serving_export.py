@@ -202,6 +202,21 @@ def test_detection_answers_round_trip_with_padding():
         np.testing.assert_array_equal(got["labels"], want["labels"])
 
 
+def test_keypoint_answers_carry_each_detections_keypoints():
+    outputs = get_task("KeypointDetection")
+    assert [t.name for t in outputs.served_outputs] == ["boxes", "scores", "labels", "class_names", "keypoints"]
+    points = np.arange(2 * 17 * 3, dtype=np.float32).reshape(2, 17, 3)
+    rows = [{"boxes": np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32), "scores": np.array([0.9, 0.4], np.float32),
+             "labels": np.array([0, 0]), "names": ["person", "person"], "keypoints": points},
+            {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "labels": np.zeros(0, np.int64), "names": [], "keypoints": np.zeros((0, 17, 3), np.float32)}]
+    tensors = outputs.to_tensors(rows)
+    assert tensors["keypoints"].shape == (2, 2, 17, 3)
+    back = outputs.from_tensors(tensors)
+    np.testing.assert_array_equal(back[0]["keypoints"], points)
+    assert back[1]["keypoints"].shape == (0, 17, 3)
+
+
 def test_kubernetes_manifest_runs_replicas_sharing_one_repository():
     import yaml
 

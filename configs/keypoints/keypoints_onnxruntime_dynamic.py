@@ -7,3 +7,4 @@ onnx_config = dict(
         'labels': {0: 'batch'},
         'keypoints': {0: 'batch'},
     })
+codebase_config = dict(task='KeypointDetection')  # served with each detection's keypoints

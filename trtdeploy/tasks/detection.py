@@ -195,6 +195,7 @@ class ObjectDetection(Task):
                       OutputTensor("labels", "int64", (-1,)), OutputTensor("class_names", "bytes", (-1,)))
     default_input_shape = (1, 3, 800, 1344)
     with_masks = False
+    with_keypoints = False  # the model must have a keypoint head (it may have one either way)
 
     @property
     def post_processing(self) -> dict:
@@ -230,11 +231,15 @@ class ObjectDetection(Task):
         family.check(model)
         # The family's pre-processing from now on (calibration and --test-img run before any sidecar is written).
         self.settings["preprocess"] = {**family.preprocess(model), **dict(self.settings.get("preprocess") or {})}
-        has_masks = "masks" in family.extra_outputs(model)
+        extras = family.extra_outputs(model)
+        has_masks = "masks" in extras
         if has_masks != self.with_masks:
             raise ModelError(
                 f"{kind} {'has' if has_masks else 'has no'} mask head but codebase_config.task is {self.name!r}; use a "
                 f"configs/{'instance-seg' if has_masks else 'detection'} deploy config")
+        if self.with_keypoints and "keypoints" not in extras:
+            raise ModelError(f"{kind} has no keypoint head but codebase_config.task is {self.name!r}; use a "
+                             f"configs/detection deploy config")
         for fn in family.rewritten(model):
             target = f"{fn.__module__}.{fn.__qualname__}"
             if target not in FUNCTION_REWRITER.targets():
@@ -404,6 +409,32 @@ class ObjectDetection(Task):
             draw.text((x1 + 2, ty), text, fill=(0, 0, 0))
         with atomic_write(out_path, "wb") as f:
             im.save(f, format="PNG" if str(out_path).lower().endswith(".png") else "JPEG")
+
+
+@TASKS.register("KeypointDetection")
+class KeypointDetection(ObjectDetection):
+    """Detections with keypoints (Keypoint R-CNN): what ObjectDetection answers, plus each detection's keypoints,
+    served too: [k, P, 3] per image (x, y in original-image pixels, the keypoint's score)."""
+
+    name = "KeypointDetection"
+    served_outputs = ObjectDetection.served_outputs + (OutputTensor("keypoints", "float32", (-1, -1, 3)),)
+    with_keypoints = True
+
+    @classmethod
+    def to_tensors(cls, results: list) -> dict[str, np.ndarray]:
+        out = super().to_tensors(results)
+        points = max([r["keypoints"].shape[1] for r in results if len(r["keypoints"])] + [0])
+        out["keypoints"] = np.zeros((*out["scores"].shape, points, 3), np.float32)
+        for i, r in enumerate(results):
+            out["keypoints"][i, :len(r["scores"])] = r["keypoints"]
+        return out
+
+    @classmethod
+    def from_tensors(cls, arrays: Mapping[str, np.ndarray]) -> list:
+        results = super().from_tensors(arrays)
+        for r, labels, keypoints in zip(results, arrays["labels"], arrays["keypoints"]):
+            r["keypoints"] = keypoints[labels >= 0].astype(np.float32)
+        return results
 
 
 @TASKS.register("InstanceSegmentation")
