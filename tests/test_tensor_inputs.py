@@ -71,3 +71,81 @@ def test_npz_naming_other_arrays_is_refused_with_both_lists(text_model, capsys):
     code = main(["run", str(text_model["work"]), "--input", str(bad)])
     err = capsys.readouterr().err
     assert code == 10 and "holds arrays ['ids'] but the model's inputs are ['input_ids', 'attention_mask']" in err
+
+
+TEXT_MODULE = '''
+import torch
+
+
+class TextClassifier(torch.nn.Module):
+    """Embedding, masked self-attention (as a BERT layer writes it: an additive mask), mean pooling over the real
+    tokens, 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.qkv = torch.nn.Linear(16, 48)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.emb(input_ids)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        m = attention_mask.unsqueeze(-1).to(x.dtype)
+        scores = q @ k.transpose(1, 2) / 4.0 + (1.0 - m.transpose(1, 2)) * -10000.0
+        x = x + scores.softmax(-1) @ v
+        return self.head((x * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+def build():
+    torch.manual_seed(0)
+    return TextClassifier().eval()
+'''
+
+TEXT_CONFIG = '''
+onnx_config = dict(input_names=['input_ids', 'attention_mask'], output_names=['logits'],
+                   input_dtypes=dict(input_ids='int64', attention_mask='int64'),
+                   dynamic_axes={'input_ids': {0: 'batch', 1: 'tokens'}, 'attention_mask': {0: 'batch', 1: 'tokens'},
+                                 'logits': {0: 'batch'}})
+codebase_config = dict(task='Classification')
+backend_config = dict(type='BACKEND', model_inputs=[dict(input_shapes=dict(
+    input_ids=dict(min_shape=[1, 4], opt_shape=[2, 16], max_shape=[4, 64]),
+    attention_mask=dict(min_shape=[1, 4], opt_shape=[2, 16], max_shape=[4, 64])))])
+'''
+
+
+def test_pytorch_text_model_with_two_integer_inputs_exports_compares_and_builds(tmp_path):
+    """convert traces every onnx_config input at its profile's opt shape and declared dtype; compare feeds the same
+    .npz to PyTorch and ONNX Runtime; TensorRT-RTX builds the graph with the two-input profile."""
+    from conftest import build_in_child
+
+    (tmp_path / "text_models.py").write_text(TEXT_MODULE)
+    for backend in ("onnxruntime", "tensorrt"):
+        (tmp_path / f"{backend}.py").write_text(TEXT_CONFIG.replace("BACKEND", backend))
+    model = f"{tmp_path / 'text_models.py'}:build"
+    run_cli("convert", tmp_path / "onnxruntime.py", model, "--work-dir", tmp_path / "work")
+    graph = onnx.load(str(tmp_path / "work/end2end.onnx"))
+    assert [(i.name, i.type.tensor_type.elem_type) for i in graph.graph.input] == [
+        ("input_ids", TensorProto.INT64), ("attention_mask", TensorProto.INT64)]
+    tokens = tmp_path / "tokens.npz"
+    mask = np.ones((3, 9), np.int64)
+    mask[1, 5:] = 0  # a padded sequence: the mask must reach the attention in both
+    np.savez(tokens, input_ids=np.random.default_rng(1).integers(0, 50, (3, 9)), attention_mask=mask)
+    out = run_cli("compare", tmp_path / "work", "--model", model, "--input", tokens).stdout
+    assert "PASSED: 1 output comparisons within tolerance" in out and "pytorch" in out
+    built = build_in_child(tmp_path / "work/end2end.onnx", tmp_path / "trt", tmp_path / "tensorrt.py")
+    assert built["size"] > 0 and set(built["profiles"][0]) == {"input_ids", "attention_mask"}
+
+
+def test_an_input_without_a_shape_or_with_an_unknown_dtype_is_refused(tmp_path):
+    from trtdeploy.config import load_deploy_config
+    from trtdeploy.errors import ConfigError
+    from trtdeploy.tasks import get_task
+
+    bad = TEXT_CONFIG.replace("BACKEND", "onnxruntime").replace("input_ids='int64'", "input_ids='long'")
+    (tmp_path / "bad.py").write_text(bad)
+    with pytest.raises(ConfigError, match=r"onnx_config.input_dtypes.input_ids must be one of float32, .*got 'long'"):
+        load_deploy_config(tmp_path / "bad.py")
+    cfg = load_deploy_config({"onnx_config": {"input_names": ["input_ids"], "input_dtypes": {"input_ids": "int64"}},
+                              "backend_config": {"type": "onnxruntime"}})
+    with pytest.raises(ConfigError, match=r"input 'input_ids' needs a shape to export with: give backend_config"):
+        get_task("Classification")().example_inputs(cfg)

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import ConfigError, ShapeError
 from ..registry import did_you_mean
 from ..utils.logging import logger
-from .schema import (DEPLOY_SCHEMA, HARDWARE_COMPATIBILITY_LEVELS, PRECISIONS, PROFILING_VERBOSITIES, SHAPE_RANGE,
-                     TACTIC_SOURCES, TOP_LEVEL_REQUIRED)
+from .schema import (DEPLOY_SCHEMA, HARDWARE_COMPATIBILITY_LEVELS, INPUT_DTYPES, PRECISIONS, PROFILING_VERBOSITIES,
+                     SHAPE_RANGE, TACTIC_SOURCES, TOP_LEVEL_REQUIRED)
 
 DEFAULTS = {
     "onnx_config": dict(type="onnx", export_params=True, keep_initializers_as_inputs=False,
@@ -216,6 +216,11 @@ class DeployConfig:
         return list(self.onnx["input_names"])
 
     @property
+    def input_dtypes(self) -> dict[str, str]:
+        """Inputs that are not float32 (token ids, masks): name -> dtype; ``onnx_config.input_dtypes``."""
+        return dict(self.onnx.get("input_dtypes") or {})
+
+    @property
     def output_names(self) -> list[str]:
         return list(self.onnx["output_names"])
 
@@ -242,16 +247,21 @@ class DeployConfig:
     def save_file(self) -> str:
         return self.onnx.get("save_file") or "end2end.onnx"
 
-    def export_shape(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape to trace with: the first profile's opt shape, else ``input_shape``, else ``default``."""
+    def export_shape(self, name: str, default: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The shape to trace with: the first profile's opt shape, else ``input_shape``, else ``default``; an
+        input with no default (not the image: token ids, a mask, a second input) needs a profile."""
         for i, profile in enumerate(self.profiles):
             if name in profile:
                 opt = profile[name].opt
-                if len(opt) != len(default):
+                if default is not None and len(opt) != len(default):
                     raise ShapeError(f"{self.source}: backend_config.model_inputs[{i}].input_shapes.{name} has rank "
                                      f"{len(opt)} but the model takes rank-{len(default)} input (such as "
                                      f"{list(default)}); give {len(default)} dimensions")
                 return opt
+        if default is None:
+            raise ConfigError(f"{self.source}: input {name!r} needs a shape to export with: give "
+                              f"backend_config.model_inputs=[dict(input_shapes=dict({name}=dict(min_shape=[...], "
+                              f"opt_shape=[...], max_shape=[...])))] (the opt_shape is traced)")
         wh = self.onnx.get("input_shape")
         if wh:
             if len(wh) != 2:
@@ -302,6 +312,13 @@ class DeployConfig:
             if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
                 raise ConfigError(f"{self.source}: onnx_config.{key} must be a non-empty list of distinct names, "
                                   f"got {names!r}")
+        for name, dtype in self.input_dtypes.items():
+            if name not in self.input_names:
+                raise ConfigError(f"{self.source}: onnx_config.input_dtypes names {name!r}, which is not one of "
+                                  f"onnx_config.input_names {self.input_names}; name an input or drop it")
+            if dtype not in INPUT_DTYPES:
+                raise ConfigError(f"{self.source}: onnx_config.input_dtypes.{name} must be one of "
+                                  f"{', '.join(INPUT_DTYPES)}, got {dtype!r}")
 
     def _check_precision(self) -> None:
         """Precision names, and the combinations no backend builds, each refused in one sentence."""

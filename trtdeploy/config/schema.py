@@ -21,6 +21,7 @@ DEPLOY_SCHEMA: dict = {
         "input_names": (list, tuple),
         "output_names": (list, tuple),
         "input_shape": (list, tuple, NoneType),
+        "input_dtypes": (dict, NoneType),  # name -> dtype of inputs that are not float32 images, e.g. token ids
         "optimize": bool,
         "dynamic_axes": (dict, NoneType),
         "verbose": bool,
@@ -70,6 +71,9 @@ DEPLOY_SCHEMA: dict = {
 
 # onnx_config has defaults for every field (and an ONNX file brings its own names and axes); the backend has none.
 TOP_LEVEL_REQUIRED = ("backend_config",)
+
+# onnx_config.input_dtypes values: what an exported input may be.
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 
 # Values the builder options may take (checked when the config is loaded, before any export).
 # Tactic sources with the TensorRT history a warning quotes when the installed one lacks them.

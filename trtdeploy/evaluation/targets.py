@@ -70,7 +70,7 @@ class TorchRunner(Runner):
         self._caller_threads: int | None = None  # torch's setting before, put back on deactivate
 
     def infer_impl(self, feed: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
-        (batch,) = feed.values()
+        batch = tuple(feed.values()) if len(feed) > 1 else next(iter(feed.values()))
         if self.threads is None:
             self.threads = self._choose_threads(batch)
         return self.task.torch_outputs(self.module, batch, self.output_names)

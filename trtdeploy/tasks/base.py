@@ -73,10 +73,19 @@ class Task:
         return []
 
     def example_inputs(self, cfg: DeployConfig, device: str = "cpu") -> tuple:
+        """One tensor per ``onnx_config.input_names`` entry to trace with. The first is the image (the task's
+        default size unless the config gives one) unless ``input_dtypes`` says otherwise; the others take their
+        profile's opt shape. Integer and boolean inputs are ones: valid token ids, mask values and indices."""
         import torch
 
-        return tuple(torch.rand(cfg.export_shape(name, self.default_input_shape), device=device)
-                     for name in cfg.input_names[:1])
+        tensors = []
+        for i, name in enumerate(cfg.input_names):
+            dtype = cfg.input_dtypes.get(name)
+            shape = cfg.export_shape(name, self.default_input_shape if i == 0 and dtype is None else None)
+            torch_dtype = getattr(torch, dtype or "float32")
+            tensors.append(torch.rand(shape, device=device, dtype=torch_dtype) if torch_dtype.is_floating_point
+                           else torch.ones(shape, device=device, dtype=torch_dtype))
+        return tuple(tensors)
 
     def torch_wrapper(self, model):
         """The module to export (a task may wrap the model to fix its output layout)."""
@@ -136,14 +145,15 @@ class Task:
         """Unpack served arrays into one result per image, the structure ``postprocess`` gives and ``run`` prints."""
         raise NotImplementedError(f"{cls.name} defines no served outputs")
 
-    def torch_outputs(self, model, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
-        """Run the eager model the way the exported graph runs."""
+    def torch_outputs(self, model, batch: np.ndarray | tuple, output_names: list[str]) -> dict[str, np.ndarray]:
+        """Run the eager model the way the exported graph runs (``batch``: its input, or a tuple of its inputs)."""
         import torch
 
         param = next(model.parameters(), None)
         device = param.device if param is not None else "cpu"
+        arrays = batch if isinstance(batch, tuple) else (batch,)  # several inputs: a tuple in the graph's order
         with torch.no_grad():
-            out = self.torch_wrapper(model)(torch.from_numpy(batch).to(device))
+            out = self.torch_wrapper(model)(*(torch.from_numpy(a).to(device) for a in arrays))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
 
