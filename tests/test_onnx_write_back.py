@@ -1,5 +1,6 @@
 """Issue 13 speed: convert writes an ONNX file that no pass changes back as its own bytes (no serialisation of
-its weights), and a changed one as the changed graph."""
+its weights), one whose nodes alone changed as its bytes with the new nodes, any other as the changed graph;
+`trtdeploy convert` starts without importing the other commands."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import onnx
 
 import trtdeploy
-from conftest import CONFIGS
+from conftest import CONFIGS, run_python
 from onnx_files import hand_classifier
 
 
@@ -33,3 +34,23 @@ def test_unchanged_file_is_written_back_as_its_bytes_changed_one_as_changed(tmp_
     aliased.write_bytes(model.SerializeToString())
     written = onnx.load(str(trtdeploy.convert(_cfg(tmp_path), aliased, work_dir=tmp_path / "b").onnx_path))
     assert [n.op_type for n in written.graph.node] == [n.op_type for n in onnx.load(str(plain)).graph.node]
+
+
+def test_a_graph_changed_beyond_its_nodes_is_serialised_as_changed(tmp_path):
+    """Only the nodes are taken from the graph in memory; a changed weight fails the proof (the bytes parsed
+    back) and the graph is serialised whole."""
+    from trtdeploy.api import _serialized
+
+    data = hand_classifier(tmp_path / "plain.onnx").read_bytes()
+    model = onnx.load_from_string(data)
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    weight.raw_data = bytes(len(weight.raw_data))
+    written = _serialized(model, data)
+    assert onnx.load_from_string(written) == model and written != data
+
+
+def test_convert_starts_without_the_other_commands():
+    proc = run_python("import sys\nfrom trtdeploy.cli.main import build_parser\nbuild_parser('convert')\n"
+                      "print(sorted(m for m in sys.modules if '.cli.cmd_' in m))\n"
+                      "print(len(build_parser()._subparsers._group_actions[0].choices) > 10)")
+    assert proc.stdout.split() == ["['trtdeploy.cli.cmd_convert']", "True"]

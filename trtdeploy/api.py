@@ -1,7 +1,6 @@
 """The Python API the CLI is a shell over: ``convert`` a model, ``load`` what was converted."""
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,14 +10,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from .artefacts import resolve_model, stand_in_onnx, task_for
-from .backends.base import Runner, TensorSpec, backend_for_file, get_backend, profiles_from_json
+from .backends.base import CheckedGraph, Runner, TensorSpec, backend_for_file, get_backend, profiles_from_json
 from .backends.sidecar import read_sidecar, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, ShapeError, UnsupportedOpError
 from .tasks import Task, get_task
-from .utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
+from .utils.fileio import atomic_write_hashed, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
-from .utils.onnx_file import read_onnx, read_onnx_with_bytes
+from .utils.onnx_file import read_onnx, read_onnx_with_bytes, with_nodes_of
 from .utils.onnx_graph import all_nodes
 
 
@@ -170,8 +169,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     torch_model = proto = as_read = None
     if onnx_file is not None:  # first: calibration needs its input names
         with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
-            proto, data = read_onnx_with_bytes(onnx_file)
-            as_read = (data, len(proto.graph.node))  # written back as it is if no pass changes the graph
+            proto, as_read = read_onnx_with_bytes(onnx_file)  # its bytes: what _serialized keeps of them
             proto = task.adapt_graph(proto)
             cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
             export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
@@ -223,7 +221,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
             raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
         onnx_path = work / cfg.save_file
         onnx_bytes = _serialized(proto, as_read)
-        atomic_write_bytes(onnx_path, onnx_bytes)
+        onnx_sha256 = atomic_write_hashed(onnx_path, onnx_bytes)
     in_specs, out_specs = _onnx_io(proto)
     facts = {
         "model": model_name,
@@ -232,7 +230,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         "weights": weights,
         **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
         "export_shapes": {name: list(shape) for name, shape in export_shapes.items()},
-        "onnx_file": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "onnx_file": onnx_path.name, "onnx_sha256": onnx_sha256,
         "deploy_config": cfg.to_dict(),
     }
     # the graph's I/O: what a built artefact's sidecar says too, unless its backend reports its own
@@ -245,7 +243,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         with stage(f"[{next(n)}/{steps}] build {cfg.backend} ({cfg.precision})"):
             build_start = time.perf_counter()
             built = backend.build(onnx_path, work, cfg, sample=_numerics_sample(cfg, task, test_img, export_shapes),
-                                  model=proto)
+                                  model=CheckedGraph(proto, onnx_bytes))
             build_seconds = time.perf_counter() - build_start
             profiles = list(built.facts.get("profiles") or [])
             backend_path = built.path
@@ -270,12 +268,15 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     return result
 
 
-def _serialized(proto, read: tuple[bytes, int] | None) -> bytes:
-    """``proto``'s bytes: those of the file it was ``read`` from (bytes, node count) when the passes left the graph
-    as it was (parsing them again to compare takes a quarter of the time serialising 45 MB of weights does;
-    a changed node count needs no comparison)."""
-    if read is not None and len(proto.graph.node) == read[1] and proto == type(proto).FromString(read[0]):
-        return read[0]
+def _serialized(proto, read: bytes | None) -> bytes:
+    """``proto``'s bytes. For a graph ``read`` from a file, that file's bytes with ``proto``'s nodes in place of its
+    own (``with_nodes_of``: the file itself when no pass changed the graph, or when only nodes changed, as when
+    torch.onnx's weight aliases are bypassed, no 45 MB serialisation of the weights), parsed back to prove they
+    are ``proto``; a full serialisation otherwise."""
+    if read is not None:
+        spliced = with_nodes_of(proto, read)
+        if type(proto).FromString(spliced) == proto:
+            return spliced
     return proto.SerializeToString()
 
 

@@ -43,6 +43,15 @@ class BuildResult:
     facts: dict = field(default_factory=dict)
 
 
+@dataclass
+class CheckedGraph:
+    """The graph a caller has read, checked and written to the ``onnx_path`` it builds from, and the bytes it
+    wrote: a backend takes both rather than reading and parsing the file again."""
+
+    model: Any  # onnx.ModelProto
+    data: bytes
+
+
 def profiles_to_json(profiles: list[dict[str, ShapeRange]]) -> list[dict]:
     return [{name: rng.to_dict() for name, rng in p.items()} for p in profiles]
 
@@ -236,7 +245,7 @@ class Backend(ABC):
     @abstractmethod
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         """``sample``: (feed, where it came from), real input for checks a build makes (FP16/BF16 numerics);
-        ``model``: the checked ``onnx.ModelProto`` of ``onnx_path`` when the caller holds it (not read again)."""
+        ``model``: the ``CheckedGraph`` of ``onnx_path`` when the caller holds it (not read again)."""
 
     @abstractmethod
     def load(self, path: Path, sidecar: Mapping | None = None, device: str = "cpu") -> Runner:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ModelError
 from .onnx_graph import SMALL_INITIALIZER, weightless
@@ -128,3 +128,63 @@ def _check_defined(model, path: Path) -> None:
     for out in graph.output:
         if out.name not in defined:
             raise ModelError(f"{path}: graph output {out.name!r} is produced by no node; export the model again")
+
+
+def with_nodes_of(model, data: bytes | memoryview) -> bytes:
+    """``data`` (a serialized ModelProto) with its graph's nodes replaced by ``model``'s, every other field kept
+    as the bytes it is: the file of a graph whose passes changed only nodes (torch.onnx's weight aliases bypassed),
+    without serialising its weights again (0.1 s for 45 MB). Whether the result is ``model`` is the caller's to check."""
+    graph_field, node_field = type(model).GRAPH_FIELD_NUMBER, type(model.graph).NODE_FIELD_NUMBER
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for number, start, payload, stop in _wire_fields(view, 0, len(view)):
+        if number != graph_field:
+            parts.append(view[start:stop])
+            continue
+        body = [_tagged(node_field, node.SerializeToString()) for node in model.graph.node]
+        body += [view[s:e] for n, s, _, e in _wire_fields(view, payload, stop) if n != node_field]
+        parts += [_tagged(graph_field, b"", sum(len(p) for p in body)), *body]
+    return b"".join(parts)
+
+
+def _wire_fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, start, payload start, end) of each field of the serialized message ``buf[start:end]``
+    (protobuf's wire format; ONNX uses no groups)."""
+    pos = start
+    while pos < end:
+        tag, payload = _varint(buf, pos)
+        kind = tag & 7
+        if kind == 0:
+            stop = _varint(buf, payload)[1]
+        elif kind == 2:
+            size, payload = _varint(buf, payload)
+            stop = payload + size
+        elif kind in (1, 5):
+            stop = payload + (8 if kind == 1 else 4)
+        else:
+            raise ValueError(f"protobuf wire type {kind} (a group) at byte {pos}")
+        yield tag >> 3, pos, payload, stop
+        pos = stop
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]`` and the position after it."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _tagged(number: int, payload: bytes, size: int | None = None) -> bytes:
+    """A length-delimited field's tag and length (of ``payload``, or ``size`` when the payload follows apart)."""
+    out = bytearray()
+    for value in ((number << 3) | 2, len(payload) if size is None else size):
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload

@@ -79,7 +79,8 @@ class TensorRTBackend(Backend):
 
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input);
-        ``model``: the checked graph of ``onnx_path``, if the caller holds it."""
+        ``model``: the ``CheckedGraph`` of ``onnx_path``, if the caller holds it (its bytes are parsed: TensorRT reads
+        no file back)."""
         from .builder import build_engine
 
         trt = import_tensorrt()
@@ -87,7 +88,8 @@ class TensorRTBackend(Backend):
         if trt.strongly_typed_only and not strongly_typed:
             raise BackendUnavailableError(f"{trt.label} builds only strongly typed networks; "
                                           f"remove backend_config.common_config.strongly_typed=False")
-        model = model if model is not None else read_onnx(onnx_path, load_external_data=False)
+        checked = model
+        model = checked.model if checked is not None else read_onnx(onnx_path, load_external_data=False)
         plugins = prepare_plugin_build(trt, model)  # custom nodes checked, plugins registered, before parsing
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
@@ -107,8 +109,9 @@ class TensorRTBackend(Backend):
             plan = prepare_low_precision(trt, source, Path(work_dir), cfg, strongly_typed, plugin_nodes, shapes, sample)
             source = plan.onnx_path
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
+        data = checked.data if checked is not None and plan is None else None  # a precision builds its own graph
         facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
-                             configure=plan.configure if plan else None)
+                             configure=plan.configure if plan else None, data=data)
         facts.update(flavour=trt.flavour, backend_version=trt.version, precision=cfg.precision,
                      built_from=source.name, plugins=plugins, **(plan.facts if plan else {}))
         return BuildResult(engine_path, facts)

@@ -6,7 +6,6 @@ Same code for TensorRT 8.6-11 and TensorRT-RTX: version differences are asked of
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import signal
 import threading
@@ -15,7 +14,7 @@ from typing import Callable, Iterator
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
-from ...utils.fileio import atomic_write_bytes, clean_stale_temps, ensure_writable_dir
+from ...utils.fileio import atomic_write_bytes, atomic_write_hashed, clean_stale_temps, ensure_writable_dir
 from ...utils.logging import logger
 from ..base import TensorSpec, profiles_to_json
 from .compat import TensorRT
@@ -107,10 +106,11 @@ def _one_line(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger) -> None:
-    """Parse ONNX into ``network``; on failure list every failing node with the parser's reason."""
+def parse_onnx(trt: TensorRT, onnx_path: Path, network, trt_logger, data: bytes | None = None) -> None:
+    """Parse ONNX into ``network`` (``data``: the bytes of ``onnx_path``, when the caller holds them; they must
+    outlive the build); on failure list every failing node with the parser's reason."""
     parser = trt.module.OnnxParser(network, trt_logger)
-    ok = parser.parse_from_file(str(onnx_path))
+    ok = parser.parse_from_file(str(onnx_path)) if data is None else parser.parse(data, str(onnx_path))
     if ok:
         return
     problems = []
@@ -208,17 +208,18 @@ def out_of_memory_hint(errors: list[str], workspace: int | None) -> str:
 
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
                  default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool,
-                 configure: Callable | None = None) -> dict:
+                 configure: Callable | None = None, data: bytes | None = None) -> dict:
     """Parse, configure, build and atomically write the engine; returns the facts for its sidecar.
 
-    ``configure(builder, builder_config, network)`` adds what a precision needs (INT8 flag, calibrator).
+    ``configure(builder, builder_config, network)`` adds what a precision needs (INT8 flag, calibrator);
+    ``data``: the bytes of ``onnx_path`` if the caller holds them (parsed from memory, not read from the file).
     """
     check_timing_cache_path(cfg.common.get("timing_cache"))
     mod = trt.module
     trt_logger = make_logger(trt)
     builder = mod.Builder(trt_logger)
     network = builder.create_network(trt.network_flags(strongly_typed))
-    parse_onnx(trt, onnx_path, network, trt_logger)
+    parse_onnx(trt, onnx_path, network, trt_logger, data)
     inputs, outputs = network_io(network)
     profiles = resolve_profiles(cfg, inputs, default_shapes)
 
@@ -249,10 +250,10 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
                 or next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), ""))
         raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}{hint}")
     engine = memoryview(serialized)
-    atomic_write_bytes(engine_path, engine)
+    sha256 = atomic_write_hashed(engine_path, engine)
     return {
         "engine_bytes": engine.nbytes,
-        "engine_sha256": hashlib.sha256(engine).hexdigest(),
+        "engine_sha256": sha256,
         "inputs": [s.to_dict() for s in inputs],
         "outputs": [s.to_dict() for s in outputs],
         "profiles": profiles_to_json(profiles),
