@@ -149,3 +149,37 @@ def test_an_input_without_a_shape_or_with_an_unknown_dtype_is_refused(tmp_path):
                               "backend_config": {"type": "onnxruntime"}})
     with pytest.raises(ConfigError, match=r"input 'input_ids' needs a shape to export with: give backend_config"):
         get_task("Classification")().example_inputs(cfg)
+
+
+HF_MODULE = '''
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+def tiny_bert():
+    """A two-layer BERT built from its config (random weights, nothing downloaded); it returns a ModelOutput."""
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, intermediate_size=64,
+                                                    max_position_embeddings=128, num_labels=3)).eval()
+'''
+
+
+@pytest.mark.slow
+def test_hugging_face_bert_converts_to_fp16_engine_and_matches_pytorch(tmp_path):
+    """transformers' BERT (dict-like ModelOutput, int64 ids and mask): the FP16 numerics check runs on integer
+    inputs, TensorRT-RTX builds the two-input profile, and its FP16 graph on ONNX Runtime matches PyTorch."""
+    (tmp_path / "hf_models.py").write_text(HF_MODULE)
+    cfg = tmp_path / "bert_fp16.py"
+    cfg.write_text(TEXT_CONFIG.replace("type='BACKEND'", "type='tensorrt', common_config=dict(fp16_mode=True)"))
+    model = f"{tmp_path / 'hf_models.py'}:tiny_bert"
+    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "work").stdout
+    assert "input_ids min 1x4 opt 2x16 max 4x64; attention_mask min 1x4 opt 2x16 max 4x64" in out
+    assert (tmp_path / "work/end2end.engine").stat().st_size > 0
+    tokens = tmp_path / "tokens.npz"
+    mask = np.ones((2, 12), np.int64)
+    mask[1, 7:] = 0
+    np.savez(tokens, input_ids=np.random.default_rng(2).integers(0, 100, (2, 12)), attention_mask=mask)
+    out = run_cli("compare", tmp_path / "work", "--model", model, "--input", tokens, "--atol", "1e-3").stdout
+    assert "onnxruntime fp16 (end2end_fp16.onnx, stand-in for end2end.engine)  logits" in out
+    assert "PASSED: 1 output comparisons within tolerance" in out

@@ -22,6 +22,7 @@ from ..config import DeployConfig, load_deploy_config
 from ..errors import (BackendUnavailableError, ConfigError, EngineCompatibilityError, InputError, ModelError,
                       ShapeError)
 from ..utils.logging import logger
+from ..utils.random_data import random_array
 
 
 # Why an installed backend still cannot run a file here, in a few words for tables.
@@ -282,15 +283,9 @@ TENSOR_SUFFIXES = (".npy", ".npz")  # --input files read as tensors instead of i
 
 
 def random_feed(runner: Runner, shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs of ``shapes``: standard normal floats; 0/1 for integer and boolean inputs, which stay valid
-    token ids, masks and indices whatever the model's vocabulary."""
+    """Seeded inputs of ``shapes`` and each input's dtype (``random_array``)."""
     rng = np.random.default_rng(seed)
-    feed = {}
-    for spec in runner.inputs:
-        dtype = np.dtype(spec.dtype)
-        values = rng.standard_normal(shapes[spec.name]) if dtype.kind == "f" else rng.integers(0, 2, shapes[spec.name])
-        feed[spec.name] = values.astype(dtype)
-    return feed
+    return {spec.name: random_array(rng, shapes[spec.name], spec.dtype) for spec in runner.inputs}
 
 
 def tensor_feed(path: Path, runner: Runner) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import BuildError, ModelError
+from ..utils.random_data import random_array
 
 
 def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -32,10 +33,10 @@ def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def random_sample(model: onnx.ModelProto, shapes: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], str]:
-    """Standard normal input at ``shapes`` (what normalised images look like), seeded."""
+    """Seeded input at ``shapes`` of each input's type (``random_array``)."""
     rng = np.random.default_rng(0)
     init = {i.name for i in model.graph.initializer}
-    feed = {i.name: rng.standard_normal(tuple(shapes[i.name])).astype(np.float32)
+    feed = {i.name: random_array(rng, shapes[i.name], onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
             for i in model.graph.input if i.name not in init}
     return feed, "random input " + ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
 

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import ConfigError, InputError, ModelError
+from ..utils.random_data import random_array
 from .model_config import SERVE_INSTALL_HINT
 from .server import ServerError
 
@@ -117,7 +118,7 @@ def request_arrays(config: dict, image: Path | None, shapes: dict[str, list[int]
         if any(d <= 0 for d in shape):
             example = "x".join(str(d if d > 0 else 224) for d in batch + dims)
             raise ConfigError(f"model input {name!r} has dynamic dims {dims}; pass --shape {name}:{example}")
-        arrays[name] = rng.standard_normal(shape).astype(triton_to_np_dtype(dtype))
+        arrays[name] = random_array(rng, shape, triton_to_np_dtype(dtype))
     return arrays
 
 

@@ -154,7 +154,8 @@ class Task:
         arrays = batch if isinstance(batch, tuple) else (batch,)  # several inputs: a tuple in the graph's order
         with torch.no_grad():
             out = self.torch_wrapper(model)(*(torch.from_numpy(a).to(device) for a in arrays))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
+        # a dict-like output (transformers' ModelOutput) is flattened as torch.onnx flattens it: its values in order
+        outs = tuple(out.values()) if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else (out,)
         return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
 
 
