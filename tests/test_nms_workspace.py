@@ -11,7 +11,7 @@ import types
 import pytest
 
 from trtdeploy.ops.batched_nms import OP
-from trtdeploy.ops.batched_nms.workspace import DIGIT, Workspace, candidates, workspace_bytes
+from trtdeploy.ops.batched_nms.workspace import DIGIT, SPARE_BITS, Workspace, candidates, workspace_bytes
 
 VALUES = dict(topk=1000, keep_topk=100, score_threshold=0.05, iou_threshold=0.5, background_label_id=-1,
               clip_boxes=0, return_index=1, num_classes=80, is_normalized=0)
@@ -42,7 +42,10 @@ def test_reported_workspace_covers_the_kernels_layout(images, boxes, topk):
     assert all(start % 256 == 0 for start, _ in spans) and spans[-1][1] <= reported
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # no two arrays overlap
     assert layout.k == (min(topk, pairs) if topk > 0 else pairs)
-    assert layout.num_passes * DIGIT >= 32 + layout.index_bits  # the radix passes cover every key bit
+    # the radix passes settle every key bit but the low ones, whose boundary bin the key array has room for
+    assert layout.num_passes * DIGIT + layout.low_bits == 32 + layout.index_bits
+    assert 0 <= layout.low_bits <= SPARE_BITS and layout.slots == layout.k + 2 ** layout.low_bits
+    assert layout._sizes()["keys"] == images * layout.slots * 8
 
 
 def test_smaller_shapes_of_the_profile_fit_the_reported_size():

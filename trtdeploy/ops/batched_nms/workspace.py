@@ -7,19 +7,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-DIGIT = 9        # key bits one radix pass settles (tl.histogram's cost grows with its bins)
-BINS = 1 << DIGIT
+DIGIT = 10       # key bits one radix pass settles (tl.histogram's cost grows with its 2**DIGIT bins)
+SPARE_BITS = 12  # low key bits the passes may leave unsettled: the boundary bin's <= 2**12 keys are ranked instead
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _aligned(size: int) -> int:
+    return _cdiv(size, 256) * 256
+
+
 @dataclass(frozen=True)
 class Workspace:
-    """Byte offsets of one call's scratch arrays (each 256-byte aligned); ``zeroed`` bytes are cleared first."""
+    """Byte offsets of one call's scratch arrays (each 256-byte aligned); ``zeroed`` bytes are cleared first.
+
+    The radix passes settle the keys' top bits only, ``DIGIT`` a pass, and stop with at most ``SPARE_BITS``
+    unsettled: the compaction then takes every key at or above the boundary bin, fewer than ``k`` above it
+    and at most ``2**low_bits`` in it, so ``slots = k + 2**low_bits`` keys per image, ranked by counting.
+    """
 
     num_images: int
     pairs: int
@@ -31,22 +38,27 @@ class Workspace:
 
     @property
     def num_passes(self) -> int:
-        return _cdiv(32 + self.index_bits, DIGIT)
+        return max(1, _cdiv(32 + self.index_bits - SPARE_BITS, DIGIT))
 
     @property
-    def words(self) -> int:
-        return _cdiv(self.k, 32)
+    def low_bits(self) -> int:
+        """Key bits below the last settled digit (0 <= low_bits <= SPARE_BITS since DIGIT <= SPARE_BITS)."""
+        return max(32 + self.index_bits - self.num_passes * DIGIT, 0)
+
+    @property
+    def slots(self) -> int:
+        return self.k + (1 << self.low_bits)
 
     def _sizes(self) -> dict[str, int]:
         n, k = self.num_images, self.k
-        return {"hist": n * self.num_passes * BINS * 4, "counter": n * 4, "keys": n * k * 8, "boxes": n * k * 16,
-                "scores": n * k * 4, "labels": n * k * 4, "index": n * k * 4, "bits": n * k * self.words * 4}
+        return {"hist": n * self.num_passes * (1 << DIGIT) * 4, "counter": n * 4, "keys": n * self.slots * 8,
+                "boxes": n * k * 16, "scores": n * k * 4, "labels": n * k * 4, "index": n * k * 4}
 
     def offsets(self) -> dict[str, int]:
         out, at = {}, 0
         for name, size in self._sizes().items():
             out[name] = at
-            at += _cdiv(size, 256) * 256
+            at += _aligned(size)
         out["end"] = at
         return out
 
@@ -57,12 +69,6 @@ class Workspace:
     @property
     def zeroed(self) -> int:
         return self.offsets()["keys"]  # the histograms and the counters
-
-    def views(self, workspace: torch.Tensor) -> dict[str, torch.Tensor]:
-        at, sizes = self.offsets(), self._sizes()
-        dtypes = {"hist": torch.int32, "counter": torch.int32, "keys": torch.int64, "boxes": torch.float32,
-                  "scores": torch.float32, "labels": torch.int32, "index": torch.int32, "bits": torch.int32}
-        return {name: workspace[at[name]:at[name] + sizes[name]].view(dtypes[name]) for name in sizes}
 
 
 def candidates(pairs: int, topk: int) -> int:
