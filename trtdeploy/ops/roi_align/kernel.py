@@ -2,15 +2,19 @@
 
 Divisions, square root and log2 are the IEEE / libdevice ones torchvision's CUDA code uses
 (Triton's defaults are approximate), so sampling grids and FPN levels come out the same.
-One program computes one RoI's bins for a block of channels: a [BLOCK_C, bins] tile whose
-rows are channels and whose columns are the output bins, so the stores are contiguous and
-neighbouring bins read neighbouring pixels. Up to ``MAX_LEVELS`` feature maps are passed as
-element offsets from the first one (an integer select, not a pointer select), and each
-RoI's level is picked in the kernel (``level_of``) so that one launch serves all levels.
-A fixed ``sampling_ratio`` is a compile-time constant: its sample loops unroll, so all of a
-bin's loads are in flight at once; the adaptive grid steps ``UNROLL`` columns at a time for the
-same reason. The tile (channels per program, warps, ``UNROLL``) is autotuned per shape key.
-``reference.py`` computes the same thing in PyTorch.
+One program computes one RoI's bins for a block of channels. Up to ``MAX_LEVELS`` feature maps
+are passed as element offsets from the first one (an integer select, not a pointer select), and
+each RoI's level is picked in the kernel (``level_of``) so that one launch serves all levels.
+
+Two tiles. All bins at once, a [BLOCK_C, bins] tile whose rows are channels and whose columns the
+output bins (stores contiguous, neighbouring bins read neighbouring pixels). Or one bin row at a
+time, a [BLOCK_C, output width] tile, whose sampling rows are then one y each: their
+bilinear rows and weights are scalars, and (adaptive grid) a pixel row's x-interpolated sums are
+computed once and reused by the next sampling row that falls on it, as are the pixels of the
+previous sampling column (``_row_sums``), so each pixel is read about once instead of four
+times. A fixed ``sampling_ratio`` is a compile-time constant: its sample loops unroll, so all of
+a bin's loads are in flight at once. The tile (which one, channels per program, warps) is
+autotuned per shape key. ``reference.py`` computes the same thing in PyTorch.
 """
 from __future__ import annotations
 
@@ -32,26 +36,25 @@ def _pick(level, v0, v1, v2, v3, v4):
 
 
 @triton.jit
+def _axis(v, size):
+    """torchvision's bilinear neighbours along one axis at ``v``: (low, high, weight of high, outside the map)."""
+    outside = (v < -1.0) | (v > size)
+    c = tl.maximum(v, 0.0)
+    low = c.to(tl.int32)
+    edge = low >= size - 1
+    low = tl.where(edge, size - 1, low)
+    c = tl.where(edge, low.to(tl.float32), c)
+    return low, tl.where(edge, low, low + 1), c - low, outside
+
+
+@triton.jit
 def _bilinear(rows, keep, y, x, height, width):
     """torchvision's bilinear sample at (y, x) [bins] of each channel plane ``rows`` -> [channels, bins]."""
-    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-    yc = tl.maximum(y, 0.0)
-    xc = tl.maximum(x, 0.0)
-    y_low = yc.to(tl.int32)
-    x_low = xc.to(tl.int32)
-    y_edge = y_low >= height - 1
-    x_edge = x_low >= width - 1
-    y_low = tl.where(y_edge, height - 1, y_low)
-    x_low = tl.where(x_edge, width - 1, x_low)
-    yc = tl.where(y_edge, y_low.to(tl.float32), yc)
-    xc = tl.where(x_edge, x_low.to(tl.float32), xc)
-    y_high = tl.where(y_edge, y_low, y_low + 1)
-    x_high = tl.where(x_edge, x_low, x_low + 1)
-    ly = yc - y_low
-    lx = xc - x_low
+    y_low, y_high, ly, y_out = _axis(y, height)
+    x_low, x_high, lx, x_out = _axis(x, width)
     hy = 1.0 - ly
     hx = 1.0 - lx
-    m = keep & (~outside)[None, :]
+    m = keep & (~(y_out | x_out))[None, :]
     v1 = tl.load(rows[:, None] + (y_low * width + x_low)[None, :], mask=m, other=0.0)
     v2 = tl.load(rows[:, None] + (y_low * width + x_high)[None, :], mask=m, other=0.0)
     v3 = tl.load(rows[:, None] + (y_high * width + x_low)[None, :], mask=m, other=0.0)
@@ -60,11 +63,38 @@ def _bilinear(rows, keep, y, x, height, width):
 
 
 @triton.jit
+def _row_sums(row, keep, xs, bin_w, grid_w, width, BLOCK_C: tl.constexpr, PWB: tl.constexpr):
+    """Σ over a bin's sampling columns of the x-interpolated pixel row ``row`` [BLOCK_C] -> [BLOCK_C, PWB].
+
+    Neighbouring sampling columns (spaced <= 1 pixel) share pixels: a pixel the previous column
+    read is taken from registers (its load masked off) instead of read again.
+    """
+    total = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    v_low = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    v_high = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    prev_low = tl.full((PWB,), -1, tl.int32)
+    prev_high = tl.full((PWB,), -1, tl.int32)
+    for ix in range(0, grid_w):
+        x = xs + tl.div_rn((ix + 0.5) * bin_w, grid_w.to(tl.float32))
+        x_low, x_high, lx, x_out = _axis(x, width)
+        same = (x_low == prev_low)[None, :]  # then x_high == prev_high too: it follows from x_low
+        shift = (x_low == prev_high)[None, :]
+        fresh_low = tl.load(row[:, None] + x_low[None, :], mask=keep & ~same & ~shift, other=0.0)
+        v_low, v_high = (tl.where(same, v_low, tl.where(shift, v_high, fresh_low)),
+                         tl.where(same, v_high, tl.load(row[:, None] + x_high[None, :], mask=keep & ~same, other=0.0)))
+        prev_low = x_low
+        prev_high = x_high
+        total += tl.where(x_out[None, :], 0.0, (1.0 - lx)[None, :] * v_low + lx[None, :] * v_high)
+    return total
+
+
+@triton.jit
 def _roi_align_kernel(feat, rois, out, channels,
                       off0, off1, off2, off3, off4, h0, h1, h2, h3, h4, w0, w1, w2, w3, w4,
                       sc0, sc1, sc2, sc3, sc4, num_levels, first_level, canonical_level, canonical_scale,
                       INTERPRETED: tl.constexpr, SR: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr,
-                      PW: tl.constexpr, BINS: tl.constexpr, BLOCK_C: tl.constexpr, UNROLL: tl.constexpr):
+                      PW: tl.constexpr, BINS: tl.constexpr, PWB: tl.constexpr, BLOCK_C: tl.constexpr,
+                      ROW_TILE: tl.constexpr):
     r = tl.program_id(0)
     cblock = tl.program_id(1)
     batch = tl.load(rois + r * 5).to(tl.int64)
@@ -99,52 +129,84 @@ def _roi_align_kernel(feat, rois, out, channels,
     bin_h = tl.div_rn(roi_h, PH)
     bin_w = tl.div_rn(roi_w, PW)
 
-    bins = tl.arange(0, BINS)
-    bin_y = (bins // PW).to(tl.float32)
-    bin_x = (bins % PW).to(tl.float32)
     chans = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
     chan_ok = chans < channels
     plane = height.to(tl.int64) * width
     rows = feat + base + (batch * channels + chans.to(tl.int64)) * plane  # [BLOCK_C] pointers
-    keep = chan_ok[:, None] & (bins < PH * PW)[None, :]
-    total = tl.zeros((BLOCK_C, BINS), dtype=tl.float32)
-    if SR > 0:  # a fixed grid: unrolled, so all its loads are in flight together
+    dest = out + (r * channels + chans.to(tl.int64)) * (PH * PW)
+    if SR > 0:
+        grid_h = SR
+        grid_w = SR
+        count = SR * SR * 1.0
+    else:  # torchvision's adaptive grid, ceil(bin size) samples a side
+        grid_h = tl.ceil(bin_h).to(tl.int32)
+        grid_w = tl.ceil(bin_w).to(tl.int32)
+        count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
+    if ROW_TILE == 0:  # all bins at once (fixed grid only): unrolled, so all of a bin's loads are in flight together
+        bins = tl.arange(0, BINS)
+        bin_y = (bins // PW).to(tl.float32)
+        bin_x = (bins % PW).to(tl.float32)
+        keep = chan_ok[:, None] & (bins < PH * PW)[None, :]
+        total = tl.zeros((BLOCK_C, BINS), dtype=tl.float32)
         for iy in tl.static_range(SR):
             y = start_y + bin_y * bin_h + tl.div_rn((iy + 0.5) * bin_h, SR * 1.0)
             for ix in tl.static_range(SR):
                 x = start_x + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, SR * 1.0)
                 total += _bilinear(rows, keep, y, x, height, width)
-        count = SR * SR * 1.0
-    else:  # torchvision's adaptive grid, ceil(bin size) samples a side; UNROLL columns at a time
-        grid_h = tl.ceil(bin_h).to(tl.int32)
-        grid_w = tl.ceil(bin_w).to(tl.int32)
-        for iy in range(0, grid_h):
-            y = start_y + bin_y * bin_h + tl.div_rn((iy + 0.5) * bin_h, grid_h.to(tl.float32))
-            for ix0 in range(0, grid_w, UNROLL):
-                for u in tl.static_range(UNROLL):
-                    ix = ix0 + u
-                    x = start_x + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, grid_w.to(tl.float32))
-                    total += _bilinear(rows, keep & (ix < grid_w), y, x, height, width)
-        count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
-    dest = out + (r * channels + chans.to(tl.int64))[:, None] * (PH * PW) + bins[None, :]
-    tl.store(dest, tl.div_rn(total, count), mask=keep)
+        tl.store(dest[:, None] + bins[None, :], tl.div_rn(total, count), mask=keep)
+    else:  # one bin row at a time
+        pw = tl.arange(0, PWB)
+        keep = chan_ok[:, None] & (pw < PW)[None, :]
+        xs = start_x + pw.to(tl.float32) * bin_w  # each bin's left edge
+        for ph in range(0, PH):
+            ys = start_y + ph * bin_h
+            total = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+            if SR > 0:
+                for iy in tl.static_range(SR):
+                    y = ys + tl.div_rn((iy + 0.5) * bin_h, SR * 1.0)
+                    for ix in tl.static_range(SR):
+                        x = xs + tl.div_rn((ix + 0.5) * bin_w, SR * 1.0)
+                        total += _bilinear(rows, keep, tl.zeros_like(x) + y, x, height, width)
+            else:
+                # x-interpolated sums of the pixel rows the last sampling row used (y_high follows from y_low)
+                last_low = -1
+                last_high = -1
+                sum_low = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+                sum_high = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+                for iy in range(0, grid_h):
+                    y = ys + tl.div_rn((iy + 0.5) * bin_h, grid_h.to(tl.float32))
+                    y_low, y_high, ly, y_out = _axis(y, height)
+                    if y_low != last_low:
+                        if y_low == last_high:
+                            sum_low = sum_high
+                        else:
+                            sum_low = _row_sums(rows + y_low * width, keep, xs, bin_w, grid_w, width, BLOCK_C, PWB)
+                        sum_high = _row_sums(rows + y_high * width, keep, xs, bin_w, grid_w, width, BLOCK_C, PWB)
+                    last_low = y_low
+                    last_high = y_high
+                    if not y_out:
+                        total += (1.0 - ly) * sum_low + ly * sum_high
+            tl.store(dest[:, None] + ph * PW + pw[None, :], tl.div_rn(total, count), mask=keep)
 
 
 def _prune(configs, named_args, **kwargs):
-    """Drop tiles wider than the channels, and column unrolling where the grid is fixed (it changes nothing)."""
+    """Tiles no wider than the channels; the all-bins tile only for a fixed grid; row tiles that fill their warps."""
     wide = triton.next_power_of_2(named_args["channels"])
     fixed = kwargs.get("SR", named_args.get("SR", 0)) > 0
-    return [c for c in configs if c.kwargs["BLOCK_C"] <= wide and not (fixed and c.kwargs["UNROLL"] > 1)]
+    lanes = kwargs.get("PWB", named_args.get("PWB", 1))
+    fits = [c for c in configs if c.kwargs["BLOCK_C"] <= wide and (fixed or c.kwargs["ROW_TILE"])]
+    full = [c for c in fits if not c.kwargs["ROW_TILE"] or c.kwargs["BLOCK_C"] * lanes >= 32 * c.num_warps]
+    return full or fits
 
 
-# Tiles: channels per program, warps and (adaptive sampling) grid columns per step. Tuned once per key
-# (channels, levels, sampling grid, output size) by timing every tile on the process's first call, and kept
-# for the process. Not on disk: the adaptive grid's cost follows the RoI sizes, which the key cannot see
-# (a tile tuned on another workload's RoIs ran 1.4x slower than the best one on the H200).
-TILES = [(c, w, u) for c in (1, 2, 4) for w in (1, 2, 4) for u in (1, 2)]
+# Tiles (channels per program, warps, one bin row at a time?). Tuned once per key (channels, levels, sampling
+# grid, output size) by timing every tile on the process's first call, and kept for the process. Not on disk:
+# the adaptive grid's cost follows the RoI sizes, which the key cannot see (a tile tuned on another workload's
+# RoIs ran 1.4x slower than the best one on the H200).
+TILES = [(c, w, 0) for c in (1, 2, 4) for w in (1, 2, 4)] + [(c, w, 1) for c in (1, 2, 4, 8, 16) for w in (1, 2, 4)]
 _tuned_kernel = triton.autotune(
-    configs=[triton.Config({"BLOCK_C": c, "UNROLL": u}, num_warps=w) for c, w, u in (TILES[:1] if INTERPRETED
-                                                                                    else TILES)],
+    configs=[triton.Config({"BLOCK_C": c, "ROW_TILE": row}, num_warps=w)
+             for c, w, row in ([(1, 1, 1)] if INTERPRETED else TILES)],
     key=["channels", "num_levels", "SR", "PH", "PW", "ALIGNED"], prune_configs_by={"early_config_prune": _prune},
     warmup=25, rep=100)(_roi_align_kernel)
 
@@ -155,9 +217,9 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
                      out: torch.Tensor | None = None, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """RoIAlign of ``rois`` [R, 5] over 1..5 float32 feature maps; with several, each RoI takes its FPN level.
 
-    ``tile`` (channels per program, warps, adaptive-grid columns per step) forces one tile; by default
-    the tile is autotuned on the process's first call for each (channels, levels, sampling, output size):
-    make that call outside CUDA-graph capture, since tuning times the kernel.
+    ``tile`` (channels per program, warps, one bin row at a time: 0/1; the adaptive grid needs 1) forces one
+    tile; by default the tile is autotuned on the process's first call for each (channels, levels, sampling,
+    output size): make that call outside CUDA-graph capture, since tuning times the kernel.
     """
     if not 1 <= len(features) <= MAX_LEVELS:
         raise ValueError(f"roi_align_levels takes 1 to {MAX_LEVELS} feature maps, got {len(features)}")
@@ -178,13 +240,15 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
     args = (features[0], rois, out, channels, *offsets, *heights, *widths, *scales, len(features), first_level,
             canonical_level, float(canonical_scale))
     meta = dict(INTERPRETED=INTERPRETED, SR=max(int(sampling_ratio), 0), ALIGNED=bool(aligned), PH=pooled_h,
-                PW=pooled_w, BINS=triton.next_power_of_2(pooled_h * pooled_w))
+                PW=pooled_w, BINS=triton.next_power_of_2(pooled_h * pooled_w), PWB=triton.next_power_of_2(pooled_w))
     if tile is None:
         _tuned_kernel[lambda m: (rois.shape[0], triton.cdiv(channels, m["BLOCK_C"]))](*args, **meta)
     else:
-        block_c, num_warps, unroll = tile
+        block_c, num_warps, row_tile = tile
+        if not (row_tile or meta["SR"]):
+            raise ValueError(f"tile {tile}: the adaptive sampling grid (sampling_ratio <= 0) needs a row tile (1)")
         _roi_align_kernel[(rois.shape[0], triton.cdiv(channels, block_c))](
-            *args, **meta, BLOCK_C=block_c, UNROLL=unroll, num_warps=num_warps)
+            *args, **meta, BLOCK_C=block_c, ROW_TILE=row_tile, num_warps=num_warps)
     return out
 
 
