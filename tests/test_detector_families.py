@@ -145,3 +145,46 @@ def test_keypoint_rcnn_converts_builds_draws_and_scores(tmp_path):
     run_cli("export-triton", result.work_dir, "--repo", tmp_path / "repo", "--name", "kp")
     served = {o.name: list(o.dims) for o in mc.parse(tmp_path / "repo/kp/config.pbtxt").output}
     assert served["keypoints"] == [-1, -1, 3]  # the Python-backend model answers each detection's keypoints
+
+
+HF_DETR = '''
+import torch
+from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+
+def tiny_detr():
+    """A one-layer DETR on a small ResNet, built from its config (random weights, nothing downloaded)."""
+    torch.manual_seed(0)
+    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], layer_type="basic",
+                            out_features=["stage4"])
+    return DetrForObjectDetection(DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone, d_model=32,
+        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, num_queries=20, num_labels=5, id2label={i: f"shape{i}" for i in range(5)})).eval()
+'''
+
+
+@pytest.mark.slow
+def test_hugging_face_detr_converts_matches_pytorch_and_builds(tmp_path):
+    """transformers' DETR through its family: no NMS, each query's best class; the graph matches the eager model at
+    two sizes and TensorRT-RTX builds it under the shipped dynamic FP16 config."""
+    from conftest import build_in_child
+
+    (tmp_path / "detr_models.py").write_text(HF_DETR)
+    cfg = Config.fromfile(str(CONFIGS / "detection/detection_onnxruntime_dynamic.py")).to_dict()
+    cfg["codebase_config"]["post_processing"].update(score_threshold=0.0)
+    result = trtdeploy.convert(cfg, f"{tmp_path / 'detr_models.py'}:tiny_detr", work_dir=tmp_path / "work")
+    deployed = trtdeploy.load(result.backend_path)
+    assert deployed.task.settings["class_names"] == [f"shape{i}" for i in range(5)]
+    from trtdeploy.export import load_model
+
+    model = load_model(f"{tmp_path / 'detr_models.py'}:tiny_detr", None, "cpu")
+    for shape in [(1, 3, 320, 352), (2, 3, 480, 416)]:
+        batch = (torch.rand(*shape) * 4 - 2).numpy()
+        ours, theirs = deployed(batch), deployed.task.torch_outputs(model, batch, deployed.runner.output_names)
+        assert ours["dets"].shape == (shape[0], 20, 5)  # keep_top_k capped at the model's 20 queries
+        np.testing.assert_array_equal(ours["labels"], theirs["labels"])
+        np.testing.assert_allclose(ours["dets"], theirs["dets"], atol=1e-3)
+    built = build_in_child(result.onnx_path, tmp_path / "trt",
+                           CONFIGS / "detection/detection_tensorrt-fp16_dynamic-320x320-1344x1344.py")
+    assert built["size"] > 0

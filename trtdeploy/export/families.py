@@ -1,7 +1,8 @@
 """Detector families: what the detection task must know about a kind of detector to export, run and check it.
 
 A family is one file (torchvision's are ``rewriters/torchvision_families.py``, Ultralytics' YOLO
-``rewriters/ultralytics_yolo.py``, RT-DETR ``rewriters/ultralytics_rtdetr.py``) that registers
+``rewriters/ultralytics_yolo.py``, RT-DETR ``rewriters/ultralytics_rtdetr.py``, Hugging Face DETR
+``rewriters/hf_detr.py``) that registers
 
 - the rewriters of the functions that make the detector's post-processing a fixed-size graph, each keyed by the
   dotted name of the function it replaces (``@FUNCTION_REWRITER.register('pkg.mod.Class.method')``), and

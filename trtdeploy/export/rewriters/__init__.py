@@ -10,6 +10,7 @@ from . import single_stage, torchvision_families, transform, two_stage  # noqa: 
 # after torchvision: RT-DETR refines YOLO's family (the family registered last wins); ultralytics is imported only
 # when a model needs it
 from . import ultralytics_rtdetr, ultralytics_yolo  # noqa: F401,E402
+from . import hf_detr  # noqa: F401,E402  (transformers, too, is imported only by a model that needs it)
 from .graphs import DetectorGraph, SegmentorGraph
 
 __all__ = ["DetectorGraph", "SegmentorGraph"]
