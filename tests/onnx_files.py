@@ -45,8 +45,8 @@ def hand_classifier(path: Path, dynamic: bool = True, external: bool = False) ->
     return _save(model, path, external)
 
 
-def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64) -> Path:
-    """input [N, 3, size, size] -> stride-8 features -> per-cell boxes and scores -> TRTBatchedNMS -> dets, labels;
+def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64, batch: int | str = "batch") -> Path:
+    """input [batch, 3, size, size] (``batch``: a dimension name, or a number for a static file) -> stride-8 features -> per-cell boxes and scores -> TRTBatchedNMS -> dets, labels;
     the first image's detections pool the features with MMCVRoIAlign -> roi_feats [K, 8]."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 8, 8)).astype(np.float32), "w_feat"),
@@ -95,9 +95,9 @@ def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64) -> Path:
     ]
     graph = helper.make_graph(
         nodes, "mmdeploy_style_detector",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("dets", TensorProto.FLOAT, ["batch", 10, 5]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch", 10]),
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [batch, 10, 5]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 10]),
          helper.make_tensor_value_info("roi_feats", TensorProto.FLOAT, [10, 8])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("mmdeploy", 1)])
     return _save(model, path)

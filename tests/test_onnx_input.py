@@ -44,6 +44,19 @@ def difference(out: str) -> float:
     return float(out.split("max abs difference")[1].split()[0])
 
 
+def calibration_cfg(folder: Path) -> Path:
+    """A calibration dataset config over four copies of the demo image (an ImageFolder without a pipeline: the task's
+    own pre-processing from codebase_config)."""
+    images = folder / "calib"
+    images.mkdir()
+    for i in range(4):
+        (images / f"{i}.jpg").write_bytes(DEMO_IMG.read_bytes())
+    calib = folder / "calib_cfg.py"
+    calib.write_text(f"data = dict(samples_per_gpu=2, workers_per_gpu=0, val=dict(type='ImageFolder', "
+                     f"data_prefix='{images}/'))\n")
+    return calib
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
     return hand_classifier(tmp_path_factory.mktemp("files") / "classifier.onnx")
@@ -106,16 +119,9 @@ def test_classifier_tensorrt_fp16_dynamic_then_test_compare_profile(tmp_path, cl
 def test_classifier_tensorrt_int8_static_with_calibration(tmp_path):
     """A static file (no profile in the config) calibrated through a dataset config and the task's pre-processing."""
     static = hand_classifier(tmp_path / "static.onnx", dynamic=False)
-    images = tmp_path / "calib"
-    images.mkdir()
-    for i in range(4):
-        (images / f"{i}.jpg").write_bytes(DEMO_IMG.read_bytes())
-    calib = tmp_path / "calib_cfg.py"
-    calib.write_text(f"data = dict(samples_per_gpu=2, workers_per_gpu=0, val=dict(type='ImageFolder', "
-                     f"data_prefix='{images}/'))\n")
     work = tmp_path / "work"
     out = run_cli("convert", write_cfg(tmp_path, "tensorrt-int8"), static, "--work-dir", work,
-                  "--calib-dataset-cfg", calib, "--test-img", DEMO_IMG).stdout
+                  "--calib-dataset-cfg", calibration_cfg(tmp_path), "--test-img", DEMO_IMG).stdout
     assert difference(out) < 0.05
     engine = sidecar(work / "end2end.engine")
     assert engine["precision"] == "int8" and engine["int8"]["route"] == "explicit"
@@ -166,18 +172,25 @@ def test_mmdeploy_detector(tmp_path, backend, custom_ops):
 YOLO_PRE = "preprocess=dict(mean=[0, 0, 0], std=[255, 255, 255], keep_ratio=True, pad_value=0.447)"
 
 
+@pytest.fixture(scope="module")
+def yolo_static(tmp_path_factory) -> Path:
+    return yolo_file(tmp_path_factory.mktemp("yolo"))
+
+
 @pytest.mark.slow
-def test_yolo_nms_appended_tensorrt_fp16(tmp_path):
-    """A raw [1, 84, A] head gets decoding + the plugin-free NMS when post_processing asks for it; the FP16 engine's
-    graph finds the same detections as the original file with trtdeploy's NMS op on ONNX Runtime."""
-    model = yolo_file(tmp_path)
-    cfg = write_cfg(tmp_path, "tensorrt-fp16", task="ObjectDetection", codebase=f"{YOLO_PRE}, post_processing=dict("
-                    "score_threshold=0.0, iou_threshold=0.7, pre_top_k=300, keep_top_k=20)")
-    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "work", "--test-img", DEMO_IMG).stdout
-    assert "20 of 20 detections matched" in out, out
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_yolo_nms_appended_tensorrt(tmp_path, yolo_static, precision):
+    """A raw [1, 84, A] head gets decoding + the plugin-free NMS when post_processing asks for it; the FP16 (INT8:
+    calibrated with the task's letterbox) engine's graph finds the same detections as the original file with
+    trtdeploy's NMS op on ONNX Runtime."""
+    cfg = write_cfg(tmp_path, f"tensorrt-{precision}", task="ObjectDetection", codebase=f"{YOLO_PRE}, post_processing="
+                    "dict(score_threshold=0.0, iou_threshold=0.7, pre_top_k=300, keep_top_k=20)")
+    calib = ["--calib-dataset-cfg", calibration_cfg(tmp_path)] if precision == "int8" else []
+    out = run_cli("convert", cfg, yolo_static, "--work-dir", tmp_path / "work", "--test-img", DEMO_IMG, *calib).stdout
+    assert "20 of 20 detections matched" in out and f"end2end_{precision}.onnx, standing in for end2end.engine" in out, out
     engine = sidecar(tmp_path / "work" / "end2end.engine")
     assert [o["name"] for o in engine["outputs"]] == ["dets", "labels"]
-    assert engine["outputs"][0]["shape"][1:] == [20, 5] and engine["precision"] == "fp16"
+    assert engine["outputs"][0]["shape"][1:] == [20, 5] and engine["precision"] == precision
     graph = onnx.load(str(tmp_path / "work" / "end2end.onnx"))
     assert not [n for n in graph.graph.node if n.domain not in ("", "ai.onnx")]  # the NMS is standard ONNX
 
@@ -199,6 +212,65 @@ def test_yolo_dynamic_kept_raw_or_with_nms(tmp_path):
     assert [o["name"] for o in facts["outputs"]] == ["output0"] and facts["outputs"][0]["shape"][1] == 84
     with pytest.raises(ModelError, match="raw head; convert it with codebase_config.post_processing"):
         trtdeploy.load(result.onnx_path).predict(str(DEMO_IMG))
+
+
+# -- the rest of the matrix: file kind x backend x static/dynamic x precision ---------------------------
+# Covered above: classifier ORT fp32 dynamic, TRT fp32 dynamic and static, TRT fp16 dynamic, TRT int8 static;
+# external data ORT fp32; MMDeploy detector ORT fp32, TRT fp32 dynamic ('auto' and 'plugin'); YOLO TRT fp16 and
+# int8 static with NMS, TRT fp32 dynamic with NMS, ORT fp32 dynamic raw. Each case here: the --test-img check runs
+# the graph the backend was given (for TensorRT, which cannot run here, the exact graph it built) on ONNX Runtime.
+
+DETECTOR = ("ObjectDetection", "preprocess=dict(keep_ratio=False)")
+FILES = {
+    "classifier": (lambda d: hand_classifier(d / "classifier.onnx"), "images", ("Classification", "")),
+    "classifier-static": (lambda d: hand_classifier(d / "static.onnx", dynamic=False), "images", ("Classification", "")),
+    "external": (lambda d: hand_classifier(d / "ext.onnx", external=True), "images", ("Classification", "")),
+    "mmdeploy": (lambda d: mmdeploy_detector(d / "mmdet.onnx"), "input", DETECTOR),
+    "mmdeploy-static": (lambda d: mmdeploy_detector(d / "mmdet.onnx", batch=1), "input", DETECTOR),
+}
+MATRIX = [  # file, backend config, dynamic profile (batch 1..2) or static build, backend_config.custom_ops
+    ("classifier", "onnxruntime-int8", False, "auto"),
+    ("classifier-static", "tensorrt-fp16", False, "auto"),
+    ("external", "tensorrt-int8", True, "auto"),
+    ("mmdeploy", "onnxruntime-int8", False, "auto"),
+    ("mmdeploy", "tensorrt-fp16", True, "auto"),
+    ("mmdeploy-static", "tensorrt-int8", False, "plugin"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, backend, dynamic, custom_ops", MATRIX,
+                         ids=[f"{k}-{b}-{'dynamic' if d else 'static'}-{c}" for k, b, d, c in MATRIX])
+def test_file_kind_backend_precision(tmp_path, kind, backend, dynamic, custom_ops):
+    """Each file converts with the precision asked, under the profile asked (static: the file's own shape), and
+    its result matches the original file on the test image (INT8: calibrated through a dataset config)."""
+    make, name, (task, codebase) = FILES[kind]
+    model = make(tmp_path)
+    profile = ("" if not dynamic else f", model_inputs=[dict(input_shapes=dict({name}=dict(min_shape=[1, 3, 64, 64], "
+               f"opt_shape=[1, 3, 64, 64], max_shape=[2, 3, 64, 64])))]")
+    cfg = write_cfg(tmp_path, backend, f"backend_config = dict(custom_ops={custom_ops!r}{profile})\n", task=task,
+                    codebase=codebase)
+    work = tmp_path / "work"
+    calib = ["--calib-dataset-cfg", calibration_cfg(tmp_path)] if backend.endswith("int8") else []
+    out = run_cli("convert", cfg, model, "--work-dir", work, "--test-img", DEMO_IMG, *calib).stdout
+    if task == "ObjectDetection":
+        assert "10 of 10 detections matched" in out, out
+    else:
+        assert difference(out) < 0.05, out
+    tensorrt = backend.startswith("tensorrt")
+    built = sidecar(work / ("end2end.engine" if tensorrt else "end2end_int8.onnx"))
+    precision = backend.split("-")[1]
+    assert built["precision"] == precision and built["model"] == str(model)
+    if tensorrt:
+        assert f"end2end_{precision}.onnx, standing in for end2end.engine" in out, out
+        if dynamic:
+            assert built["profiles"][0][name]["max_shape"] == [2, 3, 64, 64]
+        else:  # a static file needs no profile
+            assert built["profiles"] == [] and built["inputs"][0]["shape"] == [1, 3, 64, 64]
+        assert built["plugins"] == (["mmdeploy::MMCVRoIAlign", "mmdeploy::TRTBatchedNMS"] if custom_ops == "plugin"
+                                    else [])
+    if precision == "int8":  # ONNX Runtime's artefact, TensorRT's stand-in: the Q/DQ graph
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(work / "end2end_int8.onnx")).graph.node)
 
 
 # -- parser fixes, profiles, memory -----------------------------------------------------------------
@@ -297,6 +369,56 @@ def test_out_of_memory_names_the_request_and_the_field():
     assert "backend_config.common_config.max_workspace_size is unset" in hint
     assert "max_workspace_size is 1073741824 (1.00 GiB)" in out_of_memory_hint(log, 1 << 30)
     assert out_of_memory_hint(["Error Code 4: some other failure"], None) == ""
+    assert "TensorRT ran out of memory and" in out_of_memory_hint(["Unexpected exception std::bad_alloc"], None)
+
+
+@pytest.mark.slow
+def test_build_out_of_memory_on_tensorrt_rtx(tmp_path):
+    """Real TensorRT-RTX on this CPU, both ways its build runs out of memory, each a BuildError naming
+    common_config.max_workspace_size: under a 1 KiB cap no tactic fits a Conv; with the address space capped once the
+    graph is parsed (RLIMIT_AS, 32 MiB above what the process holds), allocating a 64 MiB MatMul weight fails with
+    `OutOfMemory (Requested size was N bytes.)`."""
+    proc = run_python(textwrap.dedent(f"""
+        import resource
+        from pathlib import Path
+        import numpy as np
+        from onnx import TensorProto, helper, numpy_helper, save
+        from trtdeploy.backends.tensorrt.builder import build_engine
+        from trtdeploy.backends.tensorrt.compat import import_tensorrt
+        from trtdeploy.config import load_deploy_config
+        from trtdeploy.errors import BuildError
+
+        tmp, k = Path({str(tmp_path)!r}), 4096
+        def save_graph(name, node, x, y, weight):
+            graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
+                                      [numpy_helper.from_array(weight, "w")])
+            save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp / name))
+            return tmp / name
+        rng = np.random.default_rng(0)
+        conv = save_graph("conv.onnx", helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), [1, 64, 8, 8],
+                          [1, 64, 8, 8], rng.random((64, 64, 3, 3), np.float32))
+        matmul = save_graph("matmul.onnx", helper.make_node("MatMul", ["x", "w"], ["y"]), [8, k], [8, k],
+                            rng.random((k, k), np.float32))
+        def cap(builder, config, network):
+            held = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (held + (32 << 20), resource.RLIM_INFINITY))
+        for path, workspace, configure in ((conv, 1024, None), (matmul, 0, cap)):
+            cfg = load_deploy_config(dict(onnx_config=dict(type="onnx"), codebase_config=dict(task="Classification"),
+                backend_config=dict(type="tensorrt", common_config=dict(max_workspace_size=workspace))))
+            try:
+                build_engine(import_tensorrt(), path, tmp / "x.engine", cfg, {{}}, strongly_typed=True,
+                             configure=configure)
+                print("built", path.name)
+            except BuildError as e:
+                print("BuildError:", e)
+    """)).stdout.splitlines()
+    assert len(proc) == 2 and all(line.startswith("BuildError: ") for line in proc), proc
+    assert "within workspace limit" in proc[0] and "max_workspace_size = 1024 (1.0 KB): raise it" in proc[0]
+    asked = int(proc[1].split("TensorRT asked for ")[1].split()[0])
+    assert f"Requested size was {asked} bytes" in proc[1] and asked >= 4 * 4096 * 4096  # the weight, in bytes
+    assert "backend_config.common_config.max_workspace_size is unset" in proc[1]
+    assert not (tmp_path / "x.engine").exists()
 
 
 # -- bad input: one sentence each, the right error, nothing written ----------------------------------

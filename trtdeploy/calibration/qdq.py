@@ -122,4 +122,8 @@ def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_pa
     placement = quantize.place(model, targets, scheme, *exclude)
     levels = quantize.activation_levels(model, placement, scheme)
     ranges = activation_ranges(model, targets, calib_path, work_dir, cfg, placement.tensors, levels)
-    return quantize.insert_qdq(model, targets, ranges, placement, scheme), targets, placement
+    bounded = placement.bounded(ranges)
+    if kept := sorted(set(placement.edges) - set(bounded.edges)):
+        logger.info("keeping %d activation(s) in float, their calibration values not finite (e.g. -inf padding) or "
+                    "sharing a scale with such: %s", len(kept), ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+    return quantize.insert_qdq(model, targets, ranges, bounded, scheme), targets, bounded

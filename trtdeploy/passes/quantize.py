@@ -15,6 +15,7 @@ Ranges come from a method in ``RANGE_METHODS`` (mse, entropy, minmax, percentile
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -105,6 +106,22 @@ class Placement:
     @property
     def tensors(self) -> list[str]:
         return sorted(self.edges)
+
+    def bounded(self, ranges: Mapping[str, float]) -> "Placement":
+        """This placement less the tensors whose range is not finite (calibration saw inf or NaN, e.g. the -inf
+        padding of NMS scores: no INT8 scale holds it) and every tensor sharing a scale with one of them."""
+        gone = {t for t in self.edges if not math.isfinite(ranges.get(t, 0.0))}
+        grown = bool(gone)
+        while grown:
+            grown = False
+            for group in self.groups:
+                if group & gone and not group <= gone:
+                    gone |= group
+                    grown = True
+        if not gone:
+            return self
+        return Placement({t: set(r) for t, r in self.edges.items() if t not in gone},
+                         [set(g) for g in self.groups if not g & gone])
 
 
 def weight_placement(targets: Iterable[QuantTarget]) -> Placement:
@@ -251,11 +268,16 @@ DEFAULT_METHOD = "mse"  # least mean |logit error| on benchmarks/bench_int8_trai
 
 
 def _session_with_outputs(model: onnx.ModelProto, tensors: list[str]):
-    """An ONNX Runtime session that also returns ``tensors`` (intermediate activations)."""
+    """An ONNX Runtime session that also returns ``tensors`` (intermediate activations). Custom nodes kept for
+    plugins (``custom_ops='plugin'``) have no ONNX Runtime kernel here: the session runs their plugin-free lowering,
+    which computes the same tensors under the same names."""
     import onnxruntime as ort
+
+    from .lower_custom_ops import lower_custom_ops
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    probe = lower_custom_ops(probe, "plugin-free")
     have = {o.name for o in probe.graph.output}
     graph_inputs = {i.name for i in probe.graph.input}
     for name in tensors:
@@ -288,18 +310,19 @@ def collect_ranges(model: onnx.ModelProto, tensors: list[str], samples: Samples,
     for values in progress(_activations(session, samples(), tensors), desc="activation ranges", unit="sample",
                            total=count):
         for t, v in values.items():
-            amax[t] = max(amax[t], float(np.max(np.abs(v))) if v.size else 0.0)
+            top = float(np.max(np.abs(v))) if v.size else 0.0
+            amax[t] = max(amax[t], top) if math.isfinite(top) else math.inf  # inf: not quantizable (Placement.bounded)
     if not chosen.needs_histogram:
         return amax
     hists = {t: np.zeros(num_bins, np.int64) for t in tensors}
     for values in progress(_activations(session, samples(), tensors), desc=f"{method} histograms", unit="sample",
                            total=count):
         for t, v in values.items():
-            if amax[t] > 0:
+            if 0 < amax[t] < math.inf:
                 hists[t] += np.histogram(np.abs(v), bins=num_bins, range=(0.0, amax[t]))[0]
     levels = levels or {}
     return {t: chosen.threshold(hists[t], amax[t], {**(options or {}), "levels": levels.get(t, INT8_MAX)})
-            if amax[t] > 0 else 0.0 for t in tensors}
+            if 0 < amax[t] < math.inf else amax[t] for t in tensors}
 
 
 # -- Q/DQ insertion ----------------------------------------------------------------------
@@ -386,7 +409,7 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
     """A copy of ``model`` with ``targets``' weights and ``placement``'s activations (by default the targets'
     inputs only) quantized as ``scheme`` wants (see the module docstring; None: symmetric, float biases)."""
     chosen = _scheme(scheme)
-    placement = placement or weight_placement(targets)
+    placement = (placement or weight_placement(targets)).bounded(ranges)
     missing = [t for t in placement.edges if t not in ranges]
     if missing:
         raise BuildError(f"no calibration range for {missing[:3]}; the ranges were computed for another graph: "

@@ -14,7 +14,8 @@ from typing import Callable, Iterator
 
 from ...config import DeployConfig, ShapeRange
 from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
-from ...utils.fileio import atomic_write_bytes, atomic_write_hashed, clean_stale_temps, ensure_writable_dir
+from ...utils.fileio import (atomic_write_bytes, atomic_write_hashed, clean_stale_temps, ensure_writable_dir,
+                             human_size)
 from ...utils.logging import logger
 from ..base import TensorSpec, profiles_to_json
 from .compat import TensorRT
@@ -195,9 +196,14 @@ REQUESTED_SIZE = re.compile(r"Requested size was (\d+) bytes")
 
 
 def out_of_memory_hint(errors: list[str], workspace: int | None) -> str:
-    """For a build TensorRT stopped for lack of memory: the size it asked for and the config field that caps it."""
+    """For a build TensorRT stopped for lack of memory: the size it asked for and the config field that caps it.
+    TensorRT-RTX says so three ways (measured on the CPU): ``OutOfMemory (Requested size was N bytes.)`` and
+    ``std::bad_alloc`` when an allocation fails, ``no tactics ... within workspace limit`` under a small cap."""
+    if workspace and any("within workspace limit" in e for e in errors):
+        return (f"; no tactic fits in backend_config.common_config.max_workspace_size = {workspace} "
+                f"({human_size(workspace)}): raise it (e.g. 1 << 30) or remove it (no cap)")
     sizes = [int(m) for e in errors for m in REQUESTED_SIZE.findall(e)]
-    if not sizes and not any("OutOfMemory" in e or "out of memory" in e.lower() for e in errors):
+    if not sizes and not any("OutOfMemory" in e or "out of memory" in e.lower() or "bad_alloc" in e for e in errors):
         return ""
     asked = f"TensorRT asked for {max(sizes)} bytes ({max(sizes) / 2**30:.2f} GiB)" if sizes else "TensorRT ran out of memory"
     cap = (f"backend_config.common_config.max_workspace_size is {workspace} ({workspace / 2**30:.2f} GiB)"
