@@ -31,6 +31,11 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 def lowered_session(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict) -> ort.InferenceSession:
+    return ort.InferenceSession(lowered_model(module, args, names, dynamic).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
+def lowered_model(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict) -> onnx.ModelProto:
     buffer = io.BytesIO()
     torch.onnx.export(module, args, buffer, dynamo=False, opset_version=17, input_names=names,
                       dynamic_axes=dynamic)
@@ -40,7 +45,7 @@ def lowered_session(module: torch.nn.Module, args: tuple, names: list[str], dyna
     onnx.checker.check_model(model, full_check=True)
     assert not [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
     assert "NonZero" not in {n.op_type for n in model.graph.node}
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model
 
 
 # ---------------------------------------------------------------- batched NMS
@@ -258,11 +263,18 @@ class RoIAlignModule(torch.nn.Module):
 
 @functools.lru_cache(maxsize=None)
 def roi_align_session(sampling_ratio: int, aligned: bool) -> ort.InferenceSession:
-    """Chunks of 3 RoIs (not 64), so that sorting RoIs by sample count and restoring their order is exercised."""
+    return ort.InferenceSession(roi_align_model(sampling_ratio, aligned).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=None)
+def roi_align_model(sampling_ratio: int, aligned: bool) -> onnx.ModelProto:
+    """Chunks of 3 RoIs (not 64), so that sorting RoIs by sample count and restoring their order is exercised;
+    a fixed grid pools one RoI per chunk (the chunk Loop's many trips)."""
     args = (torch.randn(1, 2, 8, 8), torch.tensor([[0, 1, 1, 6, 6.0]]))
-    with mock.patch.object(roi_lowering, "CHUNK", 3):
-        return lowered_session(RoIAlignModule(sampling_ratio, aligned), args, ["features", "rois"],
-                               {"features": {0: "n", 1: "c", 2: "h", 3: "w"}, "rois": {0: "r"}})
+    with mock.patch.object(roi_lowering, "CHUNK", 3), mock.patch.object(roi_lowering, "SEPARABLE_ROWS", 1):
+        return lowered_model(RoIAlignModule(sampling_ratio, aligned), args, ["features", "rois"],
+                             {"features": {0: "n", 1: "c", 2: "h", 3: "w"}, "rois": {0: "r"}})
 
 
 @st.composite
@@ -297,6 +309,17 @@ def test_roi_align_matches_torchvision(case, sampling_ratio, aligned):
                                        sampling_ratio, aligned).numpy()
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_roi_align_fixed_grid_has_no_sample_loop():
+    """A fixed grid pools each chunk with one Gather and two MatMuls: no Loop over samples inside the chunk Loop
+    (the adaptive grid keeps it)."""
+    def loops(graph: onnx.GraphProto) -> list[int]:
+        return [1 + max(loops(a.g) or [0]) for n in graph.node if n.op_type == "Loop" for a in n.attribute if a.g]
+
+    for ratio, depth in ((2, 1), (0, 2)):
+        graph = roi_align_model(ratio, False).graph
+        assert loops(graph) == [depth], ratio
 
 
 # ---------------------------------------------------------------- multi-level RoIAlign
