@@ -4,6 +4,7 @@
 - ``mmdeploy_detector``: an MMDeploy-style graph written with onnx.helper, holding the custom nodes
   ``mmdeploy::TRTBatchedNMS`` and ``mmdeploy::MMCVRoIAlign`` (MMDeploy's attribute names);
 - ``yolo_file``: ``YOLO('yolov8n.yaml').export(format='onnx')`` (random init, offline): raw head [N, 84, A];
+- ``pose_head_file``: a raw head laid out as ultralytics' pose export's [N, 4 + 1 + 17 * 3, A], with its metadata;
 - ``einsum_graph``: MaxViT's spelling of an attention Einsum (upper case, spaces);
 - ``fixed_position_vit``: a ViT whose position embedding fixes the token count (one image size only).
 """
@@ -114,6 +115,24 @@ def yolo_file(folder: Path, imgsz: int = 160, dynamic: bool = False) -> Path:
     if proc.returncode != 0:
         raise AssertionError(f"yolo export failed:\n{proc.stdout}\n{proc.stderr}")
     return folder / proc.stdout.strip().splitlines()[-1]
+
+
+def pose_head_file(path: Path) -> Path:
+    """A 32x32 image -> [1, 56, 16]: per anchor cx, cy, w, h, one class score, then 17 keypoints (x, y, visibility),
+    with the metadata ultralytics writes (``names`` with one class, ``kpt_shape``)."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 1, (56, 3, 8, 8)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 56, 16], np.int64), "shape")
+    scale = numpy_helper.from_array(np.array(32, np.float32), "scale")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["conv"], strides=[8, 8]),
+             helper.make_node("Reshape", ["conv", "shape"], ["flat"]), helper.make_node("Sigmoid", ["flat"], ["unit"]),
+             helper.make_node("Mul", ["unit", "scale"], ["output0"])]
+    graph = helper.make_graph(nodes, "pose_head", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 16])], [weight, shape, scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in {"task": "pose", "names": "{0: 'person'}", "kpt_shape": "[17, 3]"}.items():
+        model.metadata_props.add(key=key, value=value)
+    return _save(model, path)
 
 
 def einsum_graph(path: Path) -> Path:

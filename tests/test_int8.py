@@ -187,6 +187,11 @@ def test_calibration_shapes_are_checked_against_the_profile(tmp_path):
         dynamic = {"input": ShapeRange((1, 3, 224, 224), (4, 3, 224, 224), (16, 3, 320, 320))}
         with pytest.raises(ShapeError, match=r"sample 1 .* dimension 2 is 800, outside the engine profile \[224, 320\]"):
             check_calibration_shapes(f, {"input": (-1, 3, -1, -1)}, dynamic)
+        # no profile (ONNX Runtime): the graph's dynamic dims take any size (issue 13: a file with dynamic H, W),
+        # its fixed ones are checked
+        check_calibration_shapes(f, {"input": (-1, 3, -1, -1)}, {})
+        with pytest.raises(ShapeError, match=r"sample 1 .* dimension 2 is 800, outside the engine profile \[224, 224\]"):
+            check_calibration_shapes(f, {"input": (-1, 3, 224, 224)}, {})
 
 
 def test_calibrator_feeds_opt_shape_batches_and_keeps_its_cache(tmp_path, caplog):

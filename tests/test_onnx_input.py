@@ -7,15 +7,18 @@ with external data; parser fixes (Einsum), profile refusal, the out-of-memory me
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
 import trtdeploy
 from conftest import CONFIGS, DEMO_IMG, run_cli, run_python
-from onnx_files import einsum_graph, fixed_position_vit, hand_classifier, mmdeploy_detector, yolo_file
+from onnx_files import (einsum_graph, fixed_position_vit, hand_classifier, mmdeploy_detector, pose_head_file,
+                        yolo_file)
 from trtdeploy.errors import BuildError, ConfigError, ModelError, ShapeError, UnsupportedOpError
 
 BASE = CONFIGS / "_base_"
@@ -212,6 +215,16 @@ def test_yolo_dynamic_kept_raw_or_with_nms(tmp_path):
     assert [o["name"] for o in facts["outputs"]] == ["output0"] and facts["outputs"][0]["shape"][1] == 84
     with pytest.raises(ModelError, match="raw head; convert it with codebase_config.post_processing"):
         trtdeploy.load(result.onnx_path).predict(str(DEMO_IMG))
+
+
+def test_pose_head_nms_takes_the_class_count_from_the_metadata(tmp_path):
+    """A `yolo export` of a pose model: 56 channels after the box are 1 class score and 51 keypoint values; the
+    file's metadata names one class, so the appended NMS ranks that score only (not 52 "classes")."""
+    cfg = write_cfg(tmp_path, "onnxruntime", task="ObjectDetection", codebase=f"{YOLO_PRE}, post_processing=dict("
+                    "score_threshold=0.0, iou_threshold=0.7, pre_top_k=300, keep_top_k=20)")
+    result = trtdeploy.convert(cfg, pose_head_file(tmp_path / "pose.onnx"), work_dir=tmp_path / "work")
+    found = trtdeploy.load(result.onnx_path).predict(str(DEMO_IMG))[0]
+    assert len(found["labels"]) > 0 and set(np.asarray(found["labels"]).tolist()) == {0}
 
 
 # -- the rest of the matrix: file kind x backend x static/dynamic x precision ---------------------------
@@ -484,6 +497,44 @@ def test_bad_onnx_input(tmp_path, classifier, case, make, backend, body, error, 
         trtdeploy.convert(cfg, make(tmp_path, classifier), work_dir=work)
     assert "\n" not in str(info.value)
     assert not work.exists() or not list(work.iterdir())
+
+
+def _missing_data(tmp_path: Path, classifier: Path) -> Path:
+    model = hand_classifier(tmp_path / "ext.onnx", external=True)
+    (tmp_path / "ext.onnx.data").unlink()
+    return model
+
+
+CLI_BAD = BAD + [("missing-external-data", _missing_data, "onnxruntime", "", ModelError,
+                  r"external data files \['ext.onnx.data'\] that are missing")]
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory, classifier) -> Path:
+    """A work dir holding an earlier conversion of the classifier."""
+    folder = tmp_path_factory.mktemp("previous")
+    trtdeploy.convert(write_cfg(folder, "onnxruntime"), classifier, work_dir=folder / "work")
+    return folder / "work"
+
+
+@pytest.mark.parametrize("case, make, backend, body, error, fragment", CLI_BAD, ids=[b[0] for b in CLI_BAD])
+def test_bad_onnx_input_cli(tmp_path, capsys, classifier, previous, case, make, backend, body, error, fragment):
+    """`trtdeploy convert` on each bad file: the error type's exit code, one line naming the problem and the fix,
+    and the work dir of an earlier conversion left byte for byte (no temp file)."""
+    import shutil
+
+    from trtdeploy.cli.main import main
+
+    work = tmp_path / "work"
+    shutil.copytree(previous, work)
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    code = main(["convert", str(write_cfg(tmp_path, backend, body)), str(make(tmp_path, classifier)),
+                 "--work-dir", str(work)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == error.exit_code and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("trtdeploy convert: error: ") and re.search(fragment, err[-1])
+    assert [line for line in err if "error" in line.lower()] == [err[-1]]
+    assert {p.name: p.read_bytes() for p in work.iterdir()} == before
 
 
 def test_bad_input_exit_code(tmp_path):

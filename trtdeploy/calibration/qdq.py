@@ -51,7 +51,8 @@ def check_calibration_shapes(calib: CalibrationFile, inputs: Mapping[str, tuple]
     for model_name, file_name in names.items():
         shapes = calib.shapes(file_name)
         rng = profile.get(model_name) or ShapeRange(*(inputs[model_name],) * 3)
-        if rng.is_static and len(set(shapes)) > 1:
+        free = {d for d, size in enumerate(rng.min) if size < 0}  # no profile and a dynamic dim (ONNX Runtime): any size
+        if rng.is_static and not free and len(set(shapes)) > 1:
             sizes = sorted({"x".join(map(str, s)) for s in shapes})
             raise ShapeError(f"{calib.path}: calibration samples of {model_name!r} have differing sizes "
                              f"({', '.join(sizes[:3])}) but the engine profile is static "
@@ -62,7 +63,7 @@ def check_calibration_shapes(calib: CalibrationFile, inputs: Mapping[str, tuple]
                 raise ShapeError(f"{calib.path}: sample {i} of {model_name!r} has shape {list(shape)} but the model "
                                  f"input has rank {len(rng.min)}")
             for d, (lo, x, hi) in enumerate(zip(rng.min, shape, rng.max)):
-                if not lo <= x <= hi and not (d == 0 and x == 1):
+                if d not in free and not lo <= x <= hi and not (d == 0 and x == 1):
                     raise ShapeError(f"{calib.path}: calibration sample {i} of {model_name!r} has shape {list(shape)}: "
                                      f"dimension {d} is {x}, outside the engine profile [{lo}, {hi}]; resize the "
                                      f"images in the calibration pipeline or widen backend_config.model_inputs")

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import numpy as np
 
 from ..errors import ModelError
+from ..utils.logging import logger
 from ..utils.onnx_graph import weightless
 
 NMS_DOMAIN, NMS_OP = "mmdeploy", "TRTBatchedNMS"  # ops/batched_nms/function.py's node
@@ -33,26 +34,49 @@ def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
 
 
-def raw_head_layout(model: onnx.ModelProto) -> tuple[str, int] | None:
-    """('channels_first' | 'channels_last', number of classes) when the graph's only output is a raw
-    [N, 4 + C, A] (or [N, A, 4 + C]) head with static C, else None."""
-    if len(model.graph.output) != 1:
-        return None
+def _head_dims(model: onnx.ModelProto) -> list[int | None]:
+    """The first output's dims, from shape inference where a dynamic export names even C symbolically."""
     dims = _static_dims(model.graph.output[0])
-    if len(dims) == 3 and dims[1] is None and dims[2] is None:  # a dynamic export names even C symbolically
+    if len(dims) == 3 and dims[1] is None and dims[2] is None:
         try:
             inferred = onnx.shape_inference.infer_shapes(weightless(model), data_prop=True)
             dims = _static_dims(inferred.graph.output[0])
         except Exception:  # inference gives up on some graphs; then the declared shape is all we know
             pass
+    return dims
+
+
+def declared_classes(model: onnx.ModelProto) -> int | None:
+    """How many classes the file's metadata names (ultralytics writes ``names`` = "{0: 'person', ...}"), if any."""
+    import ast
+
+    value = next((p.value for p in model.metadata_props if p.key == "names"), None)
+    try:
+        names = ast.literal_eval(value) if value else None
+    except (ValueError, SyntaxError):
+        return None
+    return len(names) if isinstance(names, (dict, list)) and names else None
+
+
+def raw_head_layout(model: onnx.ModelProto) -> tuple[str, int] | None:
+    """('channels_first' | 'channels_last', number of classes) when the graph's only output is a raw
+    [N, 4 + C, A] (or [N, A, 4 + C]) head with static C, else None. Where the file's metadata names fewer
+    classes than the head has channels after the box (a pose head's keypoints follow its class scores), the
+    metadata's count is the number of classes."""
+    if len(model.graph.output) != 1:
+        return None
+    dims = _head_dims(model)
     if len(dims) != 3 or dims[1] is None and dims[2] is None:
         return None
     second, third = dims[1], dims[2]
     if second is not None and second > 4 and (third is None or third > second):
-        return "channels_first", second - 4
-    if third is not None and third > 4:
-        return "channels_last", third - 4
-    return None
+        layout = "channels_first", second - 4
+    elif third is not None and third > 4:
+        layout = "channels_last", third - 4
+    else:
+        return None
+    declared = declared_classes(model)
+    return (layout[0], declared) if declared is not None and declared < layout[1] else layout
 
 
 def append_nms(model: onnx.ModelProto, post_processing: Mapping, output_names: tuple[str, str] = ("dets", "labels")
@@ -65,6 +89,11 @@ def append_nms(model: onnx.ModelProto, post_processing: Mapping, output_names: t
                          f"{[o.name for o in out]} are not one raw detection head [N, 4 + C, A]; remove "
                          f"post_processing or export the model without its own post-processing")
     order, num_classes = layout
+    channels = _head_dims(model)[1 if order == "channels_first" else 2]
+    if channels is not None and channels > 4 + num_classes:
+        logger.info("the raw head has %d channels: 4 box, %d class scores (the file's metadata names %d classes) and "
+                    "%d more (e.g. keypoints or mask coefficients), which the appended NMS drops", channels,
+                    num_classes, num_classes, channels - 4 - num_classes)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise ModelError(f"appending NMS needs ONNX opset >= 13 and the graph has opset {opset}; export it again "
