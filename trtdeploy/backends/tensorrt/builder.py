@@ -208,8 +208,11 @@ def out_of_memory_hint(errors: list[str], workspace: int | None) -> str:
     asked = f"TensorRT asked for {max(sizes)} bytes ({max(sizes) / 2**30:.2f} GiB)" if sizes else "TensorRT ran out of memory"
     cap = (f"backend_config.common_config.max_workspace_size is {workspace} ({workspace / 2**30:.2f} GiB)"
            if workspace else "backend_config.common_config.max_workspace_size is unset (no cap: all memory)")
-    return (f"; {asked} and {cap}: set max_workspace_size below what this machine has free (e.g. 1 << 30), "
-            f"or narrow the profile's max_shape (backend_config.model_inputs), which sets the sizes TensorRT plans for")
+    narrow = "narrow the profile's max_shape (backend_config.model_inputs), which sets the sizes TensorRT plans for"
+    if sizes and workspace and max(sizes) > workspace:  # a tactic wanted more than the cap allows
+        return (f"; {asked} and {cap}: raise max_workspace_size above it (e.g. {-(-max(sizes) // 2**30)} << 30) if "
+                f"the device has that much free, or {narrow}")
+    return f"; {asked} and {cap}: set max_workspace_size below what this machine has free (e.g. 1 << 30), or {narrow}"
 
 
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
