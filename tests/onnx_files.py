@@ -127,8 +127,10 @@ def pose_head_file(path: Path) -> Path:
     nodes = [helper.make_node("Conv", ["images", "w"], ["conv"], strides=[8, 8]),
              helper.make_node("Reshape", ["conv", "shape"], ["flat"]), helper.make_node("Sigmoid", ["flat"], ["unit"]),
              helper.make_node("Mul", ["unit", "scale"], ["output0"])]
-    graph = helper.make_graph(nodes, "pose_head", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 16])], [weight, shape, scale])
+    graph = helper.make_graph(nodes, "pose_head",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 16])],
+                              [weight, shape, scale])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     for key, value in {"task": "pose", "names": "{0: 'person'}", "kpt_shape": "[17, 3]"}.items():
         model.metadata_props.add(key=key, value=value)

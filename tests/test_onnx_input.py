@@ -227,6 +227,22 @@ def test_pose_head_nms_takes_the_class_count_from_the_metadata(tmp_path):
     assert len(found["labels"]) > 0 and set(np.asarray(found["labels"]).tolist()) == {0}
 
 
+def test_raw_heads_kept_raw_are_compared_as_arrays(tmp_path):
+    """Without post_processing a raw head stays raw: --test-img compares its arrays with the file's (not an error);
+    `predict` says what to do: post_processing for one head, and not for two (a segmentation export's boxes and
+    mask prototypes), which it cannot decode."""
+    model = onnx.load(str(pose_head_file(tmp_path / "pose.onnx")))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("unit", onnx.TensorProto.FLOAT, [1, 56, 16]))
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    cfg = write_cfg(tmp_path, "onnxruntime", task="ObjectDetection", codebase=YOLO_PRE)
+    for name, outputs, fix in (("pose.onnx", "output0", "convert it with codebase_config.post_processing"),
+                               ("two.onnx", "output0, unit", r"codebase_config.post_processing decodes one \[N, 4 \+ C, A\] head only")):
+        result = trtdeploy.convert(cfg, tmp_path / name, work_dir=tmp_path / name[:-5], test_img=DEMO_IMG)
+        assert result.test_report["difference"] == f"raw head kept raw ({outputs}): max abs difference 0"
+        with pytest.raises(ModelError, match=f"it ends in a raw head; {fix}"):
+            trtdeploy.load(result.onnx_path).predict(str(DEMO_IMG))
+
+
 # -- the rest of the matrix: file kind x backend x static/dynamic x precision ---------------------------
 # Covered above: classifier ORT fp32 dynamic, TRT fp32 dynamic and static, TRT fp16 dynamic, TRT int8 static;
 # external data ORT fp32; MMDeploy detector ORT fp32, TRT fp32 dynamic ('auto' and 'plugin'); YOLO TRT fp16 and

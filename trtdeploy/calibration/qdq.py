@@ -51,7 +51,7 @@ def check_calibration_shapes(calib: CalibrationFile, inputs: Mapping[str, tuple]
     for model_name, file_name in names.items():
         shapes = calib.shapes(file_name)
         rng = profile.get(model_name) or ShapeRange(*(inputs[model_name],) * 3)
-        free = {d for d, size in enumerate(rng.min) if size < 0}  # no profile and a dynamic dim (ONNX Runtime): any size
+        free = {d for d, size in enumerate(rng.min) if size < 0}  # no profile, a dynamic dim (ONNX Runtime): any size
         if rng.is_static and not free and len(set(shapes)) > 1:
             sizes = sorted({"x".join(map(str, s)) for s in shapes})
             raise ShapeError(f"{calib.path}: calibration samples of {model_name!r} have differing sizes "

@@ -279,11 +279,15 @@ class ObjectDetection(Task):
 
     def output_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> float:
         """The largest difference (box, score, mask) between matched detections; unmatched ones are counted, not
-        measured (``describe_difference``)."""
+        measured (``describe_difference``); a raw head kept raw (no dets): its arrays' largest difference."""
+        if "dets" not in ours:
+            return super().output_difference(ours, theirs)
         match = match_detections(ours, theirs)
         return max(match["box"], match["score"], match["mask"])
 
     def describe_difference(self, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> str:
+        if "dets" not in ours:
+            return f"raw head kept raw ({', '.join(ours)}): {super().describe_difference(ours, theirs)}"
         m = match_detections(ours, theirs)
         text = (f"{m['matched']} of {m['reference']} detections matched (same label, IoU >= {MATCH_IOU}), "
                 f"{m['unmatched']} unmatched; matched boxes differ by at most {m['box']:.3g} px, scores by {m['score']:.3g}")
@@ -321,8 +325,10 @@ class ObjectDetection(Task):
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: dict) -> list[dict]:
         """Per image: boxes in original-image pixels, scores, labels, names (and pasted boolean masks)."""
         if "dets" not in outputs or "labels" not in outputs:
-            raise ModelError(f"the model returns {list(outputs)}, not dets/labels: it ends in a raw head; convert it "
-                             f"with codebase_config.post_processing to append decoding and NMS")
+            fix = ("convert it with codebase_config.post_processing to append decoding and NMS" if len(outputs) == 1 else
+                   "codebase_config.post_processing decodes one [N, 4 + C, A] head only, so compare its arrays "
+                   "(`trtdeploy compare`) or export the model with its own post-processing")
+            raise ModelError(f"the model returns {list(outputs)}, not dets/labels: it ends in a raw head; {fix}")
         dets, labels = np.asarray(outputs["dets"]), np.asarray(outputs["labels"])
         sy, sx = meta["scale"]
         oh, ow = meta["orig_shape"]
