@@ -1,20 +1,22 @@
 """Issue 13 speed: convert writes an ONNX file that no pass changes back as its own bytes (no serialisation of
 its weights), one whose nodes alone changed as its bytes with the new nodes, any other as the changed graph;
+an FP32 TensorRT build runs while end2end.onnx is written, and a failed write leaves the previous conversion;
 `trtdeploy convert` starts without importing the other commands."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import onnx
+import pytest
 
 import trtdeploy
 from conftest import CONFIGS, run_python
 from onnx_files import hand_classifier
 
 
-def _cfg(folder: Path) -> Path:
-    path = folder / "cfg.py"
-    path.write_text(f"_base_ = ['{CONFIGS}/_base_/onnx_config.py', '{CONFIGS}/_base_/backends/onnxruntime.py']\n"
+def _cfg(folder: Path, backend: str = "onnxruntime") -> Path:
+    path = folder / f"{backend}.py"
+    path.write_text(f"_base_ = ['{CONFIGS}/_base_/onnx_config.py', '{CONFIGS}/_base_/backends/{backend}.py']\n"
                     "codebase_config = dict(type='mmpretrain', task='Classification')\n")
     return path
 
@@ -54,3 +56,43 @@ def test_convert_starts_without_the_other_commands():
                       "print(sorted(m for m in sys.modules if '.cli.cmd_' in m))\n"
                       "print(len(build_parser()._subparsers._group_actions[0].choices) > 10)")
     assert proc.stdout.split() == ["['trtdeploy.cli.cmd_convert']", "True"]
+
+
+# Converts into WORK, lists its files (hash and inode: a file written again is a new one, even with the same
+# bytes), converts again with ENOSPC at end2end.onnx's fsync, lists them again.
+FULL_DISK_AT_THE_GRAPH = """
+import errno, hashlib, os, pathlib
+import trtdeploy
+import trtdeploy.utils.fileio as fileio
+from trtdeploy.errors import WorkDirError
+work = pathlib.Path({work!r})
+def files():
+    return sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_ino) for p in work.iterdir())
+trtdeploy.convert({cfg!r}, {model!r}, work_dir=work)
+print("BEFORE", files())
+real_fsync = os.fsync
+def fsync(fd):
+    if ".end2end.onnx." in os.readlink(f"/proc/self/fd/{{fd}}"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+fileio.os.fsync = fsync
+try:
+    trtdeploy.convert({cfg!r}, {model!r}, work_dir=work)
+except WorkDirError as e:
+    print("REFUSED", e)
+print("AFTER", files())
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_graph_write_during_the_build_leaves_the_previous_conversion(tmp_path):
+    """TensorRT (FP32) builds from the bytes in memory while end2end.onnx is written, and writes the engine only
+    once the graph is written: a full disk at the graph leaves the previous four files as they were, no temp."""
+    model = hand_classifier(tmp_path / "static.onnx", dynamic=False)
+    code = FULL_DISK_AT_THE_GRAPH.format(work=str(tmp_path / "work"), cfg=str(_cfg(tmp_path, "tensorrt")),
+                                         model=str(model))
+    out = run_python(code, env={"TRTDEPLOY_TENSORRT": "tensorrt_rtx"}).stdout
+    before, refused, after = (next(line for line in out.splitlines() if line.startswith(mark))
+                              for mark in ("BEFORE", "REFUSED", "AFTER"))
+    assert "no space left on the device while writing" in refused and "end2end.onnx" in refused
+    assert after[len("AFTER"):] == before[len("BEFORE"):] and "end2end.engine.json" in before

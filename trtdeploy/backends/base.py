@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -45,11 +45,15 @@ class BuildResult:
 
 @dataclass
 class CheckedGraph:
-    """The graph a caller has read, checked and written to the ``onnx_path`` it builds from, and the bytes it
-    wrote: a backend takes both rather than reading and parsing the file again."""
+    """The graph a caller has read and checked, the bytes it writes to the ``onnx_path`` it builds from, and the
+    shapes that file's sidecar records: a backend takes them rather than reading and parsing the file again.
+    ``written()`` returns once the file and its sidecar are on disk (raising what writing them raised): the
+    caller writes them while the build runs where the backend ``builds_from_memory``, else before it."""
 
     model: Any  # onnx.ModelProto
     data: bytes
+    export_shapes: Mapping[str, list]
+    written: Callable[[], object]
 
 
 def profiles_to_json(profiles: list[dict[str, ShapeRange]]) -> list[dict]:
@@ -240,6 +244,11 @@ class Backend(ABC):
     def serves_custom_op(self, key: str) -> bool:
         """Whether it builds and runs the custom node ``key`` ('domain::op_type') as it is (a plugin, a kernel);
         the 'auto' custom_ops route keeps such nodes unless their op prefers its lowering."""
+        return False
+
+    def builds_from_memory(self, cfg: DeployConfig) -> bool:
+        """Whether ``build(model=CheckedGraph)`` for ``cfg`` reads neither ``onnx_path`` nor its sidecar and calls
+        ``model.written()`` before it writes its artefact: convert then writes them while the backend builds."""
         return False
 
     @abstractmethod

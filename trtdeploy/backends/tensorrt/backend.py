@@ -77,10 +77,13 @@ class TensorRTBackend(Backend):
 
         return key in plugin_specs() and hasattr(import_tensorrt().module, "IPluginV3OneRuntime")
 
+    def builds_from_memory(self, cfg: DeployConfig) -> bool:
+        return cfg.precision == "fp32"  # INT8 and FP16/BF16 derive their graph from the written file (build)
+
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         """``sample`` (feed, where it came from) is what FP16/BF16 numerics are checked on (default: random input);
-        ``model``: the ``CheckedGraph`` of ``onnx_path``, if the caller holds it (its bytes are parsed: TensorRT reads
-        no file back)."""
+        ``model``: the ``CheckedGraph`` of ``onnx_path``, if the caller holds it (an FP32 build parses its bytes
+        and reads no file)."""
         from .builder import build_engine
 
         trt = import_tensorrt()
@@ -93,7 +96,8 @@ class TensorRTBackend(Backend):
         plugins = prepare_plugin_build(trt, model)  # custom nodes checked, plugins registered, before parsing
         default_shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
         source = Path(onnx_path)
-        shapes = cfg_default_shapes(cfg, default_shapes, (read_sidecar(source) or {}).get("export_shapes"))
+        exported = checked.export_shapes if checked is not None else (read_sidecar(source) or {}).get("export_shapes")
+        shapes = cfg_default_shapes(cfg, default_shapes, exported)
         plan = None  # what INT8 or FP16/BF16 adds: the graph to parse, a config hook, facts
         if cfg.int8:
             from .int8 import prepare_int8
@@ -109,9 +113,8 @@ class TensorRTBackend(Backend):
             plan = prepare_low_precision(trt, source, Path(work_dir), cfg, strongly_typed, plugin_nodes, shapes, sample)
             source = plan.onnx_path
         engine_path = Path(work_dir) / f"{Path(onnx_path).stem}.engine"
-        data = checked.data if checked is not None and plan is None else None  # a precision builds its own graph
         facts = build_engine(trt, source, engine_path, cfg, shapes, strongly_typed,
-                             configure=plan.configure if plan else None, data=data)
+                             configure=plan.configure if plan else None, graph=checked if plan is None else None)
         facts.update(flavour=trt.flavour, backend_version=trt.version, precision=cfg.precision,
                      built_from=source.name, plugins=plugins, **(plan.facts if plan else {}))
         return BuildResult(engine_path, facts)

@@ -17,7 +17,7 @@ from ...errors import BuildError, ConfigError, UnsupportedOpError, WorkDirError
 from ...utils.fileio import (atomic_write_bytes, atomic_write_hashed, clean_stale_temps, ensure_writable_dir,
                              human_size)
 from ...utils.logging import logger
-from ..base import TensorSpec, profiles_to_json
+from ..base import CheckedGraph, TensorSpec, profiles_to_json
 from .compat import TensorRT
 from .options import apply_builder_options
 
@@ -217,18 +217,19 @@ def out_of_memory_hint(errors: list[str], workspace: int | None) -> str:
 
 def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployConfig,
                  default_shapes: dict[str, tuple[int, ...]], strongly_typed: bool,
-                 configure: Callable | None = None, data: bytes | None = None) -> dict:
+                 configure: Callable | None = None, graph: CheckedGraph | None = None) -> dict:
     """Parse, configure, build and atomically write the engine; returns the facts for its sidecar.
 
     ``configure(builder, builder_config, network)`` adds what a precision needs (INT8 flag, calibrator);
-    ``data``: the bytes of ``onnx_path`` if the caller holds them (parsed from memory, not read from the file).
+    ``graph``: ``onnx_path`` as the caller holds it, parsed from its bytes while the caller may still be writing
+    the file, which is waited for before the engine is written (a failed write leaves the previous engine).
     """
     check_timing_cache_path(cfg.common.get("timing_cache"))
     mod = trt.module
     trt_logger = make_logger(trt)
     builder = mod.Builder(trt_logger)
     network = builder.create_network(trt.network_flags(strongly_typed))
-    parse_onnx(trt, onnx_path, network, trt_logger, data)
+    parse_onnx(trt, onnx_path, network, trt_logger, graph.data if graph is not None else None)
     inputs, outputs = network_io(network)
     profiles = resolve_profiles(cfg, inputs, default_shapes)
 
@@ -259,6 +260,8 @@ def build_engine(trt: TensorRT, onnx_path: Path, engine_path: Path, cfg: DeployC
                 or next((h for needle, h in BUILD_FAILURE_HINTS.items() if needle in detail), ""))
         raise BuildError(f"{trt.label} failed to build {onnx_path.name}: {detail}{hint}")
     engine = memoryview(serialized)
+    if graph is not None:
+        graph.written()
     sha256 = atomic_write_hashed(engine_path, engine)
     return {
         "engine_bytes": engine.nbytes,
