@@ -396,8 +396,8 @@ def test_out_of_memory_names_the_request_and_the_field():
     hint = out_of_memory_hint(log, None)
     assert "TensorRT asked for 1187893064 bytes (1.11 GiB)" in hint
     assert "backend_config.common_config.max_workspace_size is unset" in hint
-    capped = out_of_memory_hint(log, 1 << 30)  # the request is above the cap: raise it, not "set it below"
-    assert "max_workspace_size is 1073741824 (1.00 GiB): raise max_workspace_size above it (e.g. 2 << 30)" in capped
+    capped = out_of_memory_hint(log, 1 << 30)  # the request is above the cap: lift the cap, not "set it below"
+    assert "max_workspace_size is 1073741824 (1.00 GiB): set max_workspace_size = 0 (no cap)" in capped
     assert "set max_workspace_size below" in out_of_memory_hint(log, 2 << 30)  # within the cap: memory ran out
     assert out_of_memory_hint(["Error Code 4: some other failure"], None) == ""
     assert "TensorRT ran out of memory and" in out_of_memory_hint(["Unexpected exception std::bad_alloc"], None)
