@@ -190,3 +190,31 @@ def test_onnxruntime_int8_convert_writes_a_fused_graph_that_run_serves(tmp_path,
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
     out = run_cli("run", work / "end2end_int8.onnx", "--input", demo_img).stdout
     assert "label" in out or "class" in out, out
+
+
+def _conv_head(bias: list[float]) -> onnx.ModelProto:
+    """x [1, 1, 4, 4] -> Conv with weights 1e-3 and ``bias`` -> logits; then Sigmoid, as a detector's class head."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["logits"], name="head"),
+             helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [numpy_helper.from_array(np.full((2, 1, 1, 1), 1e-3, np.float32), "w"),
+                               numpy_helper.from_array(np.array(bias, np.float32), "b")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_onnxruntime_int32_bias_that_would_clip_stays_float():
+    """Issue 13 (a random-init YOLOv8n's class scores): an input whose range is tiny makes the int32 bias scale
+    (input scale x weight scale) so small that a bias of -11.5 needs more than 2^31 steps; int32 clipped it to
+    about -0.01, so every score was 0.5. Such a bias stays float; a bias that fits still goes through int32."""
+    model = _conv_head([-11.5, 0.1])
+    targets = quantize.quantization_targets(model)
+    placement = quantize.place(model, targets, "onnxruntime")
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    for amax, int32 in ((1e-6, False), (10.0, True)):
+        qdq = quantize.insert_qdq(model, targets, {t: amax for t in placement.tensors}, placement, "onnxruntime")
+        assert any(i.name.endswith("b_int32") for i in qdq.graph.initializer) == int32
+        scores = ort.InferenceSession(qdq.SerializeToString()).run(None, {"x": x})[0]
+        assert np.allclose(scores[0, :, 0, 0], 1 / (1 + np.exp([11.5, -0.1])), atol=1e-3), scores[0, :, 0, 0]

@@ -22,7 +22,7 @@ def onnxruntime_placement(model: onnx.ModelProto, targets: list[quantize.QuantTa
     view = quantize.GraphView(model)
     placement = quantize.weight_placement(targets)
     weighted = {t.node for t in targets}
-    features = _feature_path(view, quantize.quantization_targets(model))  # every weighted layer, quantized or not
+    features = _features(view, quantize.quantization_targets(model))  # every weighted layer, quantized or not
 
     def quantize_output(tensor: str) -> str:
         after = view.consumers.get(tensor, [])
@@ -39,33 +39,39 @@ def onnxruntime_placement(model: onnx.ModelProto, targets: list[quantize.QuantTa
         acts = view.activations(node)
         only_activations = bool(acts) and len(acts) == len([i for i in node.input if i])
         if node.name in weighted or (node.op_type in ORT_COMPUTE_OPS and node.op_type not in ("Conv", "Gemm")
-                                     and only_activations and node.name in features):
+                                     and only_activations and node.output[0] in features):
             for tensor in acts:
                 placement.add(tensor, node.name)
-            if node.name in features:  # a last layer's output (a head's boxes and scores) stays float
+            if node.output[0] in features:  # a last layer's output (a head's boxes and scores) stays float
                 quantize_output(node.output[0])
-        elif node.op_type in ORT_SAME_SCALE_OPS and acts and acts[0] in placement.edges and node.name in features:
+        elif node.op_type in ORT_SAME_SCALE_OPS and acts and acts[0] in placement.edges and node.output[0] in features:
             placement.add(acts[0], node.name)
             placement.groups.append({acts[0], quantize_output(node.output[0])})
     return placement
 
 
-def _feature_path(view: quantize.GraphView, layers: list[quantize.QuantTarget]) -> set[str]:
-    """The nodes whose float outputs flow into a weighted layer's input. Arithmetic that feeds none (box decoding,
-    a lowered NMS or RoIAlign's coordinates after the last layer) is post-processing: in INT8 its offsets and
-    coordinates lose the precision the result depends on (an MMDeploy-style detector matched 3 of 10 detections)."""
-    nodes: set[str] = set()
-    seen: set[str] = set()
+def _features(view: quantize.GraphView, layers: list[quantize.QuantTarget]) -> set[str]:
+    """The float tensors that flow into a weighted layer's input and reach no graph output through unweighted nodes
+    only. The rest (a head's logits and boxes, their decoding, a lowered NMS or RoIAlign's coordinates) is
+    post-processing: in INT8 its offsets and coordinates lose the precision the result depends on (an MMDeploy-style
+    detector matched 3 of 10 detections with the NMS quantized, 6 of 10 with only its float path to the outputs
+    kept float)."""
+    upstream: set[str] = set()
     stack = [t.activation for t in layers]
     while stack:
         tensor = stack.pop()
-        if tensor in seen or tensor not in view.producer:
-            continue
-        seen.add(tensor)
-        node = view.producer[tensor]
-        nodes.add(node.name)
-        stack.extend(view.activations(node))
-    return nodes
+        if tensor not in upstream:
+            upstream.add(tensor)
+            stack.extend(view.activations(view.producer[tensor]) if tensor in view.producer else ())
+    weighted, tail = {t.node for t in layers}, set()
+    stack = list(view.outputs)
+    while stack:
+        tensor = stack.pop()
+        if tensor not in tail:
+            tail.add(tensor)
+            node = view.producer.get(tensor)
+            stack.extend(view.activations(node) if node is not None and node.name not in weighted else ())
+    return upstream - tail
 
 
 SCHEME = "onnxruntime"
