@@ -8,13 +8,14 @@ the map), the bilinear weights and the divisor are torchvision's float32 express
 
 Fixed sampling grid (``sampling_ratio > 0``, what torchvision's detectors use): a sample's
 validity and weight are a product of a y and an x factor, so a bin's sum is ``Ay . patch . Ax``
-with the RoI's patch = the table rows of its y taps (2 * ratio per bin) by its x taps. An outer
-Loop over chunks of RoIs (as many as fill about SEPARABLE_ROWS table rows) gathers the chunk's
-patches in one Gather and contracts them with two MatMuls (block-diagonal weight matrices; an
-invalid sample weighs 0). Same taps and weights as torchvision, summed in another order: equal to
-``torchvision.ops.roi_align`` within float32 rounding (about 1e-7 relative). About 2x cheaper on
-ONNX Runtime's CPU than one Gather, Mul and Add per tap and sample. A non-finite feature value
-(inf, NaN) reaches every bin whose patch holds it, not only those that sample it.
+with the RoI's patch = the table rows of its y taps (2 * ratio per bin) by its x taps. Every
+RoI's patch rows and block-diagonal weight matrices are computed at once (an invalid sample
+weighs 0); a Loop over chunks of RoIs (as many as fill about SEPARABLE_ROWS table rows) then
+only gathers a chunk's patches in one Gather and contracts them with two MatMuls. Same taps and
+weights as torchvision, summed in another order: equal to ``torchvision.ops.roi_align`` within
+float32 rounding (about 1e-7 relative). On ONNX Runtime's CPU this moves far fewer bytes than a
+Gather, Mul and Add per tap and sample (benchmarks/RESULTS.md, issue 17 item 4). A non-finite
+feature value (inf, NaN) reaches every bin whose patch holds it, not only those that sample it.
 
 Adaptive sampling grid (``sampling_ratio <= 0``): a RoI needs gy x gx = ceil(roi_h / out_h) x
 ceil(roi_w / out_w) samples per bin, known only from the data. RoIs are sorted by gy*gx and cut
@@ -37,7 +38,7 @@ from onnx import TensorProto
 from ...utils.onnx_build import Emitter, scalar_input, tensor_input
 
 CHUNK = 64  # RoIs per chunk: they share a trip count, so sorting by sample count keeps the waste small
-SEPARABLE_ROWS = 8192  # fixed grid: table rows one chunk's patches gather (8 MB at 256 channels)
+SEPARABLE_ROWS = 4096  # fixed grid: table rows one chunk's patches gather (4 MB at 256 channels: cache-sized)
 
 def _table(e: Emitter, features: Sequence[str]) -> tuple[str, str, str, str]:
     """Stack feature maps [N, C, H_l, W_l] as rows [sum_l N*H_l*W_l + 1, C] (channels last, a zero row last).
@@ -105,22 +106,23 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
 
     floats, ints = padded(floats, TensorProto.FLOAT), padded(ints, TensorProto.INT64)
     most, order = e.op("TopK", e.op("Gather", floats, e.i64(out_h + out_w + 4), axis=1), n_padded, axis=0, outputs=2)
-    chunked = (lambda x: e.op("Reshape", e.op("Gather", x, order, axis=0),
-                              e.op("Concat", n_chunks, e.i64([size, -1]), axis=0)))
-    floats, ints = chunked(floats), chunked(ints)                                           # [chunks, size, .]
-
+    floats, ints = e.op("Gather", floats, order, axis=0), e.op("Gather", ints, order, axis=0)  # [n_padded, .]
+    chunked = (lambda x, dims: e.op("Reshape", x, e.op("Concat", n_chunks, e.i64([size, *dims]), axis=0)))
     outer = e.sub()
     chunk = outer.name("chunk")
-    params = outer.op("Gather", floats, chunk, axis=0)                                      # [size, F]
-    roi = _ChunkRoIs(*outer.op("Split", params, outer.i64([out_h, out_w, 1, 1, 1, 1, 1]), axis=1, outputs=7)[:6],
-                     *outer.op("Split", outer.op("Gather", ints, chunk, axis=0), outer.i64([1, 1, 1, 1]), axis=1,
-                               outputs=4))                                                  # [size, .] each
-    if sampling_ratio > 0:
-        summed = _separable_sums(outer, table, roi, sampling_ratio, size, out_h, out_w)
+    if sampling_ratio > 0:  # every RoI's taps and weights at once; the chunk Loop only gathers and contracts
+        index, rows_w, cols_w = _separable_taps(e, _roi_columns(e, floats, ints, out_h, out_w), sampling_ratio,
+                                                out_h, out_w, table)
+        ny, nx = 2 * sampling_ratio * out_h, 2 * sampling_ratio * out_w
+        this = (lambda x, dims: outer.op("Gather", chunked(x, dims), chunk, axis=0))
+        summed = _separable_sums(outer, table, this(index, [ny, nx]), this(rows_w, [out_h, ny]),
+                                 this(cols_w, [out_w, nx]), size, out_h, out_w)
     else:
         chunk_trips = e.op("Cast", e.op("Gather", most, e.op("Range", e.i64(0), e.squeeze(n_padded, [0]),
                                                              e.i64(size)), axis=0),
                            to=TensorProto.INT64)                               # each chunk's first (largest) count
+        this = (lambda x: outer.op("Gather", chunked(x, [-1]), chunk, axis=0))              # [size, .]
+        roi = _roi_columns(outer, this(floats), this(ints), out_h, out_w)
         summed = _sampled_sums(outer, table, roi, outer.op("Gather", chunk_trips, chunk, axis=0), out_h, out_w)
     outer_graph = outer.graph("roi_align_chunks", [scalar_input(chunk, TensorProto.INT64),
                                                    scalar_input(outer.name("cond"), TensorProto.BOOL)],
@@ -136,8 +138,8 @@ def emit_roi_align(e: Emitter, features: Sequence[str], scales: Sequence[float],
     return e.op("Div", pooled, e.unsqueeze(count, [2, 3]))
 
 
-class _ChunkRoIs(NamedTuple):
-    """One chunk's RoI parameters, [size, .] each: bin origins [size, PH] / [size, PW], the rest [size, 1]."""
+class _RoIs(NamedTuple):
+    """RoI parameters, [n, .] each: bin origins [n, PH] / [n, PW], the rest [n, 1]."""
 
     origin_y: str
     origin_x: str
@@ -167,7 +169,7 @@ def _axis_taps(b: Emitter, origin: str, bin_size: str, grid: str, index: str, li
     return ok, as_int(low), as_int(high), b.op("Sub", one, frac), frac
 
 
-def _sampled_sums(outer: Emitter, table: str, roi: _ChunkRoIs, trips: str, out_h: int, out_w: int) -> str:
+def _sampled_sums(outer: Emitter, table: str, roi: _RoIs, trips: str, out_h: int, out_w: int) -> str:
     """Adaptive grid: an inner Loop of ``trips``; trip s adds sample s (row-major in each RoI's own grid) of every
     bin, its 4 taps in torchvision's order. Returns the chunk's sums [size, PH, PW, C]."""
     b = outer.sub()
@@ -198,39 +200,50 @@ def _sampled_sums(outer: Emitter, table: str, roi: _ChunkRoIs, trips: str, out_h
     return outer.op("Loop", trips, outer.const(True, np.bool_), zeros, body=inner)
 
 
-def _separable_sums(b: Emitter, table: str, roi: _ChunkRoIs, ratio: int, size: int, out_h: int, out_w: int) -> str:
-    """Fixed grid (``ratio`` samples per bin and axis): validity and weights are products of a y and an x factor,
-    so a bin's sum is ``Ay . patch . Ax``: one Gather of each RoI's patch (the rows of its y taps by the columns of
-    its x taps, 2 * ratio * PH by 2 * ratio * PW), then two MatMuls with block-diagonal weights (an invalid tap
-    weighs 0). Returns the chunk's sums [size, PH, PW, C]."""
-    grid = b.const(np.arange(ratio, dtype=np.float32).reshape(1, 1, ratio))                 # sample index
+def _roi_columns(b: Emitter, floats: str, ints: str, out_h: int, out_w: int) -> _RoIs:
+    """The RoI parameters from their packed rows (floats [., PH + PW + 5], ints [., 4])."""
+    return _RoIs(*b.op("Split", floats, b.i64([out_h, out_w, 1, 1, 1, 1, 1]), axis=1, outputs=7)[:6],
+                      *b.op("Split", ints, b.i64([1, 1, 1, 1]), axis=1, outputs=4))
+
+
+def _separable_taps(e: Emitter, roi: _RoIs, ratio: int, out_h: int, out_w: int, table: str
+                    ) -> tuple[str, str, str]:
+    """Fixed grid (``ratio`` samples per bin and axis): a sample's validity and weight are products of a y and an x
+    factor, so a bin's sum is ``Ay . patch . Ax`` with the RoI's patch = the table rows of its y taps (ratio samples
+    x low/high pixel per bin) by its x taps. Returns, per RoI: the patch's table rows [R, NY, NX] (NY = 2 * ratio *
+    PH, NX = 2 * ratio * PW; the zero row where a sample is invalid) and the block-diagonal weight matrices
+    Ay [R, PH, NY] and Ax [R, PW, NX] (an invalid sample weighs 0)."""
+    grid = e.const(np.arange(ratio, dtype=np.float32).reshape(1, 1, ratio))                 # sample index
 
     def axis(origin, bin_size, limit, bins):
-        """Taps along one axis: the weight matrix [size, bins, bins * 2 * ratio] and the pixels [size, 2 * ratio * bins]
-        (int64), tap order (bin, sample, low/high)."""
-        ok, low, high, w_low, w_high = _axis_taps(b, b.unsqueeze(origin, [2]), b.unsqueeze(bin_size, [2]),
-                                                  b.const(np.float32(ratio)), grid, b.unsqueeze(limit, [2]))
-        stack = (lambda lo, hi: b.op("Concat", b.unsqueeze(lo, [3]), b.unsqueeze(hi, [3]), axis=3))
+        """Taps along one axis, in the order (bin, sample, low/high): weights [R, bins, taps], pixels, validity."""
+        ok, low, high, w_low, w_high = _axis_taps(e, e.unsqueeze(origin, [2]), e.unsqueeze(bin_size, [2]),
+                                                  e.const(np.float32(ratio)), grid, e.unsqueeze(limit, [2]))
+        stack = (lambda lo, hi: e.op("Concat", e.unsqueeze(lo, [3]), e.unsqueeze(hi, [3]), axis=3))
         taps = 2 * ratio * bins
-        weights = b.op("Where", b.unsqueeze(ok, [3]), stack(w_low, w_high), b.const(0.0))  # [size, bins, ratio, 2]
-        diagonal = b.const(np.eye(bins, dtype=np.float32).reshape(1, bins, bins, 1, 1))
-        matrix = b.op("Reshape", b.op("Mul", diagonal, b.unsqueeze(weights, [1])), b.i64([size, bins, taps]))
-        ok_taps = b.op("Reshape", b.op("Expand", b.unsqueeze(ok, [3]), b.i64([1, 1, 1, 2])), b.i64([size, taps]))
-        return matrix, b.op("Reshape", stack(low, high), b.i64([size, taps])), ok_taps
+        weights = e.op("Where", e.unsqueeze(ok, [3]), stack(w_low, w_high), e.const(0.0))  # [R, bins, ratio, 2]
+        diagonal = e.const(np.eye(bins, dtype=np.float32).reshape(1, bins, bins, 1, 1))
+        matrix = e.op("Reshape", e.op("Mul", diagonal, e.unsqueeze(weights, [1])), e.i64([0, bins, taps]))
+        ok_taps = e.op("Reshape", e.op("Expand", e.unsqueeze(ok, [3]), e.i64([1, 1, 1, 2])), e.i64([0, taps]))
+        return matrix, e.op("Reshape", stack(low, high), e.i64([0, taps])), ok_taps
 
     rows_w, y_pix, ok_y = axis(roi.origin_y, roi.bin_y, roi.height, out_h)
     cols_w, x_pix, ok_x = axis(roi.origin_x, roi.bin_x, roi.width, out_w)
-    ny, nx = 2 * ratio * out_h, 2 * ratio * out_w
-    rows = b.unsqueeze(b.op("Mul", b.op("Add", roi.image_row, y_pix), roi.width), [2])     # [size, NY, 1]
-    cols = b.unsqueeze(b.op("Add", x_pix, roi.first), [1])                                  # [size, 1, NX]
-    ok = b.op("And", b.unsqueeze(ok_y, [2]), b.unsqueeze(ok_x, [1]))
-    index = b.op("Where", ok, b.op("Add", rows, cols), b.op("Sub", b.dim(table, 0), b.i64(1)))  # [size, NY, NX]
-    channels = b.dim(table, 1)
+    rows = e.unsqueeze(e.op("Mul", e.op("Add", roi.image_row, y_pix), roi.width), [2])     # [R, NY, 1]
+    cols = e.unsqueeze(e.op("Add", x_pix, roi.first), [1])                                  # [R, 1, NX]
+    ok = e.op("And", e.unsqueeze(ok_y, [2]), e.unsqueeze(ok_x, [1]))
+    index = e.op("Where", ok, e.op("Add", rows, cols), e.op("Sub", e.dim(table, 0), e.i64(1)))  # [R, NY, NX]
+    return index, rows_w, cols_w
+
+
+def _separable_sums(b: Emitter, table: str, index: str, rows_w: str, cols_w: str, size: int, out_h: int,
+                    out_w: int) -> str:
+    """One chunk of a fixed grid: one Gather of its RoIs' patches, then Ax and Ay by two MatMuls.
+    Returns the chunk's sums [size, PH, PW, C]."""
     patch = b.op("Gather", table, index, axis=0)                                            # [size, NY, NX, C]
-    by_cols = b.op("Reshape", b.op("MatMul", b.unsqueeze(cols_w, [1]), patch),
-                   b.op("Concat", b.i64([size, ny, -1]), axis=0))                            # [size, NY, PW * C]
-    return b.op("Reshape", b.op("MatMul", rows_w, by_cols),
-                b.op("Concat", b.i64([size, out_h, out_w]), channels, axis=0))             # [size, PH, PW, C]
+    by_cols = b.op("MatMul", b.unsqueeze(cols_w, [1]), patch)                               # [size, NY, PW, C]
+    by_rows = b.op("MatMul", rows_w, b.op("Reshape", by_cols, b.i64([size, 0, -1])))        # [size, PH, PW * C]
+    return b.op("Reshape", by_rows, b.op("Concat", b.i64([size, out_h, out_w]), b.dim(table, 1), axis=0))
 
 
 def lower_roi_align(values: dict, node: onnx.NodeProto, e: Emitter) -> None:
