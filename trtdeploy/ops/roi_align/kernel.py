@@ -76,8 +76,10 @@ def _bilinear(rows, keep, y, x, height, width):
 
 
 @triton.jit
-def _row_sums(row, keep, xs, bin_w, grid_w, inv_w, width, BLOCK_C: tl.constexpr, PWB: tl.constexpr):
-    """Σ over a bin's sampling columns of the x-interpolated pixel row ``row`` [BLOCK_C] -> [BLOCK_C, PWB].
+def _row_sums(row, keep, row1, keep1, xs, bin_w, grid_w, inv_w, width, BLOCK_C: tl.constexpr, PWB: tl.constexpr,
+              GROUPS: tl.constexpr):
+    """Σ over a bin's sampling columns of the x-interpolated pixel row ``row`` [BLOCK_C] -> [BLOCK_C, PWB]
+    (and of ``row1``, a second block of channels, when ``GROUPS`` is 2: it shares the columns' arithmetic).
 
     Neighbouring sampling columns (spaced <= 1 pixel) share pixels: a pixel the previous column
     read is taken from registers (its load masked off) instead of read again.
@@ -85,6 +87,9 @@ def _row_sums(row, keep, xs, bin_w, grid_w, inv_w, width, BLOCK_C: tl.constexpr,
     total = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
     v_low = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
     v_high = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    total1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    v_low1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+    v_high1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
     prev_low = tl.full((PWB,), -2, tl.int32)
     grid_f = grid_w * 1.0
     for ix in range(0, grid_w):
@@ -93,16 +98,23 @@ def _row_sums(row, keep, xs, bin_w, grid_w, inv_w, width, BLOCK_C: tl.constexpr,
         a = (ix + 0.5) * bin_w
         q = a * inv_w
         x_low, lx, x_next, x_out = _axis(xs + tl.fma(tl.fma(-q, grid_f, a), inv_w, q), width)
-        same = x_low == prev_low  # then the high neighbour is the previous one too
-        shift = x_low == prev_low + 1
+        same = (x_low == prev_low)[None, :]  # then the high neighbour is the previous one too
+        shift = (x_low == prev_low + 1)[None, :]
+        load_low = ~same & ~shift
+        load_high = ~same & x_next[None, :]
+        w_low = tl.where(x_out, 0.0, 1.0 - lx)[None, :]
+        w_high = tl.where(x_out, 0.0, lx)[None, :]
         at = row[:, None] + x_low[None, :]
-        fresh_low = tl.load(at, mask=keep & (~same & ~shift)[None, :], other=0.0)
-        fresh_high = tl.load(at + 1, mask=keep & (~same & x_next)[None, :], other=0.0)
-        v_low = tl.where(same[None, :], v_low, tl.where(shift[None, :], v_high, fresh_low))
-        v_high = tl.where(same[None, :], v_high, fresh_high)
+        v_low = tl.where(same, v_low, tl.where(shift, v_high, tl.load(at, mask=keep & load_low, other=0.0)))
+        v_high = tl.where(same, v_high, tl.load(at + 1, mask=keep & load_high, other=0.0))
+        total += w_low * v_low + w_high * v_high
+        if GROUPS == 2:
+            at1 = row1[:, None] + x_low[None, :]
+            v_low1 = tl.where(same, v_low1, tl.where(shift, v_high1, tl.load(at1, mask=keep1 & load_low, other=0.0)))
+            v_high1 = tl.where(same, v_high1, tl.load(at1 + 1, mask=keep1 & load_high, other=0.0))
+            total1 += w_low * v_low1 + w_high * v_high1
         prev_low = x_low
-        total += tl.where(x_out[None, :], 0.0, (1.0 - lx)[None, :] * v_low + lx[None, :] * v_high)
-    return total
+    return total, total1
 
 
 @triton.jit
@@ -112,6 +124,7 @@ def _roi_align_kernel(feat, rois, out, channels,
                       INTERPRETED: tl.constexpr, SR: tl.constexpr, ALIGNED: tl.constexpr, PH: tl.constexpr,
                       PW: tl.constexpr, BINS: tl.constexpr, PWB: tl.constexpr, BLOCK_C: tl.constexpr,
                       ROW_TILE: tl.constexpr):
+    GROUPS: tl.constexpr = 2 if ROW_TILE == 2 else 1  # blocks of BLOCK_C channels a program computes
     r = tl.program_id(0)
     cblock = tl.program_id(1)
     batch = tl.load(rois + r * 5).to(tl.int64)
@@ -146,7 +159,7 @@ def _roi_align_kernel(feat, rois, out, channels,
     bin_h = tl.div_rn(roi_h, PH)
     bin_w = tl.div_rn(roi_w, PW)
 
-    chans = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
+    chans = cblock * (BLOCK_C * GROUPS) + tl.arange(0, BLOCK_C)
     chan_ok = chans < channels
     plane = height.to(tl.int64) * width
     rows = feat + base + (batch * channels + chans.to(tl.int64)) * plane  # [BLOCK_C] pointers
@@ -174,6 +187,8 @@ def _roi_align_kernel(feat, rois, out, channels,
     else:  # one bin row at a time
         pw = tl.arange(0, PWB)
         keep = chan_ok[:, None] & (pw < PW)[None, :]
+        keep1 = ((chans + BLOCK_C < channels)[:, None] & (pw < PW)[None, :]) & (GROUPS == 2)
+        rows1 = rows + BLOCK_C * plane
         xs = start_x + pw.to(tl.float32) * bin_w  # each bin's left edge
         # adaptive grid: x-interpolated sums of the pixel rows (y_low, y_low + 1) the last sampling row used,
         # kept across bin rows too (they depend on the pixel row alone)
@@ -182,9 +197,12 @@ def _roi_align_kernel(feat, rois, out, channels,
             inv_w = tl.div_rn(1.0, grid_w * 1.0)
         sum_low = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
         sum_high = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+        sum_low1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+        sum_high1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
         for ph in range(0, PH):
             ys = start_y + ph * bin_h
             total = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+            total1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
             if SR > 0:
                 for iy in tl.static_range(SR):
                     y = _sample(ys, iy, bin_h, grid_h, SR)
@@ -197,38 +215,54 @@ def _roi_align_kernel(feat, rois, out, channels,
                     if y_low != last_low:
                         if y_low == last_low + 1:
                             sum_low = sum_high
+                            sum_low1 = sum_high1
                         else:
-                            sum_low = _row_sums(rows + y_low * width, keep, xs, bin_w, grid_w, inv_w, width,
-                                                BLOCK_C, PWB)
+                            sum_low, sum_low1 = _row_sums(rows + y_low * width, keep, rows1 + y_low * width, keep1,
+                                                          xs, bin_w, grid_w, inv_w, width, BLOCK_C, PWB, GROUPS)
                         if y_next:  # at the last pixel row, its weight ly is 0
-                            sum_high = _row_sums(rows + (y_low + 1) * width, keep, xs, bin_w, grid_w, inv_w, width,
-                                                 BLOCK_C, PWB)
+                            below = (y_low + 1) * width
+                            sum_high, sum_high1 = _row_sums(rows + below, keep, rows1 + below, keep1, xs, bin_w,
+                                                            grid_w, inv_w, width, BLOCK_C, PWB, GROUPS)
                         else:
                             sum_high = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
+                            sum_high1 = tl.zeros((BLOCK_C, PWB), dtype=tl.float32)
                     last_low = y_low
                     if not y_out:
                         total += (1.0 - ly) * sum_low + ly * sum_high
+                        total1 += (1.0 - ly) * sum_low1 + ly * sum_high1
             tl.store(dest[:, None] + ph * PW + pw[None, :], tl.div_rn(total, count), mask=keep)
+            if GROUPS == 2:
+                tl.store(dest[:, None] + BLOCK_C * (PH * PW) + ph * PW + pw[None, :], tl.div_rn(total1, count),
+                         mask=keep1)
+
+
+def _per_program(meta: dict) -> int:
+    """Channels one program computes: BLOCK_C, twice that for the two-block row tile."""
+    return meta["BLOCK_C"] * (2 if meta["ROW_TILE"] == 2 else 1)
 
 
 def _prune(configs, named_args, **kwargs):
-    """Tiles no wider than the channels; the all-bins tile only for a fixed grid; row tiles that fill their warps."""
+    """Tiles no wider than the channels; all bins at once for a fixed grid only, two channel blocks for the adaptive
+    one only; row tiles that fill their warps."""
     wide = triton.next_power_of_2(named_args["channels"])
     fixed = kwargs.get("SR", named_args.get("SR", 0)) > 0
     lanes = kwargs.get("PWB", named_args.get("PWB", 1))
-    fits = [c for c in configs if c.kwargs["BLOCK_C"] <= wide and (fixed or c.kwargs["ROW_TILE"])]
+    fits = [c for c in configs
+            if _per_program(c.kwargs) <= wide and c.kwargs["ROW_TILE"] in ((0, 1) if fixed else (1, 2))]
     full = [c for c in fits if not c.kwargs["ROW_TILE"] or c.kwargs["BLOCK_C"] * lanes >= 32 * c.num_warps]
     return (full or fits)[:1] if INTERPRETED else full or fits  # the interpreter (CPU tests) times no tiles
 
 
-# Tiles (channels per program, warps, one bin row at a time?). Tuned once per key (channels, levels, sampling
+# Tiles (channels per block, warps, 0: all bins at once / 1: one bin row at a time / 2: the same for two channel
+# blocks sharing the sampling columns' arithmetic). Tuned once per key (channels, levels, sampling
 # grid, output size) by timing every tile on the process's first call, and kept for the process. Not on disk:
 # the adaptive grid's cost follows the RoI sizes, which the key cannot see (a tile tuned on another workload's
 # RoIs ran 1.4x slower than the best one on the H200).
-TILES = [(c, w, 0) for c in (1, 2, 4) for w in (1, 2, 4)] + [(c, w, 1) for c in (1, 2, 4, 8, 16) for w in (1, 2, 4)]
+TILES = ([(c, w, 0) for c in (1, 2, 4) for w in (1, 2, 4)] + [(c, w, 1) for c in (1, 2, 4, 8, 16) for w in (1, 2, 4)]
+         + [(c, w, 2) for c in (2, 4, 8) for w in (1, 2)])
 _tuned_kernel = triton.autotune(
     configs=[triton.Config({"BLOCK_C": c, "ROW_TILE": row}, num_warps=w)
-             for c, w, row in ([(1, 1, 0), (8, 1, 1), (1, 1, 1)] if INTERPRETED else TILES)],
+             for c, w, row in ([(1, 1, 0), (4, 1, 2), (1, 1, 1)] if INTERPRETED else TILES)],
     key=["channels", "num_levels", "SR", "PH", "PW", "ALIGNED"], prune_configs_by={"early_config_prune": _prune},
     warmup=25, rep=100)(_roi_align_kernel)
 
@@ -239,7 +273,7 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
                      out: torch.Tensor | None = None, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """RoIAlign of ``rois`` [R, 5] over 1..5 float32 feature maps; with several, each RoI takes its FPN level.
 
-    ``tile`` (channels per program, warps, one bin row at a time: 0/1; the adaptive grid needs 1) forces one
+    ``tile`` (channels per block, warps, row tile: see ``TILES``; the adaptive grid needs 1 or 2) forces one
     tile; by default the tile is autotuned on the process's first call for each (channels, levels, sampling,
     output size): make that call outside CUDA-graph capture, since tuning times the kernel.
     """
@@ -264,12 +298,14 @@ def roi_align_levels(features: list[torch.Tensor], rois: torch.Tensor, output_si
     meta = dict(INTERPRETED=INTERPRETED, SR=max(int(sampling_ratio), 0), ALIGNED=bool(aligned), PH=pooled_h,
                 PW=pooled_w, BINS=triton.next_power_of_2(pooled_h * pooled_w), PWB=triton.next_power_of_2(pooled_w))
     if tile is None:
-        _tuned_kernel[lambda m: (rois.shape[0], triton.cdiv(channels, m["BLOCK_C"]))](*args, **meta)
+        _tuned_kernel[lambda m: (rois.shape[0], triton.cdiv(channels, _per_program(m)))](*args, **meta)
     else:
         block_c, num_warps, row_tile = tile
-        if not (row_tile or meta["SR"]):
-            raise ValueError(f"tile {tile}: the adaptive sampling grid (sampling_ratio <= 0) needs a row tile (1)")
-        _roi_align_kernel[(rois.shape[0], triton.cdiv(channels, block_c))](
+        if row_tile not in ((0, 1) if meta["SR"] else (1, 2)):
+            raise ValueError(f"tile {tile}: sampling_ratio {sampling_ratio} takes row tiles "
+                             f"{'0 or 1' if meta['SR'] else '1 or 2 (adaptive grid)'}")
+        _roi_align_kernel[(rois.shape[0], triton.cdiv(channels, _per_program({"BLOCK_C": block_c,
+                                                                                 "ROW_TILE": row_tile})))](
             *args, **meta, BLOCK_C=block_c, ROW_TILE=row_tile, num_warps=num_warps)
     return out
 
