@@ -4,6 +4,7 @@
 - ``mmdeploy_detector``: an MMDeploy-style graph written with onnx.helper, holding the custom nodes
   ``mmdeploy::TRTBatchedNMS`` and ``mmdeploy::MMCVRoIAlign`` (MMDeploy's attribute names);
 - ``yolo_file``: ``YOLO('yolov8n.yaml').export(format='onnx')`` (random init, offline): raw head [N, 84, A];
+- ``half_classifier``: a CNN exported in FP16 (float16 input, weights and output), as vendors ship some;
 - ``pose_head_file``: a raw head laid out as ultralytics' pose export's [N, 4 + 1 + 17 * 3, A], with its metadata;
 - ``einsum_graph``: MaxViT's spelling of an attention Einsum (upper case, spaces);
 - ``fixed_position_vit``: a ViT whose position embedding fixes the token count (one image size only).
@@ -115,6 +116,19 @@ def yolo_file(folder: Path, imgsz: int = 160, dynamic: bool = False) -> Path:
     if proc.returncode != 0:
         raise AssertionError(f"yolo export failed:\n{proc.stdout}\n{proc.stderr}")
     return folder / proc.stdout.strip().splitlines()[-1]
+
+
+def half_classifier(path: Path) -> Path:
+    """images [N, 3, 64, 64] float16 -> Conv -> Relu -> GlobalAveragePool -> Gemm -> scores [N, 3] float16."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float16), "w"),
+               numpy_helper.from_array(rng.normal(0, 0.3, (3, 8)).astype(np.float16), "g")]
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], strides=[4, 4]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "g"], ["scores"], transB=1)]
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info("images", TensorProto.FLOAT16, ["n", 3, 64, 64])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT16, ["n", 3])], weights)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def pose_head_file(path: Path) -> Path:

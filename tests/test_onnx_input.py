@@ -17,8 +17,8 @@ import pytest
 
 import trtdeploy
 from conftest import CONFIGS, DEMO_IMG, run_cli, run_python
-from onnx_files import (einsum_graph, fixed_position_vit, hand_classifier, mmdeploy_detector, pose_head_file,
-                        yolo_file)
+from onnx_files import (einsum_graph, fixed_position_vit, half_classifier, hand_classifier, mmdeploy_detector,
+                        pose_head_file, yolo_file)
 from trtdeploy.errors import BuildError, ConfigError, ModelError, ShapeError, UnsupportedOpError
 
 BASE = CONFIGS / "_base_"
@@ -130,6 +130,29 @@ def test_classifier_tensorrt_int8_static_with_calibration(tmp_path):
     assert engine["precision"] == "int8" and engine["int8"]["route"] == "explicit"
     assert engine["inputs"][0] == {"name": "images", "dtype": "float32", "shape": [1, 3, 64, 64]}
     assert (work / "calib_data.h5").is_file() and (work / "end2end_int8.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_float16_file(tmp_path):
+    """A file exported in FP16 (float16 input, weights and output): the FP16 build's numerics check feeds the test
+    image as float16 (it was an internal error) and --test-img matches; INT8 names the float16 weights."""
+    model = half_classifier(tmp_path / "half.onnx")
+    cfg = write_cfg(tmp_path, "tensorrt-fp16", images_profile("images", [1, 3, 64, 64], [1, 3, 64, 64], [2, 3, 64, 64]))
+    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "work", "--test-img", DEMO_IMG).stdout
+    assert difference(out) < 1e-2 and "end2end_fp16.onnx, standing in for end2end.engine" in out, out
+    assert sidecar(tmp_path / "work" / "end2end.engine")["inputs"][0]["dtype"] == "float16"
+    with pytest.raises(ConfigError, match="INT8 quantizes float32 weights and end2end.onnx holds float16 ones"):
+        trtdeploy.convert(write_cfg(tmp_path, "onnxruntime-int8", name="int8.py"), model, work_dir=tmp_path / "int8",
+                          calib_dataset_cfg=calibration_cfg(tmp_path))
+
+
+def test_numerics_check_names_inputs_the_graph_does_not_take(classifier):
+    """NCHW images for an NHWC file (a tf2onnx export) in the FP16 check: one sentence, not ONNX Runtime's error."""
+    from trtdeploy.passes.numerics import run_onnx
+
+    with pytest.raises(ModelError, match=r"ONNX Runtime cannot run the graph on images \[1, 64, 64, 3\] float32: .*"
+                                         r"Got invalid dimensions.*; check that codebase_config"):
+        run_onnx(onnx.load(str(classifier)), {"images": np.zeros((1, 64, 64, 3), np.float32)})
 
 
 def test_external_data(tmp_path):

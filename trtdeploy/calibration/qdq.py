@@ -117,6 +117,9 @@ def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_pa
     exclude = (cfg.calib.get("exclude_nodes") or (), cfg.calib.get("exclude_op_types") or ())
     targets = quantize.quantization_targets(model, *exclude,
                                             output_layers=bool(cfg.calib.get("quantize_output_layers", False)))
+    if not targets and any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        raise ConfigError(f"{cfg.source}: INT8 quantizes float32 weights and {onnx_path.name} holds float16 ones (an "
+                          f"FP16 export); export the model in FP32 (FP16 engines come from the FP16 configs)")
     if not targets:
         raise ConfigError(f"{cfg.source}: nothing to quantize: the graph has no Conv/Gemm/MatMul with constant "
                           f"weights outside calib_config.exclude_nodes/exclude_op_types")

@@ -64,7 +64,16 @@ def run_onnx(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], all_tensors
 
         raise ShapeError(f"{where} needs inputs {inputs}; missing {missing}")
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {k: feed[k] for k in inputs})))
+    floats = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    typed = {i.name: np.asarray(feed[i.name]).astype(floats[i.type], copy=False)  # an FP16 file takes FP16 images
+             if i.type in floats and np.asarray(feed[i.name]).dtype.kind == "f" else feed[i.name]
+             for i in session.get_inputs()}
+    try:
+        return dict(zip(names, session.run(names, typed)))
+    except Exception as e:  # inputs the graph does not take (e.g. NCHW images for an NHWC file)
+        given = ", ".join(f"{k} {list(np.shape(v))} {np.asarray(v).dtype}" for k, v in typed.items())
+        raise ModelError(f"ONNX Runtime cannot run {where} on {given}: {str(e).strip().splitlines()[0]}; check that "
+                         f"codebase_config (task, preprocess) prepares what the model takes") from None
 
 
 def nonfinite_count(values: np.ndarray) -> str:
