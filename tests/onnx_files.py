@@ -47,8 +47,10 @@ def hand_classifier(path: Path, dynamic: bool = True, external: bool = False) ->
     return _save(model, path, external)
 
 
-def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64, batch: int | str = "batch") -> Path:
-    """input [batch, 3, size, size] (``batch``: a dimension name, or a number for a static file) -> stride-8 features -> per-cell boxes and scores -> TRTBatchedNMS -> dets, labels;
+def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64, batch: int | str = "batch",
+                      opset: int = 17) -> Path:
+    """input [batch, 3, size, size] (``batch``: a dimension name, or a number for a static file; ``opset`` 11 is
+    MMDeploy's default) -> stride-8 features -> per-cell boxes and scores -> TRTBatchedNMS -> dets, labels;
     the first image's detections pool the features with MMCVRoIAlign -> roi_feats [K, 8]."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 8, 8)).astype(np.float32), "w_feat"),
@@ -77,7 +79,8 @@ def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64, batch: i
         n("Mul", ["wh_unit", "box_scale"], ["wh"], name="wh_scale"),
         n("Add", ["xy1", "wh"], ["xy2"], name="xy2"),
         n("Concat", ["xy1", "xy2"], ["boxes3"], axis=2, name="boxes"),
-        n("Unsqueeze", ["boxes3", "axis2"], ["boxes4"], name="boxes4"),
+        n("Unsqueeze", ["boxes3", "axis2"], ["boxes4"], name="boxes4") if opset >= 13 else
+        n("Unsqueeze", ["boxes3"], ["boxes4"], name="boxes4", axes=[2]),
         n("Sigmoid", ["logits"], ["scores"], name="scores"),
         n("TRTBatchedNMS", ["boxes4", "scores"], ["dets", "labels"], domain="mmdeploy", name="nms",
           num_classes=num_classes, background_label_id=-1, iou_threshold=0.5, score_threshold=0.05, topk=50,
@@ -101,7 +104,7 @@ def mmdeploy_detector(path: Path, num_classes: int = 3, size: int = 64, batch: i
         [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [batch, 10, 5]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 10]),
          helper.make_tensor_value_info("roi_feats", TensorProto.FLOAT, [10, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("mmdeploy", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("mmdeploy", 1)])
     return _save(model, path)
 
 

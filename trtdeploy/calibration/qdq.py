@@ -13,6 +13,7 @@ import onnx
 from ..config import DeployConfig, ShapeRange
 from ..errors import ConfigError, DatasetError, ShapeError
 from ..passes import quantize
+from ..passes.lower_custom_ops import MIN_OPSET, model_opset, upgrade_opset
 from ..utils.fileio import atomic_write_json, sha256_file
 from ..utils.logging import logger
 from .h5file import CalibrationFile
@@ -114,6 +115,8 @@ def quantized_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, calib_pa
                     scheme: str) -> tuple[onnx.ModelProto, list[quantize.QuantTarget], quantize.Placement]:
     """The Q/DQ graph of ``onnx_path`` for ``scheme``'s backend, with ranges from the calibration file."""
     model = onnx.load(str(onnx_path))
+    if model_opset(model) < MIN_OPSET:  # an opset-11 file whose custom nodes were kept for plugins (not lowered)
+        model = upgrade_opset(model, "per-channel Q/DQ")
     exclude = (cfg.calib.get("exclude_nodes") or (), cfg.calib.get("exclude_op_types") or ())
     targets = quantize.quantization_targets(model, *exclude,
                                             output_layers=bool(cfg.calib.get("quantize_output_layers", False)))

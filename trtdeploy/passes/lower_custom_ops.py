@@ -62,7 +62,7 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free",
         return model
     opset = model_opset(model)
     if opset < MIN_OPSET:  # e.g. MMDeploy's configs export with opset 11
-        model, opset = _upgrade_opset(model, opset), UPGRADE_OPSET
+        model, opset = upgrade_opset(model, "the plugin-free lowering of custom ops"), UPGRADE_OPSET
     _lower_graph(model.graph, table, opset, scope="")
     used = {n.domain for n in all_nodes(model.graph)} | {""}
     kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
@@ -71,14 +71,17 @@ def lower_custom_ops(model: onnx.ModelProto, route: str = "plugin-free",
     return model
 
 
-def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto, needed_by: str) -> onnx.ModelProto:
+    """``model`` converted to opset ``UPGRADE_OPSET`` (custom nodes are kept) for ``needed_by``, which needs
+    ``MIN_OPSET``: MMDeploy's configs export with opset 11."""
     from onnx import version_converter
 
     try:
         return version_converter.convert_version(model, UPGRADE_OPSET)
     except Exception as e:  # the converter has no adapter for some op of the graph
-        raise BuildError(f"the plugin-free lowering of custom ops needs ONNX opset >= {MIN_OPSET} and the graph "
-                         f"(opset {opset}) cannot be converted ({e}); set onnx_config.opset_version=17") from None
+        raise BuildError(f"{needed_by} needs ONNX opset >= {MIN_OPSET} and the graph (opset {model_opset(model)}) "
+                         f"cannot be converted ({e}); set onnx_config.opset_version=17 (an ONNX file: export it "
+                         f"again with opset 17)") from None
 
 
 def _lower_graph(graph: onnx.GraphProto, table: dict[str, Callable], opset: int, scope: str) -> None:
