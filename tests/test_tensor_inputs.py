@@ -37,10 +37,17 @@ def text_model(tmp_path_factory):
     cfg = root / "ort.py"
     cfg.write_text("backend_config = dict(type='onnxruntime')\n")  # no onnx_config: the file brings names and axes
     work = root / "work"
-    run_cli("convert", cfg, path, "--work-dir", work)
+    summary = run_cli("convert", cfg, path, "--work-dir", work).stdout
     feeds = root / "tokens.npz"
     np.savez(feeds, input_ids=rng.integers(0, VOCAB, (2, 5)), attention_mask=np.ones((2, 5), np.int64))
-    return {"onnx": path, "work": work, "feeds": feeds, "root": root}
+    return {"onnx": path, "work": work, "feeds": feeds, "root": root, "summary": summary}
+
+
+def test_convert_summary_suggests_tensor_inputs_and_names_the_file_as_reference(text_model):
+    summary = text_model["summary"]
+    assert "vs text.onnx   not checked: run the compare command below with an .npz of its inputs" in summary
+    assert f"trtdeploy run {text_model['work'] / 'end2end.onnx'} --input INPUTS.npz" in summary
+    assert "--dataset VAL_FOLDER" not in summary  # `test` scores images
 
 
 def test_run_feeds_npz_tensors_and_prints_each_output(text_model, capsys):

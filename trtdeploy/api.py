@@ -39,6 +39,8 @@ class ConvertResult:
     precision: str = ""
     profiles: list[dict] = field(default_factory=list)
     input_shapes: dict[str, list] = field(default_factory=dict)  # the graph's, dynamic dims by name
+    takes_image: bool = True  # one float [N, C, H, W] input, fed by `--input IMAGE` (else tensors from an .npz)
+    source_format: str = ""   # "onnx": converted from an ONNX file (the reference is that file, not PyTorch)
     build_seconds: float | None = None   # the backend build alone (TensorRT); None for ONNX Runtime
     total_seconds: float = 0.0
 
@@ -58,18 +60,22 @@ class ConvertResult:
         build = f"build {self.build_seconds:.1f} s, " if self.build_seconds is not None else ""
         lines.append(f"  time         {build}total {self.total_seconds:.1f} s")
         report = self.test_report
+        reference = "PyTorch" if self.source_format != "onnx" else Path(self.model).name
+        check = ("pass --test-img IMAGE (or run the compare command below)" if self.takes_image else
+                 "run the compare command below with an .npz of its inputs")
         lines.append(f"  vs {report['reference']}: {report['difference']} on "
-                     f"{report['image']} ({report['backend']})" if report else
-                     "  vs PyTorch   not checked: pass --test-img IMAGE (or run the compare command below)")
+                     f"{report['image']} ({report['backend']})" if report else f"  vs {reference}   not checked: {check}")
         lines.append("files:")
         width = max(len(str(p)) for p in self.files)
         lines += [f"  {str(p):<{width}}  {human_size(p.stat().st_size)}" for p in self.files if p.is_file()]
         model = self.model if " " not in self.model else f"'{self.model}'"
+        feed = "IMAGE" if self.takes_image else "INPUTS.npz"
         lines += ["next:",
-                  f"  trtdeploy run {self.backend_path} --input IMAGE",
+                  f"  trtdeploy run {self.backend_path} --input {feed}",
                   f"  trtdeploy compare {self.onnx_path}{'' if self.backend_path == self.onnx_path else ' ' + str(self.backend_path)} "
-                  f"--model {model} --input IMAGE",
-                  f"  trtdeploy test {self.deploy_cfg} {model} {self.backend_path} --dataset VAL_FOLDER",
+                  f"--model {model} --input {feed}",
+                  *([f"  trtdeploy test {self.deploy_cfg} {model} {self.backend_path} --dataset VAL_FOLDER"]
+                    if self.takes_image else []),
                   f"  trtdeploy profile {self.backend_path}"]
         return "\n".join(lines)
 
@@ -261,7 +267,9 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                            files=sorted({onnx_path, sidecar_path(onnx_path), backend_path, sidecar, *made}),
                            model=model_name, weights=weights, deploy_cfg=str(cfg.source),
                            backend=cfg.backend, precision=cfg.precision, profiles=profiles,
-                           input_shapes={spec.name: list(spec.shape) for spec in in_specs}, build_seconds=build_seconds)
+                           input_shapes={spec.name: list(spec.shape) for spec in in_specs}, build_seconds=build_seconds,
+                           takes_image=len(in_specs) == 1 and np.dtype(in_specs[0].dtype).kind == "f"
+                           and len(in_specs[0].shape) == 4, source_format="onnx" if onnx_file is not None else "")
     if test_img is not None:
         reference = OnnxFileReference(onnx_file, task) if onnx_file is not None else TorchReference(torch_model, task)
         with stage(f"[{next(n)}/{steps}] compare with {reference.label} on {Path(test_img).name}"):
