@@ -7,7 +7,8 @@
 - ``half_classifier``: a CNN exported in FP16 (float16 input, weights and output), as vendors ship some;
 - ``pose_head_file``: a raw head laid out as ultralytics' pose export's [N, 4 + 1 + 17 * 3, A], with its metadata;
 - ``einsum_graph``: MaxViT's spelling of an attention Einsum (upper case, spaces);
-- ``fixed_position_vit``: a ViT whose position embedding fixes the token count (one image size only).
+- ``fixed_position_vit``: a ViT whose position embedding fixes the token count (one image size only);
+- ``channels_last_classifier``: a tf2onnx-style file whose input is [N, H, W, 3] (TensorFlow's layout).
 """
 from __future__ import annotations
 
@@ -189,3 +190,23 @@ def fixed_position_vit(path: Path) -> Path:
                       output_names=["logits"], dynamic_axes={"pixels": {0: "n", 2: "h", 3: "w"}}, opset_version=17,
                       dynamo=False)
     return path
+
+
+def channels_last_classifier(path: Path) -> Path:
+    """A 4-class CNN as tf2onnx writes a Keras model: input ``input_1`` [N, 64, 64, 3] (N dynamic), a Transpose to
+    NCHW inside, output ``dense`` [N, 4]."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w", "b"], ["conv"], strides=[2, 2]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc"], ["dense"])]
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "fc")]
+    graph = helper.make_graph(nodes, "keras", [helper.make_tensor_value_info("input_1", TensorProto.FLOAT,
+                                                                             ["unk__0", 64, 64, 3])],
+                              [helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["unk__0", 4])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+

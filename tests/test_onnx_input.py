@@ -17,8 +17,8 @@ import pytest
 
 import trtdeploy
 from conftest import CONFIGS, DEMO_IMG, run_cli, run_python
-from onnx_files import (einsum_graph, fixed_position_vit, half_classifier, hand_classifier, mmdeploy_detector,
-                        pose_head_file, yolo_file)
+from onnx_files import (channels_last_classifier, einsum_graph, fixed_position_vit, half_classifier, hand_classifier,
+                        mmdeploy_detector, pose_head_file, yolo_file)
 from trtdeploy.errors import BuildError, ConfigError, ModelError, ShapeError, UnsupportedOpError
 
 BASE = CONFIGS / "_base_"
@@ -153,6 +153,28 @@ def test_numerics_check_names_inputs_the_graph_does_not_take(classifier):
     with pytest.raises(ModelError, match=r"ONNX Runtime cannot run the graph on images \[1, 64, 64, 3\] float32: .*"
                                          r"Got invalid dimensions.*; check that codebase_config"):
         run_onnx(onnx.load(str(classifier)), {"images": np.zeros((1, 64, 64, 3), np.float32)})
+
+
+def test_channels_last_file_gets_its_images_transposed_everywhere(tmp_path):
+    """A tf2onnx-style file ([N, 64, 64, 3]): --test-img, run and the FP16 numerics check feed it the task's
+    pre-processing transposed to NHWC; its default size is the task's in its own layout."""
+    from trtdeploy.tasks import get_task
+    from trtdeploy.tasks.base import channels_last
+
+    assert channels_last(["unk__0", 64, 64, 3]) and not channels_last([-1, 3, 64, 64]) and not channels_last([1, 3, 3, 3])
+    task = get_task("Classification")()
+    nchw, _ = task.preprocess(str(DEMO_IMG), (1, 3, 64, 64))
+    nhwc, _ = task.prepare(str(DEMO_IMG), (1, 64, 64, 3))
+    np.testing.assert_array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
+    model = channels_last_classifier(tmp_path / "keras.onnx")
+    out = run_cli("convert", write_cfg(tmp_path, "onnxruntime"), model, "--work-dir", tmp_path / "ort",
+                  "--test-img", DEMO_IMG).stdout
+    assert difference(out) == 0.0 and "input_1 [unk__0, 64, 64, 3]" in out
+    assert "class_0" in run_cli("run", tmp_path / "ort", "--input", DEMO_IMG).stdout
+    cfg = write_cfg(tmp_path, "tensorrt-fp16", images_profile("input_1", [1, 64, 64, 3], [2, 64, 64, 3], [4, 64, 64, 3]),
+                    name="fp16.py")
+    out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "trt", "--test-img", DEMO_IMG).stdout
+    assert difference(out) < 1e-2 and (tmp_path / "trt/end2end.engine").stat().st_size > 0
 
 
 def test_external_data(tmp_path):

@@ -16,6 +16,7 @@ from .backends.sidecar import read_sidecar, sidecar_path, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, ShapeError, UnsupportedOpError
 from .tasks import Task, get_task
+from .tasks.base import in_layout_of
 from .utils.fileio import atomic_write_hashed, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
 from .utils.onnx_file import read_onnx, read_onnx_with_bytes, with_nodes_of
@@ -109,7 +110,7 @@ class DeployedModel:
             hint = (self.sidecar.get("export_shapes") or {}).get(spec.name)
             hint = next((list(p[spec.name].opt) for p in self.runner.profiles if spec.name in p), hint)
             if hint is None and i == 0 and len(self.task.default_input_shape) == len(spec.shape):
-                hint = self.task.default_input_shape
+                hint = in_layout_of(spec.shape, self.task.default_input_shape)
             dims = [d if isinstance(d, int) and d > 0 else (hint[k] if hint else None) for k, d in enumerate(spec.shape)]
             if None in dims:
                 raise ShapeError(f"{self.runner.source}: input {spec.name!r} has dynamic shape {spec.shape} and no "
@@ -122,7 +123,7 @@ class DeployedModel:
         """The task's answer for one image (a path or an (H, W, 3) array), or a list of answers for a list."""
         if isinstance(image, (list, tuple)):
             return [self.predict(one) for one in image]
-        batch, meta = self.task.preprocess(image, self.input_shape())
+        batch, meta = self.task.prepare(image, self.input_shape())
         return self.task.postprocess(self.runner(batch), meta)
 
     def close(self) -> None:
@@ -324,7 +325,7 @@ def onnx_file_shapes(cfg: DeployConfig, proto, default: tuple[int, ...]) -> dict
     shape, else the file's fixed dimensions with the task's default (batch 1) for the dynamic ones."""
     shapes = {}
     for spec in _onnx_io(proto)[0]:
-        fill = default if len(default) == len(spec.shape) else (1,) * len(spec.shape)
+        fill = in_layout_of(spec.shape, default) if len(default) == len(spec.shape) else (1,) * len(spec.shape)
         own = tuple(d if isinstance(d, int) and d > 0 else fill[i] for i, d in enumerate(spec.shape))
         shapes[spec.name] = tuple(cfg.export_shape(spec.name, own))
     return shapes
@@ -335,11 +336,11 @@ def _numerics_sample(cfg: DeployConfig, task: Task, test_img, export_shapes: Map
     if test_img is None or cfg.precision not in ("fp16", "bf16") or len(export_shapes) != 1:
         return None
     name, shape = next(iter(export_shapes.items()))
-    return {name: task.preprocess(test_img, tuple(shape))[0]}, f"--test-img {Path(test_img).name}"
+    return {name: task.prepare(test_img, tuple(shape))[0]}, f"--test-img {Path(test_img).name}"
 
 
 def _preprocessed(task: Task, shape: tuple, path) -> np.ndarray:
-    return task.preprocess(path, shape)[0]
+    return task.prepare(path, shape)[0]
 
 
 def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_dataset_cfg, name: str,
@@ -407,7 +408,7 @@ def compare_on_image(reference, task: Task, artefact: Path, image, device: str =
     deployed, label = _load_runnable(artefact, device)
     task = deployed.task  # carries what the sidecar recorded (class names, pre-processing)
     try:
-        batch, meta = task.preprocess(image, deployed.input_shape())
+        batch, meta = task.prepare(image, deployed.input_shape())
         ours = deployed(batch)
         theirs = reference(batch, deployed.runner.input_names[0], deployed.runner.output_names)
     finally:

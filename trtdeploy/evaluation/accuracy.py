@@ -78,7 +78,7 @@ def evaluate(targets: list[Target], dataset: EvalDataset, max_images: int | None
         for t in runnable:
             shape = t.model.input_shape()
             if shape not in prepared:
-                prepared[shape] = t.model.task.preprocess(image, shape)
+                prepared[shape] = t.model.task.prepare(image, shape)
             batch, meta = prepared[shape]
             start = time.perf_counter()
             outputs = t.model.runner(batch)
@@ -115,7 +115,7 @@ def _warm_up(targets: list[Target], image_path) -> None:
     """One untimed inference each, so first-call set-up does not count as latency."""
     image = load_image(image_path)
     for t in targets:
-        batch, _ = t.model.task.preprocess(image, t.model.input_shape())
+        batch, _ = t.model.task.prepare(image, t.model.input_shape())
         t.model.runner(batch)
 
 

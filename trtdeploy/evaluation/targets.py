@@ -322,7 +322,7 @@ def make_feed(target: Target, image_path: str | os.PathLike | None = None,
     if image_path is not None and Path(image_path).suffix.lower() in TENSOR_SUFFIXES:
         return tensor_feed(Path(image_path), model.runner), f"tensors {image_path}"
     if image_path is not None:
-        batch, _ = model.task.preprocess(load_image(image_path), tuple(shapes.get(model.runner.input_names[0]))
+        batch, _ = model.task.prepare(load_image(image_path), tuple(shapes.get(model.runner.input_names[0]))
                                          if shapes else model.input_shape())
         return {model.runner.input_names[0]: batch}, f"image {image_path}"
     given = dict(shapes or {})

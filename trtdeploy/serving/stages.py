@@ -168,7 +168,7 @@ def preprocess_requests(model, requests) -> list[tuple[dict[str, np.ndarray], li
     prepared: list[tuple[dict[str, np.ndarray], list[dict]] | Exception] = []
     for request in requests:
         try:
-            pairs = [model.task.preprocess(decode_image(row), shape) for row in request[IMAGE_INPUT]]
+            pairs = [model.task.prepare(decode_image(row), shape) for row in request[IMAGE_INPUT]]
             prepared.append(({name: np.concatenate([b for b, _ in pairs])}, [m for _, m in pairs]))
         except Exception as e:
             prepared.append(e)
