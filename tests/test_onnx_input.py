@@ -159,7 +159,7 @@ def test_channels_last_file_gets_its_images_transposed_everywhere(tmp_path):
     """A tf2onnx-style file ([N, 64, 64, 3]): --test-img, run and the FP16 numerics check feed it the task's
     pre-processing transposed to NHWC; its default size is the task's in its own layout."""
     from trtdeploy.tasks import get_task
-    from trtdeploy.tasks.base import channels_last
+    from trtdeploy.utils.image import channels_last
 
     assert channels_last(["unk__0", 64, 64, 3]) and not channels_last([-1, 3, 64, 64]) and not channels_last([1, 3, 3, 3])
     task = get_task("Classification")()
@@ -175,6 +175,23 @@ def test_channels_last_file_gets_its_images_transposed_everywhere(tmp_path):
                     name="fp16.py")
     out = run_cli("convert", cfg, model, "--work-dir", tmp_path / "trt", "--test-img", DEMO_IMG).stdout
     assert difference(out) < 1e-2 and (tmp_path / "trt/end2end.engine").stat().st_size > 0
+    # INT8 calibrates with HWC samples, from the task's pre-processing and from a dataset pipeline's CHW arrays alike
+    calib = calibration_cfg(tmp_path)
+    piped = tmp_path / "piped_cfg.py"
+    piped.write_text(calib.read_text().replace(
+        "val=dict(type='ImageFolder', ", "val=dict(type='ImageFolder', pipeline=[dict(type='LoadImageFromFile'), "
+        "dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackDetInputs')], "))
+    for name, dataset in (("fallback", calib), ("pipeline", piped)):
+        result = trtdeploy.convert(write_cfg(tmp_path, "onnxruntime-int8", name=f"{name}.py"), model,
+                                   work_dir=tmp_path / name, calib_dataset_cfg=dataset, test_img=DEMO_IMG)
+        assert result.test_report["max_abs_diff"] < 0.5, name
+        names = [n.name for n in onnx.load(str(result.onnx_path)).graph.node]  # the file's nodes have no names
+        assert all(names) and len(set(names)) == len(names)  # Q/DQ placement addresses nodes by name
+        import h5py
+
+        with h5py.File(tmp_path / name / "calib_data.h5") as h5:
+            shapes = {h5["calib_data/end2end/input_1"][k].shape for k in h5["calib_data/end2end/input_1"]}
+        assert shapes == {(1, 64, 64, 3)}, (name, shapes)
 
 
 def test_external_data(tmp_path):

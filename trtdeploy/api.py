@@ -16,7 +16,7 @@ from .backends.sidecar import read_sidecar, sidecar_path, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, ShapeError, UnsupportedOpError
 from .tasks import Task, get_task
-from .tasks.base import in_layout_of
+from .utils.image import channels_last, in_layout_of
 from .utils.fileio import atomic_write_hashed, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
 from .utils.onnx_file import read_onnx, read_onnx_with_bytes, with_nodes_of
@@ -219,7 +219,7 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"), backend.serves_custom_op)
         if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
             proto = passes.simplify(proto)
-        proto = passes.check(passes.fix_for_parser(proto))
+        proto = passes.check(passes.name_nodes(passes.fix_for_parser(proto)))
         cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]},
                            origin=str(onnx_file) if onnx_file is not None else None)
         passes.check_profile_shapes(proto, cfg.profiles, cfg.source)
@@ -354,7 +354,8 @@ def _collect_calibration_data(cfg: DeployConfig, task: Task, work: Path, calib_d
 
     path = prepare_calibration_file(cfg, work, name, calib_dataset_cfg,
                                     fallback=functools.partial(_preprocessed, task, shape),
-                                    fallback_key=f"{task.name} pre-processing to {list(shape)}")
+                                    fallback_key=f"{task.name} pre-processing to {list(shape)}",
+                                    channels_last=channels_last(shape))
     # The build checks again against the exported graph; this catches misfit images before the slow steps.
     profile = cfg.profiles[0] if cfg.profiles else {name: ShapeRange(shape, shape, shape)}
     with CalibrationFile(path) as calib:

@@ -96,11 +96,13 @@ def _reusable(path: Path, expected: str | None) -> bool:
 
 def prepare_calibration_file(cfg: DeployConfig, work_dir: str | os.PathLike, input_name: str,
                              calib_dataset_cfg: str | os.PathLike | None = None,
-                             fallback: Callable[[Path], np.ndarray] | None = None, fallback_key: str = "") -> Path:
+                             fallback: Callable[[Path], np.ndarray] | None = None, fallback_key: str = "",
+                             channels_last: bool = False) -> Path:
     """Make sure the calibration file exists and matches the dataset; returns its path.
 
     ``fallback`` pre-processes an image when the dataset has no pipeline (the task's own
-    pre-processing); ``fallback_key`` names it in the fingerprint.
+    pre-processing); ``fallback_key`` names it in the fingerprint. ``channels_last``: the model takes
+    [N, H, W, C], so the pipeline's samples are stored HWC.
     """
     path = calibration_file_path(cfg, work_dir)
     spec = resolve_dataset(cfg, calib_dataset_cfg)
@@ -120,10 +122,10 @@ def prepare_calibration_file(cfg: DeployConfig, work_dir: str | os.PathLike, inp
     wanted = _evenly_spaced(images, _num_samples(cfg))
     if len(wanted) < len(images):
         logger.info("calibrating with %d of the %d images (calib_config.num_samples)", len(wanted), len(images))
-    key = fingerprint(spec, wanted, fallback_key if spec.pipeline is None else "")
+    key = fingerprint(spec, wanted, (fallback_key if spec.pipeline is None else "") + (" HWC" if channels_last else ""))
     if path.is_file() and _reusable(path, key):
         return path
-    dataset = CalibrationDataset(wanted, spec.pipeline, spec.where, spec.preprocessor, fallback)
+    dataset = CalibrationDataset(wanted, spec.pipeline, spec.where, spec.preprocessor, fallback, channels_last)
     count = write_calibration_file(path, input_name, _good_samples(dataset, spec, encode), key)
     logger.info("wrote %d calibration samples to %s", count, path)
     return path

@@ -125,15 +125,18 @@ def list_images(spec: DatasetSpec) -> list[Path]:
 
 
 class CalibrationDataset:
-    """Images run through a pipeline into model inputs: ``dataset[i]`` is a list of CHW float32 arrays.
+    """Images run through a pipeline into model inputs: ``dataset[i]`` is a list of CHW float32 arrays (HWC for a
+    ``channels_last`` model; ``fallback`` writes the model's layout itself).
 
     A pipeline yields several arrays per image under test-time augmentation (flip=True).
     Without a pipeline, ``fallback`` (the task's own pre-processing) turns a path into one array.
     """
 
     def __init__(self, images: list[Path], pipeline: list | None, where: str,
-                 preprocessor: Mapping | None = None, fallback: Callable[[Path], np.ndarray] | None = None):
+                 preprocessor: Mapping | None = None, fallback: Callable[[Path], np.ndarray] | None = None,
+                 channels_last: bool = False):
         self.images, self.where = images, where
+        self.channels_last = channels_last  # the model takes HWC: the pipeline's CHW arrays are transposed
         self.compose = Compose(pipeline, f"{where}.pipeline") if pipeline is not None else None
         if self.compose is None and fallback is None:
             raise ConfigError(f"{where}.pipeline is missing; give the test pipeline the model was trained with")
@@ -154,6 +157,8 @@ class CalibrationDataset:
         else:
             out = self.compose({"img_path": str(path), "filename": str(path), "sample_idx": index})
             arrays = [self._to_array(r) for r in (out if isinstance(out, list) else [out])]
+            if self.channels_last:
+                arrays = [np.ascontiguousarray(a.transpose(1, 2, 0)) for a in arrays]
         for arr in arrays:  # a NaN sample would make every range it touches NaN
             if nonfinite_count(arr):
                 raise DatasetError(f"{path}: its calibration sample holds {nonfinite_count(arr)} after the pipeline "

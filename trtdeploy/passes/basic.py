@@ -88,6 +88,25 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim if isinstance(slim, onnx.ModelProto) else model
 
 
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give (in place) every unnamed node, and every node whose name an earlier node took, a unique name
+    ('<op_type>_<index>'): INT8's Q/DQ placement, fp32_nodes patterns, sensitivity and bisect address nodes by
+    name, and ONNX allows files without them (hand-written and some converters' graphs). Only names change."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        name, k = f"{node.op_type}_{i}", 0
+        while name in taken or name in seen:
+            k += 1
+            name = f"{node.op_type}_{i}_{k}"
+        node.name = name
+        seen.add(name)
+    return model
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Annotate intermediate tensors with shapes where ONNX can infer them."""
     try:

@@ -15,6 +15,7 @@ import numpy as np
 from ..config import DeployConfig
 from ..config.deploy_config import DEFAULTS
 from ..registry import Registry
+from ..utils.image import channels_last
 
 if TYPE_CHECKING:
     from ..datasets.evaluation import EvalDataset, EvalSample
@@ -167,19 +168,6 @@ class Task:
         # a dict-like output (transformers' ModelOutput) is flattened as torch.onnx flattens it: its values in order
         outs = tuple(out.values()) if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else (out,)
         return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
-
-
-def channels_last(shape) -> bool:
-    """Whether a rank-4 image input is [N, H, W, C], TensorFlow's layout (a tf2onnx or Keras file): its last
-    dimension is fixed to 1 or 3 channels and its second is not."""
-    def channels(d) -> bool:
-        return isinstance(d, int) and d in (1, 3)
-    return len(shape) == 4 and channels(shape[3]) and not channels(shape[1])
-
-
-def in_layout_of(shape, nchw: tuple[int, ...]) -> tuple[int, ...]:
-    """An NCHW default size (a task's ``default_input_shape``) in the layout of the input ``shape``."""
-    return (nchw[0], nchw[2], nchw[3], nchw[1]) if channels_last(shape) and len(nchw) == 4 else tuple(nchw)
 
 
 def fit_image(image, size_hw: tuple[int, int], mean, std, keep_ratio: bool,

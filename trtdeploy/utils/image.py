@@ -39,3 +39,16 @@ def resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
     h, w = size_hw
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def channels_last(shape) -> bool:
+    """Whether a rank-4 image input is [N, H, W, C], TensorFlow's layout (a tf2onnx or Keras file): its last
+    dimension is fixed to 1 or 3 channels and its second is not."""
+    def channels(d) -> bool:
+        return isinstance(d, int) and d in (1, 3)
+    return len(shape) == 4 and channels(shape[3]) and not channels(shape[1])
+
+
+def in_layout_of(shape, nchw: tuple[int, ...]) -> tuple[int, ...]:
+    """An NCHW default size (a task's ``default_input_shape``) in the layout of the input ``shape``."""
+    return (nchw[0], nchw[2], nchw[3], nchw[1]) if channels_last(shape) and len(nchw) == 4 else tuple(nchw)
