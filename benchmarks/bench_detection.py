@@ -44,14 +44,19 @@ def build(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def median_seconds(fn, runs: int) -> float:
+def median_seconds(fn, runs: int) -> tuple[float, float]:
+    """Median wall and median CPU seconds (this process, all threads) of ``runs`` calls after one warm-up.
+
+    On a shared machine the CPU seconds move less with other jobs than the wall time (both runtimes' worker
+    threads spin a little while waiting, which counts as CPU time)."""
     fn()  # warm-up
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def bench_model(name: str, runs: int, with_tensorrt: bool) -> dict:
@@ -69,14 +74,15 @@ def bench_model(name: str, runs: int, with_tensorrt: bool) -> dict:
         convert_s = time.perf_counter() - start
         deployed = trtdeploy.load(result.backend_path)
         batch, _ = deployed.task.preprocess(REPO / "demo/demo.jpg", (1, 3, h, w))
-        ort_s = median_seconds(lambda: deployed(batch), runs)
+        ort_s, ort_cpu = median_seconds(lambda: deployed(batch), runs)
         count = int((deployed(batch)["labels"] >= 0).sum())
         deployed.task.configure(model)
         x = torch.from_numpy(batch)
         with torch.no_grad(), preprocessed_input(model):
-            torch_s = median_seconds(lambda: model(x), runs)
+            torch_s, torch_cpu = median_seconds(lambda: model(x), runs)
     row = {"model": name, "size": f"{h}x{w}", "convert_ort_s": convert_s, "ort_ms": 1e3 * ort_s,
-           "torch_ms": 1e3 * torch_s, "ratio": ort_s / torch_s, "detections": count}
+           "torch_ms": 1e3 * torch_s, "ratio": ort_s / torch_s, "detections": count,
+           "ort_cpu_ms": 1e3 * ort_cpu, "torch_cpu_ms": 1e3 * torch_cpu, "cpu_ratio": ort_cpu / torch_cpu}
     if with_tensorrt:
         row["convert_trt_s"], row["trt_note"] = convert_tensorrt(name, folder)
     return row
@@ -100,13 +106,16 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-tensorrt", action="store_true", help="skip the TensorRT-RTX conversions")
     args = parser.parse_args()
-    print("| model | input | detections | ORT ms | torch ms | ORT / torch | convert ORT s | convert TensorRT-RTX s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
+    print(f"load average {Path('/proc/loadavg').read_text().split()[0]}; torch threads {torch.get_num_threads()}")
+    print("| model | input | detections | ORT ms | torch ms | ORT / torch | ORT CPU ms | torch CPU ms | CPU ratio "
+          "| convert ORT s | convert TensorRT-RTX s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
     for name in args.models.split(","):
         r = bench_model(name, args.runs, not args.no_tensorrt)
         trt = (f"{r['convert_trt_s']:.1f}" if r.get("convert_trt_s") else r.get("trt_note", "not run"))
         print(f"| {r['model']} | {r['size']} | {r['detections']} | {r['ort_ms']:.0f} | {r['torch_ms']:.0f} | "
-              f"{r['ratio']:.2f} | {r['convert_ort_s']:.1f} | {trt} |", flush=True)
+              f"{r['ratio']:.2f} | {r['ort_cpu_ms']:.0f} | {r['torch_cpu_ms']:.0f} | {r['cpu_ratio']:.2f} | "
+              f"{r['convert_ort_s']:.1f} | {trt} |", flush=True)
     return 0
 
 
