@@ -19,7 +19,7 @@ from .tasks import Task, get_task
 from .utils.image import channels_last, in_layout_of
 from .utils.fileio import atomic_write_hashed, clean_stale_temps, ensure_writable_dir
 from .utils.logging import ensure_visible, logger, stage
-from .utils.onnx_file import read_onnx, read_onnx_with_bytes, with_nodes_of
+from .utils.onnx_file import onnx_file_bytes, read_onnx, read_onnx_with_bytes, with_nodes_of
 from .utils.onnx_graph import all_nodes
 
 
@@ -174,86 +174,93 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
     steps = 4 + (test_img is not None) - (not backend.builds_for(cfg)) + cfg.int8 - (onnx_file is not None)
     n = iter(range(1, steps + 1))
     made: set[Path] = set()  # intermediate files worth listing (calibration data, the graph the engine came from)
-    torch_model = proto = as_read = None
-    if onnx_file is not None:  # first: calibration needs its input names
-        with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
-            proto, as_read = read_onnx_with_bytes(onnx_file)  # its bytes: what _serialized keeps of them
-            proto = task.adapt_graph(proto)
-            cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
-            export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
-        weights, model_name = f"from {onnx_file.name}", str(onnx_file)
-    if onnx_file is None:
-        from .export import load_model
-        from .export.model_loader import describe_model, describe_weights, pretrained_weights_hint
-
-        model_name = describe_model(model)
-        with stage(f"[{next(n)}/{steps}] load model {model_name}"):
-            torch_model = load_model(model, checkpoint, device)
-            task.check_model(torch_model)
-            if cfg.int8 and "exclude_nodes" not in cfg.calib and (kept := task.int8_exclude_nodes(torch_model)):
-                cfg.calib["exclude_nodes"] = kept
-                logger.info("keeping %s out of INT8 (%s's default; calib_config.exclude_nodes replaces it)",
-                            ", ".join(kept), type(torch_model).__name__)
-        weights = describe_weights(model, checkpoint)
-        if weights.startswith("random"):
-            logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "
-                           "rebuilds the same ones); for trained weights pass --checkpoint FILE%s", model,
-                           pretrained_weights_hint(model))
-    if cfg.int8:  # after the model (a detector family's pre-processing is the calibration pipeline's), before export
-        with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
-            name, shape = (next(iter(export_shapes.items())) if proto is not None
-                           else (cfg.input_names[0], cfg.export_shape(cfg.input_names[0], task.default_input_shape)))
-            made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg, name, tuple(shape)))
-    if onnx_file is None:
-        from .export import export_onnx
-
-        with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
-            inputs = task.example_inputs(cfg, device)
-            proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)
-            export_shapes = {name: list(t.shape) for name, t in zip(cfg.input_names, inputs)}
-    with stage(f"[{next(n)}/{steps}] simplify and check the graph"):
-        if onnx_file is not None and any(n.domain not in ("", "ai.onnx") for n in all_nodes(proto.graph)):
-            from .ops import load_ops
-
-            load_ops()  # an exported graph's ops were registered by the export; a file's custom nodes need them here
-        proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"), backend.serves_custom_op)
-        if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
-            proto = passes.simplify(proto)
-        proto = passes.check(passes.name_nodes(passes.fix_for_parser(proto)))
-        cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]},
-                           origin=str(onnx_file) if onnx_file is not None else None)
-        passes.check_profile_shapes(proto, cfg.profiles, cfg.source)
-        bad = backend.unsupported_nodes(proto)
-        if bad:
-            listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
-            raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
-        onnx_path = work / cfg.save_file
-        onnx_bytes = _serialized(proto, as_read)
-    in_specs, out_specs = _onnx_io(proto)
-    facts = {
-        "model": model_name,
-        **({"source_format": "onnx"} if onnx_file is not None else {}),
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "weights": weights,
-        **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
-        "export_shapes": {name: list(shape) for name, shape in export_shapes.items()},
-        "onnx_file": onnx_path.name, "onnx_sha256": None,  # known once the file is written (_write_graph)
-        "deploy_config": cfg.to_dict(),
-    }
-    # the graph's I/O: what a built artefact's sidecar says too, unless its backend reports its own
-    graph_io = {"inputs": [s.to_dict() for s in in_specs], "outputs": [s.to_dict() for s in out_specs], "profiles": []}
-    builds = backend.builds_for(cfg)
-    writing = _write_graph(onnx_path, onnx_bytes, {"backend": backend_for_file(onnx_path).name, "precision": "fp32",
-                                                   **graph_io, **facts})
-    if not (builds and backend.builds_from_memory(cfg)):
-        facts["onnx_sha256"] = writing.result()  # the backend reads the file: it is written first
-    backend_path, sidecar = onnx_path, sidecar_path(onnx_path)
-    build_seconds, profiles = None, []
+    torch_model = proto = as_read = prebuilt = writing = None
     try:
+        if onnx_file is not None:  # first: calibration needs its input names
+            with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
+                data = onnx_file_bytes(onnx_file)
+                # the file as it is starts building now, beside the checks (used if they leave it as it is)
+                prebuilt = backend.prebuild(data, onnx_file, cfg) if backend.builds_for(cfg) else None
+                proto, as_read = read_onnx_with_bytes(onnx_file, data=data)  # its bytes: what _serialized keeps
+                original_nodes = [node.SerializeToString() for node in proto.graph.node]
+                proto = task.adapt_graph(proto)
+                cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]}, origin=str(onnx_file))
+                export_shapes = onnx_file_shapes(cfg, proto, task.default_input_shape)
+            weights, model_name = f"from {onnx_file.name}", str(onnx_file)
+        if onnx_file is None:
+            from .export import load_model
+            from .export.model_loader import describe_model, describe_weights, pretrained_weights_hint
+
+            model_name = describe_model(model)
+            with stage(f"[{next(n)}/{steps}] load model {model_name}"):
+                torch_model = load_model(model, checkpoint, device)
+                task.check_model(torch_model)
+                if cfg.int8 and "exclude_nodes" not in cfg.calib and (kept := task.int8_exclude_nodes(torch_model)):
+                    cfg.calib["exclude_nodes"] = kept
+                    logger.info("keeping %s out of INT8 (%s's default; calib_config.exclude_nodes replaces it)",
+                                ", ".join(kept), type(torch_model).__name__)
+            weights = describe_weights(model, checkpoint)
+            if weights.startswith("random"):
+                logger.warning("%s has random weights, seeded from the MODEL string (every trtdeploy command given this MODEL "
+                               "rebuilds the same ones); for trained weights pass --checkpoint FILE%s", model,
+                               pretrained_weights_hint(model))
+        if cfg.int8:  # after the model (a detector family's pre-processing is the calibration pipeline's), before export
+            with stage(f"[{next(n)}/{steps}] collect INT8 calibration data"):
+                name, shape = (next(iter(export_shapes.items())) if proto is not None
+                               else (cfg.input_names[0], cfg.export_shape(cfg.input_names[0], task.default_input_shape)))
+                made.add(_collect_calibration_data(cfg, task, work, calib_dataset_cfg, name, tuple(shape)))
+        if onnx_file is None:
+            from .export import export_onnx
+
+            with stage(f"[{next(n)}/{steps}] export ONNX (opset {cfg.opset})"):
+                inputs = task.example_inputs(cfg, device)
+                proto = export_onnx(task.torch_wrapper(torch_model), inputs, cfg)
+                export_shapes = {name: list(t.shape) for name, t in zip(cfg.input_names, inputs)}
+        with stage(f"[{next(n)}/{steps}] simplify and check the graph"):
+            if onnx_file is not None and any(n.domain not in ("", "ai.onnx") for n in all_nodes(proto.graph)):
+                from .ops import load_ops
+
+                load_ops()  # an exported graph's ops were registered by the export; a file's custom nodes need them here
+            proto = passes.lower_custom_ops(proto, cfg.backend_cfg.get("custom_ops", "auto"), backend.serves_custom_op)
+            if cfg.onnx.get("optimize", True) and cfg.onnx.get("simplify", True):
+                proto = passes.simplify(proto)
+            proto = passes.check(passes.name_nodes(passes.fix_for_parser(proto)))
+            cfg.check_profiles({spec.name: spec.shape for spec in _onnx_io(proto)[0]},
+                               origin=str(onnx_file) if onnx_file is not None else None)
+            passes.check_profile_shapes(proto, cfg.profiles, cfg.source)
+            bad = backend.unsupported_nodes(proto)
+            if bad:
+                listing = "; ".join(f"{b['name'] or '<unnamed>'} ({b['domain']}::{b['op_type']}): {b['hint']}" for b in bad)
+                raise UnsupportedOpError(f"{len(bad)} node(s) cannot be built by {cfg.backend}: {listing}")
+            onnx_path = work / cfg.save_file
+            onnx_bytes, spliced = _serialized(proto, as_read)
+            if prebuilt is not None and not (spliced and passes.builds_the_same(proto, original_nodes)):
+                prebuilt.discard()  # the passes changed what the file builds: that build is not this graph's
+                prebuilt = None
+        in_specs, out_specs = _onnx_io(proto)
+        facts = {
+            "model": model_name,
+            **({"source_format": "onnx"} if onnx_file is not None else {}),
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "weights": weights,
+            **(task.graph_facts(out_specs) if onnx_file is not None else task.sidecar_facts(torch_model, model)),
+            "export_shapes": {name: list(shape) for name, shape in export_shapes.items()},
+            "onnx_file": onnx_path.name, "onnx_sha256": None,  # known once the file is written (_write_graph)
+            "deploy_config": cfg.to_dict(),
+        }
+        # the graph's I/O: what a built artefact's sidecar says too, unless its backend reports its own
+        graph_io = {"inputs": [s.to_dict() for s in in_specs], "outputs": [s.to_dict() for s in out_specs], "profiles": []}
+        builds = backend.builds_for(cfg)
+        writing = _write_graph(onnx_path, onnx_bytes, {"backend": backend_for_file(onnx_path).name, "precision": "fp32",
+                                                       **graph_io, **facts})
+        if not (builds and backend.builds_from_memory(cfg)):
+            facts["onnx_sha256"] = writing.result()  # the backend reads the file: it is written first
+        backend_path, sidecar = onnx_path, sidecar_path(onnx_path)
+        build_seconds, profiles = None, []
         if builds:
             with stage(f"[{next(n)}/{steps}] build {cfg.backend} ({cfg.precision})"):
                 build_start = time.perf_counter()
-                graph = CheckedGraph(proto, onnx_bytes, facts["export_shapes"], writing.result)
+                graph = CheckedGraph(proto, onnx_bytes, facts["export_shapes"], writing.result, prebuilt)
                 built = backend.build(onnx_path, work, cfg, model=graph,
                                       sample=_numerics_sample(cfg, task, test_img, export_shapes))
                 build_seconds = time.perf_counter() - build_start
@@ -262,8 +269,12 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
                 facts["onnx_sha256"] = writing.result()
                 sidecar = write_sidecar(built.path, {"backend": cfg.backend, **graph_io, **facts, **built.facts})
                 made.update(work / built.facts[k] for k in ("built_from", "check_with") if built.facts.get(k))
-    finally:  # whatever the build did, the graph's file and sidecar are complete (or as they were) on return
-        futures.wait([writing])
+    finally:  # whatever happened, the graph's file and sidecar are complete (or as they were) on return,
+        # and no build started before the checks is left running
+        if prebuilt is not None:
+            prebuilt.discard()
+        if writing is not None:
+            futures.wait([writing])
     result = ConvertResult(work, onnx_path, backend_path, sidecar,
                            files=sorted({onnx_path, sidecar_path(onnx_path), backend_path, sidecar, *made}),
                            model=model_name, weights=weights, deploy_cfg=str(cfg.source),
@@ -301,16 +312,16 @@ def _write_graph(path: Path, data: bytes, facts: dict) -> futures.Future:
         pool.shutdown(wait=False)
 
 
-def _serialized(proto, read: bytes | None) -> bytes:
-    """``proto``'s bytes. For a graph ``read`` from a file, that file's bytes with ``proto``'s nodes in place of its
-    own (``with_nodes_of``: the file itself when no pass changed the graph, or when only nodes changed, as when
-    torch.onnx's weight aliases are bypassed, no 45 MB serialisation of the weights), parsed back to prove they
-    are ``proto``; a full serialisation otherwise."""
+def _serialized(proto, read: bytes | None) -> tuple[bytes, bool]:
+    """``proto``'s bytes, and whether only its nodes differ from the file it was ``read`` from. For such a graph
+    they are that file's bytes with ``proto``'s nodes in place of its own (``with_nodes_of``: the file itself when
+    no pass changed the graph, or when only nodes changed, as when torch.onnx's weight aliases are bypassed, no
+    45 MB serialisation of the weights), parsed back to prove they are ``proto``; a full serialisation otherwise."""
     if read is not None:
         spliced = with_nodes_of(proto, read)
         if type(proto).FromString(spliced) == proto:
-            return spliced
-    return proto.SerializeToString()
+            return spliced, True
+    return proto.SerializeToString(), False
 
 
 def onnx_file_of(model: Any) -> Path | None:

@@ -54,6 +54,7 @@ class CheckedGraph:
     data: bytes
     export_shapes: Mapping[str, list]
     written: Callable[[], object]
+    prebuilt: Any = None  # the backend's ``prebuild`` of a file that builds the same as this graph, to take
 
 
 def profiles_to_json(profiles: list[dict[str, ShapeRange]]) -> list[dict]:
@@ -245,6 +246,12 @@ class Backend(ABC):
         """Whether it builds and runs the custom node ``key`` ('domain::op_type') as it is (a plugin, a kernel);
         the 'auto' custom_ops route keeps such nodes unless their op prefers its lowering."""
         return False
+
+    def prebuild(self, data: bytes, source: Path, cfg: DeployConfig) -> Any:
+        """Start building the ONNX file ``source`` (its bytes ``data``) in the background while convert reads and
+        checks it, or None (the default: no such build). convert discards the handle (``discard()``), or, when its
+        passes left a graph that builds the same, hands it to ``build`` as ``CheckedGraph.prebuilt``."""
+        return None
 
     def builds_from_memory(self, cfg: DeployConfig) -> bool:
         """Whether ``build(model=CheckedGraph)`` for ``cfg`` reads neither ``onnx_path`` nor its sidecar and calls

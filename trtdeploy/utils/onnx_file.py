@@ -23,17 +23,28 @@ def read_onnx(path: str | os.PathLike, load_external_data: bool = True):
     return read_onnx_with_bytes(path, load_external_data)[0]
 
 
-def read_onnx_with_bytes(path: str | os.PathLike, load_external_data: bool = True) -> tuple[Any, bytes]:
-    """``read_onnx`` and the file's bytes (a caller writing the graph back unchanged need not serialise it)."""
-    import onnx
-
+def onnx_file_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of the ONNX file ``path``; ModelError if it is missing, a directory or empty."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"ONNX file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     if path.stat().st_size == 0:
         raise ModelError(f"ONNX file {path} is empty (an interrupted write?); export it again")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"ONNX file {path} cannot be read ({e.strerror}); check its permissions") from None
+
+
+def read_onnx_with_bytes(path: str | os.PathLike, load_external_data: bool = True,
+                         data: bytes | None = None) -> tuple[Any, bytes]:
+    """``read_onnx`` and the file's bytes (a caller writing the graph back unchanged need not serialise it);
+    ``data``: those bytes, when the caller has read them (``onnx_file_bytes``)."""
+    import onnx
+
+    path = Path(path)
+    data = onnx_file_bytes(path) if data is None else data
+    try:
         model = onnx.load_model_from_string(data)
     except Exception as e:  # protobuf DecodeError, RuntimeWarning, UnicodeError...
         raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); it is truncated "

@@ -77,6 +77,16 @@ class TensorRTBackend(Backend):
 
         return key in plugin_specs() and hasattr(import_tensorrt().module, "IPluginV3OneRuntime")
 
+    def prebuild(self, data: bytes, source: Path, cfg: DeployConfig):
+        """FP32 without a timing cache (which the build would save even if discarded): the build of the file as
+        it is, beside convert's checks."""
+        if not self.builds_from_memory(cfg) or cfg.common.get("timing_cache"):
+            return None
+        from .builder import Prebuild
+
+        trt = import_tensorrt()
+        return Prebuild(trt, data, source, cfg, bool(cfg.common.get("strongly_typed", trt.strongly_typed_only)))
+
     def builds_from_memory(self, cfg: DeployConfig) -> bool:
         return cfg.precision == "fp32"  # INT8 and FP16/BF16 derive their graph from the written file (build)
 
