@@ -179,8 +179,8 @@ def convert(deploy_cfg: str | os.PathLike | Mapping | DeployConfig, model: Any, 
         if onnx_file is not None:  # first: calibration needs its input names
             with stage(f"[{next(n)}/{steps}] read {onnx_file}"):
                 data = onnx_file_bytes(onnx_file)
-                # the file as it is starts building now, beside the checks (used if they leave it as it is)
-                prebuilt = backend.prebuild(data, onnx_file, cfg) if backend.builds_for(cfg) else None
+                # a file the passes will leave as it is starts building now, beside the checks
+                prebuilt = backend.prebuild(data, onnx_file, cfg) if _builds_as_read(data, task, backend, cfg) else None
                 proto, as_read = read_onnx_with_bytes(onnx_file, data=data)  # its bytes: what _serialized keeps
                 original_nodes = [node.SerializeToString() for node in proto.graph.node]
                 proto = task.adapt_graph(proto)
@@ -310,6 +310,23 @@ def _write_graph(path: Path, data: bytes, facts: dict) -> futures.Future:
         return pool.submit(write)
     finally:
         pool.shutdown(wait=False)
+
+
+def _builds_as_read(data: bytes, task: Task, backend, cfg: DeployConfig) -> bool:
+    """Whether convert's passes and the task will leave the ONNX file ``data`` building as it is (a cheap look
+    at a throwaway parse): only then is a build started before them worth its cost, since one that is
+    discarded (or an error or Ctrl-C meanwhile) waits for it to finish."""
+    import onnx
+
+    from . import passes
+
+    if not backend.builds_for(cfg):
+        return False
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:  # noqa: BLE001  (reading it properly says what is wrong)
+        return False
+    return task.adapt_graph(model) is model and passes.builds_as_read(model)
 
 
 def _serialized(proto, read: bytes | None) -> tuple[bytes, bool]:

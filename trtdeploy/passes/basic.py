@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import BuildError
 from ..utils.logging import logger
+from ..utils.onnx_graph import all_nodes
 
 
 # Ops some onnxslim pass (0.1.x: eliminations, fusions, shape folding) rewrites whatever their inputs are.
@@ -105,6 +106,18 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
         node.name = name
         seen.add(name)
     return model
+
+
+def builds_as_read(model: onnx.ModelProto) -> bool:
+    """A prediction, made before the passes run: whether they will leave the file ``model`` building the engine
+    it builds as read (no custom-domain node to lower, no parser fix to make, nothing for onnxslim once Identity
+    aliases are bypassed, which this does in place and which changes no value). ``builds_the_same`` checks after."""
+    from .parser_fixes import parser_problems
+
+    nodes = list(all_nodes(model.graph))
+    if any(n.domain not in ("", "ai.onnx") for n in nodes) or any(parser_problems(n) for n in nodes):
+        return False
+    return nothing_to_simplify(_bypass_identities(model))
 
 
 def builds_the_same(model: onnx.ModelProto, original_nodes: list[bytes]) -> bool:
