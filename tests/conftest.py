@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,25 @@ def restore_trtdeploy_logger():
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+def full_disk_at(marker: str) -> str:
+    """Python source for a child process: from then on, fsync of a file whose path holds ``marker`` fails with
+    ENOSPC (a full disk), as trtdeploy's atomic writes see it (``trtdeploy.utils.fileio``)."""
+    return textwrap.dedent(f"""
+        import errno, os
+        import trtdeploy.utils.fileio as fileio
+        real_fsync = os.fsync
+        def fsync(fd):
+            if {marker!r} in os.readlink(f"/proc/self/fd/{{fd}}"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+        fileio.os.fsync = fsync
+    """)
+
+
 def build_in_child(onnx_path: Path, work_dir: Path, deploy_cfg: Path) -> dict:
     """Build ``onnx_path`` with the TensorRT backend and ``deploy_cfg`` in a child process; returns
     ``{"size": engine bytes, "profiles": the sidecar's profiles}``."""
     import json
-    import textwrap
 
     proc = run_python(textwrap.dedent(f"""
         import json

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import trtdeploy
-from conftest import CONFIGS, run_cli, run_python
+from conftest import CONFIGS, full_disk_at, run_cli, run_python
 from onnx_files import einsum_graph, hand_classifier
 
 
@@ -62,21 +62,15 @@ def test_convert_starts_without_the_other_commands():
 # Converts into WORK, lists its files (hash and inode: a file written again is a new one, even with the same
 # bytes), converts again with ENOSPC at end2end.onnx's fsync, lists them again.
 FULL_DISK_AT_THE_GRAPH = """
-import errno, hashlib, os, pathlib
+import hashlib, pathlib
 import trtdeploy
-import trtdeploy.utils.fileio as fileio
 from trtdeploy.errors import WorkDirError
 work = pathlib.Path({work!r})
 def files():
     return sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_ino) for p in work.iterdir())
 trtdeploy.convert({cfg!r}, {model!r}, work_dir=work)
 print("BEFORE", files())
-real_fsync = os.fsync
-def fsync(fd):
-    if ".end2end.onnx." in os.readlink(f"/proc/self/fd/{{fd}}"):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return real_fsync(fd)
-fileio.os.fsync = fsync
+{full_disk}
 try:
     trtdeploy.convert({cfg!r}, {model!r}, work_dir=work)
 except WorkDirError as e:
@@ -91,7 +85,7 @@ def test_a_failed_graph_write_during_the_build_leaves_the_previous_conversion(tm
     once the graph is written: a full disk at the graph leaves the previous four files as they were, no temp."""
     model = hand_classifier(tmp_path / "static.onnx", dynamic=False)
     code = FULL_DISK_AT_THE_GRAPH.format(work=str(tmp_path / "work"), cfg=str(_cfg(tmp_path, "tensorrt")),
-                                         model=str(model))
+                                         model=str(model), full_disk=full_disk_at(".end2end.onnx."))
     out = run_python(code, env={"TRTDEPLOY_TENSORRT": "tensorrt_rtx"}).stdout
     before, refused, after = (next(line for line in out.splitlines() if line.startswith(mark))
                               for mark in ("BEFORE", "REFUSED", "AFTER"))

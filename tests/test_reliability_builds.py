@@ -18,7 +18,7 @@ import pytest
 from trtdeploy.backends.tensorrt.backend import check_engine_file
 from trtdeploy.utils.fileio import TEMP_MARK, clean_stale_temps
 
-from conftest import CONFIGS, REPO, run_cli
+from conftest import CONFIGS, REPO, full_disk_at, run_cli
 
 TRT_CFG = CONFIGS / "classification/classification_tensorrt-fp16_dynamic-224x224-320x320.py"
 
@@ -78,15 +78,7 @@ def fsync(fd):
 fileio.os.fsync = fsync
 """
 
-DISK_FULL_AT_ENGINE_WRITE = """
-import errno
-real_fsync = os.fsync
-def fsync(fd):
-    if ".end2end.engine." in os.readlink(f"/proc/self/fd/{fd}"):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return real_fsync(fd)
-fileio.os.fsync = fsync
-"""
+DISK_FULL_AT_ENGINE_WRITE = full_disk_at(".end2end.engine.")
 
 
 def sha(path: Path) -> str:
