@@ -16,8 +16,8 @@ from .backends.sidecar import read_sidecar, sidecar_path, write_sidecar
 from .config import DeployConfig, load_deploy_config
 from .errors import BuildError, InputError, ModelError, ShapeError, UnsupportedOpError
 from .tasks import Task, get_task
-from .utils.image import channels_last, in_layout_of
 from .utils.fileio import atomic_write_hashed, clean_stale_temps, ensure_writable_dir
+from .utils.image import channels_last, in_layout_of
 from .utils.logging import ensure_visible, logger, stage
 from .utils.onnx_file import onnx_file_bytes, read_onnx, read_onnx_with_bytes, with_nodes_of
 from .utils.onnx_graph import all_nodes

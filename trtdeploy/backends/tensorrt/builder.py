@@ -278,8 +278,8 @@ def _build(trt: TensorRT, onnx_path: Path, cfg: DeployConfig, default_shapes: di
 class Prebuild:
     """A build of an ONNX file's own bytes, started in a thread before convert has read and checked the file
     (TensorRT releases the GIL while it builds, so the checks run beside it on another core). ``result()`` is
-    the ``Built`` or None (it failed or was cancelled: the caller builds as usual, and gets the usual error);
-    ``discard()`` cancels it and waits. convert uses it only when its passes left the graph equivalent to the
+    the ``Built`` or None (it failed or was discarded: the caller builds as usual, and gets the usual error);
+    ``discard()`` marks it discarded and waits for it: with no monitor (see ``_build``) it cannot be stopped. convert uses it only when its passes left the graph equivalent to the
     file: for the file as it is, the build is the one convert would have started later."""
 
     def __init__(self, trt: TensorRT, data: bytes, source: Path, cfg: DeployConfig, strongly_typed: bool):

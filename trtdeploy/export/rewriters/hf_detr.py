@@ -4,9 +4,10 @@ Rewritten: ``transformers.models.detr.modeling_detr.DetrForObjectDetection.forwa
 image processor's ``post_process_object_detection`` does: softmax over the classes and "no object", each query's
 best real class and its probability, boxes from normalised (cx, cy, w, h) to input pixels (x1, y1, x2, y2); then
 the best ``keep_top_k`` queries, those at or below ``score_threshold`` as padding (score 0, label -1).
-Pre-processing: ImageNet mean/std on RGB, keep ratio, zero padding. The graph has no pixel mask (the processor's
-marks padding), so padding counts as image, in the graph and its eager reference alike: convert with a dynamic
-profile and a keep-ratio resize so little padding is left.
+Pre-processing: the detection task's defaults (ImageNet mean/std on RGB, keep ratio, zero padding), which are
+the processor's. The graph has no pixel mask (the processor's marks padding), so padding counts as image, in the
+graph and its eager reference alike: convert with a dynamic profile and a keep-ratio resize so little padding is
+left.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from ..rewriter import FUNCTION_REWRITER
 from .candidates import post_processing
 
 DEFAULTS = {"score_threshold": 0.5, "keep_top_k": 100}  # the processor's threshold; DETR's 100 queries
-IMAGENET = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], keep_ratio=True, pad_value=0.0)
 
 
 def thresholds(settings: dict, model) -> dict:
@@ -64,4 +64,4 @@ DETECTOR_FAMILIES.add("Hugging Face DETR", DetectorFamily(
     class_path="transformers.models.detr.modeling_detr.DetrForObjectDetection",
     num_classes=lambda m: int(m.config.num_labels), rewritten=lambda m: [type(m).forward],
     configure=lambda m, settings: thresholds(settings, m), eager=_eager,
-    preprocess=lambda m: dict(IMAGENET), class_names=_class_names))
+    preprocess=lambda m: {}, class_names=_class_names))  # the detection task's defaults are DETR's processor's
