@@ -320,7 +320,7 @@ def _builds_as_read(data: bytes, task: Task, backend, cfg: DeployConfig) -> bool
 
     from . import passes
 
-    if not backend.builds_for(cfg):
+    if not (backend.builds_for(cfg) and backend.builds_from_memory(cfg)):  # no build beside the checks: no look
         return False
     try:
         model = onnx.load_model_from_string(data)

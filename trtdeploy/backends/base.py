@@ -249,7 +249,7 @@ class Backend(ABC):
 
     def prebuild(self, data: bytes, source: Path, cfg: DeployConfig) -> Any:
         """Start building the ONNX file ``source`` (its bytes ``data``) in the background while convert reads and
-        checks it, or None (the default: no such build). convert discards the handle (``discard()``), or, when its
+        checks it, or None (the default: no such build). Asked only where the backend ``builds_from_memory``. convert discards the handle (``discard()``), or, when its
         passes left a graph that builds the same, hands it to ``build`` as ``CheckedGraph.prebuilt``."""
         return None
 
