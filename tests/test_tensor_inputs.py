@@ -78,6 +78,8 @@ def test_npz_naming_other_arrays_is_refused_with_both_lists(text_model, capsys):
     code = main(["run", str(text_model["work"]), "--input", str(bad)])
     err = capsys.readouterr().err
     assert code == 10 and "holds arrays ['ids'] but the model's inputs are ['input_ids', 'attention_mask']" in err
+    assert main(["run", str(text_model["work"]), "--input", str(text_model["root"] / "missing.npz")]) == 10
+    assert "missing.npz does not exist; pass an .npz of arrays named after" in capsys.readouterr().err
 
 
 TEXT_MODULE = '''

@@ -290,6 +290,9 @@ def random_feed(runner: Runner, shapes: Mapping[str, tuple[int, ...]], seed: int
 
 def tensor_feed(path: Path, runner: Runner) -> dict[str, np.ndarray]:
     """An .npz of arrays named like the model's inputs, or an .npy for a model with one input."""
+    if not path.is_file():
+        raise InputError(f"--input {path} does not exist; pass an .npz of arrays named after the model's inputs "
+                         f"{runner.input_names}")
     try:
         if path.suffix == ".npy":
             arrays = {runner.input_names[0]: np.load(path, allow_pickle=False)}
