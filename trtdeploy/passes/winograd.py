@@ -1,0 +1,188 @@
+"""Winograd F(4x4, 3x3): 3x3 convolutions with 4x fewer multiplications, in standard ONNX ops.
+
+ONNX Runtime's CPU kernels (MLAS) compute every convolution directly, already at ~90 % of the FP32 peak on
+x86, so a graph whose time is in 3x3 convolutions (detector heads, FPNs, ResNet bottlenecks) gets no faster by
+scheduling. Winograd's minimal filtering (Lavin & Gray, 2016) computes a 4x4 output tile from a 6x6 input tile
+with 36 multiplications per channel pair instead of 144. A Conv(X, W, b) with K x C x 3 x 3 constant weights
+becomes:
+
+    input transform   Conv(X, B^T (x) B^T, group=C, 6x6 kernels, stride 4)   [N, C*36, th, tw]
+    36 GEMMs          MatMul(U, V), U = G W G^T as [36, K, C]                [36, K, N*th*tw]
+    output transform  ConvTranspose(A^T (x) A^T, group=K, stride 4, bias b)  [N, K, 4*th, 4*tw]
+
+and a Slice back to the Conv's own output size. The transforms are exact in real arithmetic; in float32 the
+result differs from the direct convolution by ~1e-5 of the output's range (measured: 5e-6 to 9e-6 for
+64-512 channels). Measured on a 2-core x86 CPU with ONNX Runtime 1.32 (benchmarks/RESULTS.md): 1.8-2.2x for
+256 channels in and out, 1.2-1.5x for 128 channels or 36-80 out, a loss below 128 channels in or 32 out,
+hence the defaults of ``eligible``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..utils.onnx_graph import all_nodes, weightless
+
+M, R = 4, 3      # output tile, kernel
+A = M + R - 1    # input tile (6)
+# F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016)
+B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
+A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+               dtype=np.float64)
+
+MIN_IN_CHANNELS, MIN_OUT_CHANNELS = 128, 32  # below these the transforms cost more than the GEMMs save
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A Conv this pass can rewrite, with what the rewrite needs to know of it."""
+
+    node: onnx.NodeProto
+    weight: np.ndarray                 # [K, C, 3, 3] float32
+    pads: tuple[int, int, int, int]    # top, left, bottom, right
+    size: tuple[int | None, int | None]  # the input's static H and W, or None each
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def eligible(model: onnx.ModelProto, min_in_channels: int = MIN_IN_CHANNELS,
+             min_out_channels: int = MIN_OUT_CHANNELS) -> list[Candidate]:
+    """The top-level 2-D Convs with constant float32 3x3 weights, stride 1, dilation 1, one group, explicit pads
+    and at least ``min_in_channels`` in and ``min_out_channels`` out."""
+    inits = {i.name: i for i in model.graph.initializer}
+    shapes = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(weightless(model)).graph
+    except Exception:  # noqa: BLE001  (no shapes: every candidate takes the dynamic form)
+        inferred = onnx.GraphProto()
+    for v in [*inferred.value_info, *inferred.input]:
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        w = inits.get(node.input[1])
+        if w is None or w.data_type != onnx.TensorProto.FLOAT or list(w.dims[2:]) != [R, R] or len(w.dims) != 4:
+            continue
+        k, c = w.dims[0], w.dims[1]
+        attrs = _attrs(node)
+        if (attrs.get("group", 1) != 1 or list(attrs.get("strides", [1, 1])) != [1, 1]
+                or list(attrs.get("dilations", [1, 1])) != [1, 1]
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+                or c < min_in_channels or k < min_out_channels):
+            continue
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        shape = shapes.get(node.input[0])
+        if shape is not None and len(shape) != 4:
+            continue
+        shape = shape or [None] * 4
+        found.append(Candidate(node, numpy_helper.to_array(w).astype(np.float32),
+                               (pads[0], pads[1], pads[2], pads[3]), (shape[2], shape[3])))
+    return found
+
+
+def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` with each of ``candidates`` (default: ``eligible(model)``) computed by Winograd
+    F(4x4, 3x3), and the rewritten nodes' names. Outputs keep their names; weights only the Convs used are
+    dropped."""
+    candidates = eligible(model) if candidates is None else candidates
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if not candidates:
+        return out, []
+    graph = out.graph
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 17)
+    by_name = {c.node.output[0]: c for c in candidates}
+    nodes, inits = [], []
+    transforms: dict[str, str] = {}  # the transform kernels the rewritten convs share
+    for node in graph.node:
+        cand = by_name.get(node.output[0]) if node.op_type == "Conv" else None
+        if cand is None:
+            nodes.append(node)
+            continue
+        new_nodes, new_inits = _rewrite(cand, transforms, opset)
+        nodes.extend(new_nodes)
+        inits.extend(new_inits)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in all_nodes(graph) for i in n.input}  # a Loop body may read the outer graph's weights
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *inits])
+    del graph.value_info[:]  # the rewritten convs' tensors changed; ONNX Runtime infers what it needs
+    return out, [c.node.name or c.node.output[0] for c in candidates]
+
+
+def _rewrite(c: Candidate, transforms: dict, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    node = c.node
+    k, ch = c.weight.shape[:2]
+    base = node.name or node.output[0]
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def name(hint: str) -> str:
+        return f"{base}/winograd/{hint}"
+
+    def op(op_type: str, inputs: list[str], hint: str, output: str | None = None, **attrs) -> str:
+        out = output or name(hint)
+        nodes.append(helper.make_node(op_type, inputs, [out], name=name(hint + "_node"), **attrs))
+        return out
+
+    def init(hint: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name(hint)))
+        return name(hint)
+
+    def dims(x: str, start: int, end: int, hint: str) -> str:
+        """``Shape(x)[start:end]``; Shape's own start/end attributes exist from opset 15."""
+        if opset >= 15:
+            return op("Shape", [x], hint, start=start, end=end)
+        return op("Slice", [op("Shape", [x], hint + "_all"), init(hint + "_start", np.array([start], np.int64)),
+                            init(hint + "_end", np.array([end], np.int64))], hint)
+
+    def shared(key: str, value: np.ndarray) -> str:
+        """One initializer per distinct transform for the whole graph: they depend on the channel count only."""
+        if key not in transforms:
+            transforms[key] = f"winograd/{key}"
+            inits.append(numpy_helper.from_array(value, transforms[key]))
+        return transforms[key]
+
+    pt, pl, pb, pr = c.pads
+    u = np.einsum("xi,kcij,yj->xykc", G, c.weight.astype(np.float64), G).reshape(A * A, k, ch)
+    b_in = np.einsum("xi,yj->xyij", B_T, B_T).reshape(A * A, 1, A, A)
+    a_out = np.einsum("px,qy->pqxy", A_T, A_T).reshape(M * M, A * A).astype(np.float32)
+    # pads of M - 1 more at the ends make ceil(out / M) whole tiles for any input size
+    tiled = op("Conv", [node.input[0], shared(f"input_transform_{ch}", np.tile(b_in, (ch, 1, 1, 1)).astype(np.float32))], "input_transform", group=ch,
+               kernel_shape=[A, A], strides=[M, M], pads=[pt, pl, pb + M - 1, pr + M - 1])
+    u_name = init("U", u.astype(np.float32))
+    # [N, C, 36, T] -> [N, 36, C, T] -> (x U, broadcast over N) -> [N, 36, K, T] -> [N, K, 36, T]: both
+    # Transposes move one axis, which ONNX Runtime does as block copies (two axes at once: ~10x slower)
+    v = op("Reshape", [tiled, init("v_shape", np.array([0, ch, A * A, -1], np.int64))], "v")
+    m = op("MatMul", [u_name, op("Transpose", [v], "v_t", perm=[0, 2, 1, 3])], "gemm")
+    # the output transform as one GEMM over the 36 (A^T (x) A^T: [16, 36]) -> [N, 16, K*T], whose channels
+    # DepthToSpace (DCR) puts back in place; cheaper than a Transpose to [N, K, 36, T] and a grouped
+    # ConvTranspose for K > 256 (measured: 46 against 62 ms for 819 channels at 100x168), as fast below
+    m = op("Reshape", [m, init("m_shape", np.array([0, A * A, -1], np.int64))], "m")
+    y = op("MatMul", [shared("output_transform", a_out), m], "output_transform")
+    grouped_shape = op("Concat", [dims(tiled, 0, 1, "batch"), init("grouped_channels", np.array([M * M * k], np.int64)),
+                                  dims(tiled, 2, 4, "tiles")], "grouped_shape", axis=0)
+    y = op("DepthToSpace", [op("Reshape", [y, grouped_shape], "grouped")], "untile", blocksize=M, mode="DCR")
+    h, w = c.size
+    if not (h is not None and w is not None and (h + pt + pb - 2) % M == 0 and (w + pl + pr - 2) % M == 0):
+        size = op("Add", [dims(node.input[0], 2, 4, "in_hw"),
+                          init("size_change", np.array([pt + pb - 2, pl + pr - 2], np.int64))], "out_hw")
+        y = op("Slice", [y, init("starts", np.array([0, 0], np.int64)), size, init("axes", np.array([2, 3], np.int64))],
+               "crop")
+    if len(node.input) > 2 and node.input[2]:
+        y = op("Add", [y, op("Reshape", [node.input[2], init("bias_shape", np.array([1, k, 1, 1], np.int64))],
+                             "bias")], "add_bias")
+    nodes[-1].output[0] = node.output[0]
+    return nodes, inits
