@@ -48,7 +48,7 @@ def test_main_job_prints_top5_and_files(tmp_path):
     assert "trtdeploy compare " in out and "--model torchvision://resnet18" in out
     assert proc.stderr.count("has random weights") == 1 and "torchvision://resnet18?weights=DEFAULT" in proc.stderr
     # Stage progress with timings goes to stderr.
-    assert "[1/4] load model" in proc.stderr and "done in" in proc.stderr
+    assert "[1/5] load model" in proc.stderr and "done in" in proc.stderr
     sidecar = json.loads((tmp_path / "end2end.onnx.json").read_text())
     assert sidecar["task"] == "Classification" and sidecar["class_names"][0] == "tench"
     assert sidecar["onnx_sha256"] and sidecar["inputs"][0]["name"] == "input"

@@ -35,7 +35,7 @@ def test_convert_logs_its_stages_from_python_and_predict_takes_a_list(tiny_class
               f"work_dir={str(tmp_path / 'script')!r})")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"\[trtdeploy\] \[1/3\] load model .* done in", proc.stderr), proc.stderr
+    assert re.search(r"\[trtdeploy\] \[1/4\] load model .* done in", proc.stderr), proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ DEPLOY_SCHEMA: dict = {
         },
         "model_inputs": (list, tuple),
         "providers": (list, tuple, NoneType),
+        "winograd": bool,  # ONNX Runtime FP32: 3x3 convolutions as Winograd F(4x4,3x3) in <stem>_cpu.onnx (default True)
     },
     "calib_config": dict,
     "compare_config": dict,  # tolerances for `trtdeploy compare`: atol, rtol, cosine (number or {output: number})

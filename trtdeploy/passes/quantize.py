@@ -344,6 +344,7 @@ class Scheme:
     place: Callable[..., Placement]  # (model, targets, exclude_nodes, exclude_op_types) -> where Q/DQ go
     unsigned_activations: bool = False  # uint8 activations (zero point 0 or 128) instead of symmetric int8
     int32_bias: bool = False            # biases as int32 through DequantizeLinear (ONNX Runtime fuses only those)
+    unsigned_weights: bool = False      # weights as uint8 around zero point 128 (ONNX Runtime's U8U8 kernels)
 
 
 SCHEMES: Registry[Scheme] = Registry("quantization scheme")
@@ -450,9 +451,12 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         before = new_nodes.setdefault(t.node, [])
         w_int8, scales = _weight_int8(numpy_helper.to_array(inits[t.weight]).astype(np.float32), t.axis)
         base = f"{t.node}_{t.weight}"
+        zero = np.zeros(len(scales), np.int8)
+        if chosen.unsigned_weights:  # the same levels, shifted: w = (q - 128) * scale
+            w_int8, zero = (w_int8.astype(np.int16) + INT8_MAX + 1).astype(np.uint8), zero.astype(np.uint8) + INT8_MAX + 1
         graph.initializer.extend([numpy_helper.from_array(w_int8, f"{base}_int8"),
                                   numpy_helper.from_array(scales, f"{base}_scale"),
-                                  numpy_helper.from_array(np.zeros(len(scales), np.int8), f"{base}_zero_point")])
+                                  numpy_helper.from_array(zero, f"{base}_zero_point")])
         before.append(helper.make_node("DequantizeLinear", [f"{base}_int8", f"{base}_scale", f"{base}_zero_point"],
                                        [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=t.axis))
         node.input[1] = f"{base}_dequantized"
@@ -526,6 +530,8 @@ def _run_all(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]]) -> l
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # each Q/DQ pair as written, in float: the error of the quantization, not of this CPU's integer kernels
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return [session.run(None, dict(feed)) for feed in feeds]
 

@@ -18,7 +18,9 @@ hence the defaults of ``eligible``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -36,7 +38,10 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                dtype=np.float64)
 
-MIN_IN_CHANNELS, MIN_OUT_CHANNELS = 128, 32  # below these the transforms cost more than the GEMMs save
+# Below these the transforms cost more than the GEMMs save (measured, see the module's docstring); tiles: 4x4
+# output tiles per image, 64 being a 32x32 output (ResNet-18 at 224x224, whose largest such map is 28x28, ran
+# 1.6x slower rewritten; RetinaNet's 25x42 level 1.6x faster).
+MIN_IN_CHANNELS, MIN_OUT_CHANNELS, MIN_TILES = 128, 32, 64
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class Candidate:
     """A Conv this pass can rewrite, with what the rewrite needs to know of it."""
 
     node: onnx.NodeProto
-    weight: np.ndarray                 # [K, C, 3, 3] float32
+    out_channels: int
+    in_channels: int
     pads: tuple[int, int, int, int]    # top, left, bottom, right
     size: tuple[int | None, int | None]  # the input's static H and W, or None each
 
@@ -53,44 +59,57 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def eligible(model: onnx.ModelProto, min_in_channels: int = MIN_IN_CHANNELS,
-             min_out_channels: int = MIN_OUT_CHANNELS) -> list[Candidate]:
-    """The top-level 2-D Convs with constant float32 3x3 weights, stride 1, dilation 1, one group, explicit pads
-    and at least ``min_in_channels`` in and ``min_out_channels`` out."""
-    inits = {i.name: i for i in model.graph.initializer}
-    shapes = {}
+def _tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """Name -> dims (None where unknown) of every tensor shape inference reaches, with the graph's inputs
+    fixed to ``input_shapes`` where given."""
+    light = weightless(model)
+    for value in light.graph.input:
+        if input_shapes and value.name in input_shapes:
+            value.type.tensor_type.shape.CopyFrom(
+                helper.make_tensor_type_proto(value.type.tensor_type.elem_type, list(input_shapes[value.name])).tensor_type.shape)
     try:
-        inferred = onnx.shape_inference.infer_shapes(weightless(model)).graph
-    except Exception:  # noqa: BLE001  (no shapes: every candidate takes the dynamic form)
-        inferred = onnx.GraphProto()
-    for v in [*inferred.value_info, *inferred.input]:
-        dims = v.type.tensor_type.shape.dim
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        inferred = onnx.shape_inference.infer_shapes(light).graph
+    except Exception:  # noqa: BLE001  (no shapes: no candidate can be judged)
+        return {}
+    return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.value_info, *inferred.input]}
+
+
+def eligible(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+             min_in_channels: int = MIN_IN_CHANNELS, min_out_channels: int = MIN_OUT_CHANNELS,
+             min_tiles: int = MIN_TILES) -> list[Candidate]:
+    """The top-level 2-D Convs with constant float32 3x3 weights, stride 1, dilation 1, one group, explicit pads,
+    at least ``min_in_channels`` in and ``min_out_channels`` out, and at least ``min_tiles`` 4x4 output tiles
+    per image at ``input_shapes`` (the shapes the graph runs at, e.g. its export shapes; default: its own
+    static shapes). A Conv whose output size is unknown there is left as it is."""
+    inits = {i.name: i for i in model.graph.initializer}
+    own = _tensor_shapes(model)
+    at = _tensor_shapes(model, input_shapes) if input_shapes else own
     found = []
     for node in model.graph.node:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         w = inits.get(node.input[1])
-        if w is None or w.data_type != onnx.TensorProto.FLOAT or list(w.dims[2:]) != [R, R] or len(w.dims) != 4:
+        if w is None or w.data_type != onnx.TensorProto.FLOAT or len(w.dims) != 4 or list(w.dims[2:]) != [R, R]:
             continue
         k, c = w.dims[0], w.dims[1]
         attrs = _attrs(node)
         if (attrs.get("group", 1) != 1 or list(attrs.get("strides", [1, 1])) != [1, 1]
                 or list(attrs.get("dilations", [1, 1])) != [1, 1]
-                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
                 or c < min_in_channels or k < min_out_channels):
             continue
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        shape = shapes.get(node.input[0])
-        if shape is not None and len(shape) != 4:
+        out = at.get(node.output[0]) or []
+        if len(out) != 4 or None in out[2:] or math.ceil(out[2] / M) * math.ceil(out[3] / M) < min_tiles:
             continue
-        shape = shape or [None] * 4
-        found.append(Candidate(node, numpy_helper.to_array(w).astype(np.float32),
-                               (pads[0], pads[1], pads[2], pads[3]), (shape[2], shape[3])))
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        shape = own.get(node.input[0]) or [None] * 4
+        found.append(Candidate(node, k, c, (pads[0], pads[1], pads[2], pads[3]), (shape[2], shape[3])))
     return found
 
 
-def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = None
+                   ) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` with each of ``candidates`` (default: ``eligible(model)``) computed by Winograd
     F(4x4, 3x3), and the rewritten nodes' names. Outputs keep their names; weights only the Convs used are
     dropped."""
@@ -124,7 +143,7 @@ def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = 
 
 def _rewrite(c: Candidate, transforms: dict, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     node = c.node
-    k, ch = c.weight.shape[:2]
+    k, ch = c.out_channels, c.in_channels
     base = node.name or node.output[0]
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -148,30 +167,41 @@ def _rewrite(c: Candidate, transforms: dict, opset: int) -> tuple[list[onnx.Node
         return op("Slice", [op("Shape", [x], hint + "_all"), init(hint + "_start", np.array([start], np.int64)),
                             init(hint + "_end", np.array([end], np.int64))], hint)
 
-    def shared(key: str, value: np.ndarray) -> str:
-        """One initializer per distinct transform for the whole graph: they depend on the channel count only."""
+    def shared(key: str, make) -> str:
+        """One tensor per distinct transform for the whole graph (they depend on the channel count only):
+        ``make(name)`` adds it, as an initializer or as nodes ONNX Runtime folds when it loads the graph."""
         if key not in transforms:
             transforms[key] = f"winograd/{key}"
-            inits.append(numpy_helper.from_array(value, transforms[key]))
+            make(transforms[key])
         return transforms[key]
 
+    def constant(value: np.ndarray):
+        return lambda out: inits.append(numpy_helper.from_array(value.astype(np.float32), out))
+
     pt, pl, pb, pr = c.pads
-    u = np.einsum("xi,kcij,yj->xykc", G, c.weight.astype(np.float64), G).reshape(A * A, k, ch)
-    b_in = np.einsum("xi,yj->xyij", B_T, B_T).reshape(A * A, 1, A, A)
-    a_out = np.einsum("px,qy->pqxy", A_T, A_T).reshape(M * M, A * A).astype(np.float32)
+    # the transformed weights U = G W G^T as [36, K, C], computed from W when the graph loads: the file keeps
+    # W (U holds 4x as many numbers)
+    g2 = shared("weight_transform", constant(np.einsum("xi,yj->ijxy", G, G).reshape(R * R, A * A)))
+    u = op("MatMul", [op("Reshape", [node.input[1], init("w_shape", np.array([k * ch, R * R], np.int64))], "w"), g2],
+           "u_rows")
+    u = op("Reshape", [op("Transpose", [u], "u_t", perm=[1, 0]), init("u_shape", np.array([A * A, k, ch], np.int64))],
+           "U")
+    b_in = shared("input_transform", constant(np.einsum("xi,yj->xyij", B_T, B_T).reshape(A * A, 1, A, A)))
+    b_in = shared(f"input_transform_{ch}", lambda out: nodes.append(helper.make_node(
+        "Tile", [b_in, init("tile", np.array([ch, 1, 1, 1], np.int64))], [out], name=out + "_node")))
     # pads of M - 1 more at the ends make ceil(out / M) whole tiles for any input size
-    tiled = op("Conv", [node.input[0], shared(f"input_transform_{ch}", np.tile(b_in, (ch, 1, 1, 1)).astype(np.float32))], "input_transform", group=ch,
+    tiled = op("Conv", [node.input[0], b_in], "input_transform", group=ch,
                kernel_shape=[A, A], strides=[M, M], pads=[pt, pl, pb + M - 1, pr + M - 1])
-    u_name = init("U", u.astype(np.float32))
-    # [N, C, 36, T] -> [N, 36, C, T] -> (x U, broadcast over N) -> [N, 36, K, T] -> [N, K, 36, T]: both
-    # Transposes move one axis, which ONNX Runtime does as block copies (two axes at once: ~10x slower)
+    # [N, C, 36, T] -> [N, 36, C, T] -> (x U, broadcast over N) -> [N, 36, K, T]: the Transpose moves one axis,
+    # which ONNX Runtime does as block copies (two axes at once: ~10x slower)
     v = op("Reshape", [tiled, init("v_shape", np.array([0, ch, A * A, -1], np.int64))], "v")
-    m = op("MatMul", [u_name, op("Transpose", [v], "v_t", perm=[0, 2, 1, 3])], "gemm")
+    m = op("MatMul", [u, op("Transpose", [v], "v_t", perm=[0, 2, 1, 3])], "gemm")
     # the output transform as one GEMM over the 36 (A^T (x) A^T: [16, 36]) -> [N, 16, K*T], whose channels
     # DepthToSpace (DCR) puts back in place; cheaper than a Transpose to [N, K, 36, T] and a grouped
     # ConvTranspose for K > 256 (measured: 46 against 62 ms for 819 channels at 100x168), as fast below
     m = op("Reshape", [m, init("m_shape", np.array([0, A * A, -1], np.int64))], "m")
-    y = op("MatMul", [shared("output_transform", a_out), m], "output_transform")
+    a_out = np.einsum("px,qy->pqxy", A_T, A_T).reshape(M * M, A * A)
+    y = op("MatMul", [shared("output_transform", constant(a_out)), m], "output_transform")
     grouped_shape = op("Concat", [dims(tiled, 0, 1, "batch"), init("grouped_channels", np.array([M * M * k], np.int64)),
                                   dims(tiled, 2, 4, "tiles")], "grouped_shape", axis=0)
     y = op("DepthToSpace", [op("Reshape", [y, grouped_shape], "grouped")], "untile", blocksize=M, mode="DCR")

@@ -12,6 +12,7 @@ from ...config import DeployConfig
 from ...errors import BackendUnavailableError, ModelError
 from ...utils.findings import FAIL, OK, WARN, Finding, dist_version
 from ..base import BACKENDS, Backend, BuildResult, LayerTime, Runner, layer_times_from_totals, profiles_from_json
+from .cpu_graph import build_cpu_graph, graph_for_device, winograd_enabled
 from .runner import OnnxRuntimeRunner
 
 # Domains whose ops ONNX Runtime ships (its contrib ops included); anything else needs a custom op.
@@ -96,13 +97,17 @@ class OnnxRuntimeBackend(Backend):
         return key in ort_ops() and importlib.util.find_spec("onnxruntime_extensions") is not None
 
     def builds_for(self, cfg: DeployConfig) -> bool:
-        return cfg.int8  # INT8 writes a Q/DQ graph; otherwise it runs the ONNX file itself
+        """INT8 writes a Q/DQ graph, FP32 a CPU graph (Winograd convolutions) unless backend_config.winograd
+        is False; otherwise it runs the ONNX file itself."""
+        return cfg.int8 or winograd_enabled(cfg)
 
     def build(self, onnx_path: Path, work_dir: Path, cfg: DeployConfig, sample=None, model=None) -> BuildResult:
         if cfg.int8:
             from .int8 import build_int8
 
             return build_int8(Path(onnx_path), Path(work_dir), cfg)
+        if winograd_enabled(cfg):
+            return build_cpu_graph(Path(onnx_path), Path(work_dir), cfg, model)
         return BuildResult(Path(onnx_path), {"precision": "fp32"})  # nothing to build
 
     def providers(self, device: str) -> list[str]:
@@ -122,7 +127,7 @@ class OnnxRuntimeBackend(Backend):
         if not Path(path).is_file():
             raise ModelError(f"model file {path} does not exist")
         profiles = profiles_from_json((sidecar or {}).get("profiles", []))
-        return OnnxRuntimeRunner(Path(path), self.providers(device), profiles)
+        return OnnxRuntimeRunner(graph_for_device(Path(path), sidecar, device), self.providers(device), profiles)
 
     def describe(self) -> dict:
         if not self.is_available():
