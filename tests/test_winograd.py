@@ -140,3 +140,16 @@ def test_signed_qdq_graphs_run_each_pair_as_written(tmp_path):
                                 ("plain.onnx", conv_graph(8, 8, [1, 8, 8, 8]), False)):
         onnx.save(model, tmp_path / name)
         assert signed_qdq(tmp_path / name) is signed, name
+
+
+def test_sizes_are_followed_through_shape_computations():
+    """A GroupNorm-style Reshape(x, Shape(x)) between the input and the Conv (FCOS's head) keeps the size known at
+    the export shapes: without following the Shape values, FCOS had 19 of its 40 such convolutions rewritten."""
+    model = conv_graph(128, 64, [1, 128, "h", "w"], pads=[1, 1, 1, 1])
+    g = model.graph
+    g.node[0].input[0] = "x_back"
+    g.node.insert(0, helper.make_node("Shape", ["x"], ["x_shape"]))
+    g.node.insert(1, helper.make_node("Reshape", ["x", "flat_shape"], ["x_flat"]))
+    g.node.insert(2, helper.make_node("Reshape", ["x_flat", "x_shape"], ["x_back"]))
+    g.initializer.append(numpy_helper.from_array(np.array([1, 128, -1], np.int64), "flat_shape"))
+    assert [c.node.name for c in eligible(model, {"x": [1, 128, 40, 40]})] == ["conv"]

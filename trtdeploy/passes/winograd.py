@@ -68,7 +68,7 @@ def _tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
             value.type.tensor_type.shape.CopyFrom(
                 helper.make_tensor_type_proto(value.type.tensor_type.elem_type, list(input_shapes[value.name])).tensor_type.shape)
     try:
-        inferred = onnx.shape_inference.infer_shapes(light).graph
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph  # through Shape -> Reshape
     except Exception:  # noqa: BLE001  (no shapes: no candidate can be judged)
         return {}
     return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
