@@ -74,7 +74,7 @@ def test_convs_it_cannot_speed_up_are_left_as_they_are(c, k, attrs):
 
 
 def test_a_dynamic_graph_is_judged_at_the_shapes_it_runs_at():
-    """Small maps lose (ResNet-18 at 224x224 ran 1.6x slower rewritten): the gate is 64 output tiles per image,
+    """Small maps lose (ResNet-18 at 224x224 ran 1.2x slower rewritten): the gate is 64 output tiles per image,
     counted at the export shapes; a dynamic graph without them is left alone."""
     model = conv_graph(128, 64, [1, 128, "h", "w"], pads=[1, 1, 1, 1])
     assert eligible(model) == []                                  # its size is unknown

@@ -40,7 +40,7 @@ A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0
 
 # Below these the transforms cost more than the GEMMs save (measured, see the module's docstring); tiles: 4x4
 # output tiles per image, 64 being a 32x32 output (ResNet-18 at 224x224, whose largest such map is 28x28, ran
-# 1.6x slower rewritten; RetinaNet's 25x42 level 1.6x faster).
+# 1.2x slower rewritten; RetinaNet's 25x42 level 1.6x faster).
 MIN_IN_CHANNELS, MIN_OUT_CHANNELS, MIN_TILES = 128, 32, 64
 
 
