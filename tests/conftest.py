@@ -6,6 +6,7 @@ process once segfaulted, and interpreter shutdown after a build can crash.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         raise AssertionError(f"trtdeploy {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test sends Ctrl-C (SIGINT): the default handling a terminal gives it. A suite
+    started in the background (``cmd &`` in a script) ignores SIGINT, and Python keeps an ignored SIGINT ignored
+    in its children, so such a test would see the signal dropped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_python(code: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:

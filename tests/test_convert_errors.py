@@ -13,7 +13,7 @@ import torch
 import trtdeploy
 from trtdeploy.config import load_deploy_config
 from trtdeploy.errors import (BackendUnavailableError, ConfigError, ModelError, WorkDirError)
-from conftest import CONFIGS, REPO, run_cli
+from conftest import CONFIGS, REPO, interruptible, run_cli
 
 CLS = CONFIGS / "classification"
 ORT_CFG = CLS / "classification_onnxruntime_dynamic.py"
@@ -125,7 +125,7 @@ def test_ctrl_c_during_build_leaves_no_engine(tmp_path):
                              str(CLS / "classification_tensorrt_dynamic-224x224-320x320.py"),
                              "torchvision://resnet152", "--work-dir", str(tmp_path)],
                             cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
     for line in proc.stderr:
         if "build tensorrt" in line:
             break

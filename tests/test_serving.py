@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEMO_IMG, REPO, run_cli
+from conftest import DEMO_IMG, REPO, interruptible, run_cli
 
 from trtdeploy.serving.server import SHM_PREFIX, free_port
 from trtdeploy.tasks import get_task
@@ -214,7 +214,7 @@ def test_ctrl_c_while_starting_leaves_no_server(resnet18_ort, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "trtdeploy", "serve", str(repo), "--http-port", str(free_port()),
                              "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
     first = proc.stdout.readline()
     assert first.startswith("starting "), first
     time.sleep(0.5)  # the server process is up, its models are loading
