@@ -453,7 +453,8 @@ def insert_qdq(model: onnx.ModelProto, targets: list[QuantTarget], ranges: Mappi
         base = f"{t.node}_{t.weight}"
         zero = np.zeros(len(scales), np.int8)
         if chosen.unsigned_weights:  # the same levels, shifted: w = (q - 128) * scale
-            w_int8, zero = (w_int8.astype(np.int16) + INT8_MAX + 1).astype(np.uint8), zero.astype(np.uint8) + INT8_MAX + 1
+            w_int8 = (w_int8.astype(np.int16) + INT8_MAX + 1).astype(np.uint8)
+            zero = np.full(len(scales), INT8_MAX + 1, np.uint8)
         graph.initializer.extend([numpy_helper.from_array(w_int8, f"{base}_int8"),
                                   numpy_helper.from_array(scales, f"{base}_scale"),
                                   numpy_helper.from_array(zero, f"{base}_zero_point")])

@@ -7,11 +7,11 @@ with 36 multiplications per channel pair instead of 144. A Conv(X, W, b) with K 
 becomes:
 
     input transform   Conv(X, B^T (x) B^T, group=C, 6x6 kernels, stride 4)   [N, C*36, th, tw]
-    36 GEMMs          MatMul(U, V), U = G W G^T as [36, K, C]                [36, K, N*th*tw]
-    output transform  ConvTranspose(A^T (x) A^T, group=K, stride 4, bias b)  [N, K, 4*th, 4*tw]
+    36 GEMMs          MatMul(U, V), U = G W G^T as [36, K, C]                [N, 36, K, th*tw]
+    output transform  MatMul(A^T (x) A^T, .), DepthToSpace                   [N, K, 4*th, 4*tw]
 
-and a Slice back to the Conv's own output size. The transforms are exact in real arithmetic; in float32 the
-result differs from the direct convolution by ~1e-5 of the output's range (measured: 5e-6 to 9e-6 for
+then a Slice back to the Conv's own output size and the bias. The transforms are exact in real arithmetic; in
+float32 the result differs from the direct convolution by ~1e-5 of the output's range (measured: 5e-6 to 9e-6 for
 64-512 channels). Measured on a 2-core x86 CPU with ONNX Runtime 1.32 (benchmarks/RESULTS.md): 1.8-2.2x for
 256 channels in and out, 1.2-1.5x for 128 channels or 36-80 out, a loss below 128 channels in or 32 out,
 hence the defaults of ``eligible``.
@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..utils.onnx_build import Emitter
 from ..utils.onnx_graph import all_nodes, weightless
 
 M, R = 4, 3      # output tile, kernel
@@ -122,13 +123,13 @@ def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = 
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 17)
     by_name = {c.node.output[0]: c for c in candidates}
     nodes, inits = [], []
-    transforms: dict[str, str] = {}  # the transform kernels the rewritten convs share
+    shared: dict[str, str] = {}  # the transform kernels the rewritten convs share
     for node in graph.node:
         cand = by_name.get(node.output[0]) if node.op_type == "Conv" else None
         if cand is None:
             nodes.append(node)
             continue
-        new_nodes, new_inits = _rewrite(cand, transforms, opset)
+        new_nodes, new_inits = _rewrite(cand, shared, opset)
         nodes.extend(new_nodes)
         inits.extend(new_inits)
     del graph.node[:]
@@ -141,78 +142,48 @@ def winograd_convs(model: onnx.ModelProto, candidates: list[Candidate] | None = 
     return out, [c.node.name or c.node.output[0] for c in candidates]
 
 
-def _rewrite(c: Candidate, transforms: dict, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def _rewrite(c: Candidate, shared: dict[str, str], opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes (and the new shared initializers) that compute ``c``; ``shared`` maps a transform's key to the
+    tensor the whole graph's rewritten convs read (they depend on the channel count only)."""
     node = c.node
     k, ch = c.out_channels, c.in_channels
-    base = node.name or node.output[0]
-    nodes: list[onnx.NodeProto] = []
+    e = Emitter(f"{node.name or node.output[0]}/winograd", opset)
     inits: list[onnx.TensorProto] = []
 
-    def name(hint: str) -> str:
-        return f"{base}/winograd/{hint}"
-
-    def op(op_type: str, inputs: list[str], hint: str, output: str | None = None, **attrs) -> str:
-        out = output or name(hint)
-        nodes.append(helper.make_node(op_type, inputs, [out], name=name(hint + "_node"), **attrs))
-        return out
-
-    def init(hint: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, name(hint)))
-        return name(hint)
-
-    def dims(x: str, start: int, end: int, hint: str) -> str:
-        """``Shape(x)[start:end]``; Shape's own start/end attributes exist from opset 15."""
-        if opset >= 15:
-            return op("Shape", [x], hint, start=start, end=end)
-        return op("Slice", [op("Shape", [x], hint + "_all"), init(hint + "_start", np.array([start], np.int64)),
-                            init(hint + "_end", np.array([end], np.int64))], hint)
-
-    def shared(key: str, make) -> str:
-        """One tensor per distinct transform for the whole graph (they depend on the channel count only):
-        ``make(name)`` adds it, as an initializer or as nodes ONNX Runtime folds when it loads the graph."""
-        if key not in transforms:
-            transforms[key] = f"winograd/{key}"
-            make(transforms[key])
-        return transforms[key]
-
-    def constant(value: np.ndarray):
-        return lambda out: inits.append(numpy_helper.from_array(value.astype(np.float32), out))
+    def transform(key: str, value: np.ndarray) -> str:
+        if key not in shared:
+            shared[key] = f"winograd/{key}"
+            inits.append(numpy_helper.from_array(value.astype(np.float32), shared[key]))
+        return shared[key]
 
     pt, pl, pb, pr = c.pads
-    # the transformed weights U = G W G^T as [36, K, C], computed from W when the graph loads: the file keeps
-    # W (U holds 4x as many numbers)
-    g2 = shared("weight_transform", constant(np.einsum("xi,yj->ijxy", G, G).reshape(R * R, A * A)))
-    u = op("MatMul", [op("Reshape", [node.input[1], init("w_shape", np.array([k * ch, R * R], np.int64))], "w"), g2],
-           "u_rows")
-    u = op("Reshape", [op("Transpose", [u], "u_t", perm=[1, 0]), init("u_shape", np.array([A * A, k, ch], np.int64))],
-           "U")
-    b_in = shared("input_transform", constant(np.einsum("xi,yj->xyij", B_T, B_T).reshape(A * A, 1, A, A)))
-    b_in = shared(f"input_transform_{ch}", lambda out: nodes.append(helper.make_node(
-        "Tile", [b_in, init("tile", np.array([ch, 1, 1, 1], np.int64))], [out], name=out + "_node")))
+    # the transformed weights U = G W G^T as [36, K, C], computed from W when the graph loads (ONNX Runtime folds
+    # them): the file keeps W, U holds 4x as many numbers
+    g2 = transform("weight_transform", np.einsum("xi,yj->ijxy", G, G).reshape(R * R, A * A))
+    u = e.op("MatMul", e.op("Reshape", node.input[1], e.i64([k * ch, R * R])), g2)
+    u = e.op("Reshape", e.op("Transpose", u, perm=[1, 0]), e.i64([A * A, k, ch]))
+    if f"input_transform_{ch}" not in shared:  # B^T (x) B^T per input channel, tiled when the graph loads
+        b_in = transform("input_transform", np.einsum("xi,yj->xyij", B_T, B_T).reshape(A * A, 1, A, A))
+        shared[f"input_transform_{ch}"] = e.op("Tile", b_in, e.i64([ch, 1, 1, 1]))
     # pads of M - 1 more at the ends make ceil(out / M) whole tiles for any input size
-    tiled = op("Conv", [node.input[0], b_in], "input_transform", group=ch,
-               kernel_shape=[A, A], strides=[M, M], pads=[pt, pl, pb + M - 1, pr + M - 1])
+    tiled = e.op("Conv", node.input[0], shared[f"input_transform_{ch}"], group=ch, kernel_shape=[A, A],
+                 strides=[M, M], pads=[pt, pl, pb + M - 1, pr + M - 1])
     # [N, C, 36, T] -> [N, 36, C, T] -> (x U, broadcast over N) -> [N, 36, K, T]: the Transpose moves one axis,
     # which ONNX Runtime does as block copies (two axes at once: ~10x slower)
-    v = op("Reshape", [tiled, init("v_shape", np.array([0, ch, A * A, -1], np.int64))], "v")
-    m = op("MatMul", [u, op("Transpose", [v], "v_t", perm=[0, 2, 1, 3])], "gemm")
+    v = e.op("Reshape", tiled, e.i64([0, ch, A * A, -1]))
+    m = e.op("MatMul", u, e.op("Transpose", v, perm=[0, 2, 1, 3]))
     # the output transform as one GEMM over the 36 (A^T (x) A^T: [16, 36]) -> [N, 16, K*T], whose channels
     # DepthToSpace (DCR) puts back in place; cheaper than a Transpose to [N, K, 36, T] and a grouped
     # ConvTranspose for K > 256 (measured: 46 against 62 ms for 819 channels at 100x168), as fast below
-    m = op("Reshape", [m, init("m_shape", np.array([0, A * A, -1], np.int64))], "m")
-    a_out = np.einsum("px,qy->pqxy", A_T, A_T).reshape(M * M, A * A)
-    y = op("MatMul", [shared("output_transform", constant(a_out)), m], "output_transform")
-    grouped_shape = op("Concat", [dims(tiled, 0, 1, "batch"), init("grouped_channels", np.array([M * M * k], np.int64)),
-                                  dims(tiled, 2, 4, "tiles")], "grouped_shape", axis=0)
-    y = op("DepthToSpace", [op("Reshape", [y, grouped_shape], "grouped")], "untile", blocksize=M, mode="DCR")
+    a_out = transform("output_transform", np.einsum("px,qy->pqxy", A_T, A_T).reshape(M * M, A * A))
+    y = e.op("MatMul", a_out, e.op("Reshape", m, e.i64([0, A * A, -1])))
+    grouped_shape = e.op("Concat", e.dims(tiled, 0, 1), e.i64([M * M * k]), e.dims(tiled, 2, 4), axis=0)
+    y = e.op("DepthToSpace", e.op("Reshape", y, grouped_shape), blocksize=M, mode="DCR")
     h, w = c.size
     if not (h is not None and w is not None and (h + pt + pb - 2) % M == 0 and (w + pl + pr - 2) % M == 0):
-        size = op("Add", [dims(node.input[0], 2, 4, "in_hw"),
-                          init("size_change", np.array([pt + pb - 2, pl + pr - 2], np.int64))], "out_hw")
-        y = op("Slice", [y, init("starts", np.array([0, 0], np.int64)), size, init("axes", np.array([2, 3], np.int64))],
-               "crop")
+        size = e.op("Add", e.dims(node.input[0], 2, 4), e.i64([pt + pb - 2, pl + pr - 2]))
+        y = e.op("Slice", y, e.i64([0, 0]), size, e.i64([2, 3]))  # crop to the Conv's output size
     if len(node.input) > 2 and node.input[2]:
-        y = op("Add", [y, op("Reshape", [node.input[2], init("bias_shape", np.array([1, k, 1, 1], np.int64))],
-                             "bias")], "add_bias")
-    nodes[-1].output[0] = node.output[0]
-    return nodes, inits
+        y = e.op("Add", y, e.op("Reshape", node.input[2], e.i64([1, k, 1, 1])))
+    e.nodes[-1].output[0] = node.output[0]  # the last node writes the Conv's output (no Identity to remove)
+    return e.nodes, inits

@@ -66,7 +66,13 @@ class Emitter:
 
     def dim(self, x: str, axis: int) -> str:
         """The size of ``x`` along ``axis`` (>= 0) as a 1-element int64 tensor."""
-        return self.op("Shape", x, start=axis, end=axis + 1)
+        return self.dims(x, axis, axis + 1)
+
+    def dims(self, x: str, start: int, end: int) -> str:
+        """``Shape(x)[start:end]`` (``start``, ``end`` >= 0); Shape's start/end attributes exist from opset 15."""
+        if self.opset >= 15:
+            return self.op("Shape", x, start=start, end=end)
+        return self.op("Slice", self.op("Shape", x), self.i64([start]), self.i64([end]))
 
     def output(self, x: str, name: str) -> None:
         """Make ``x`` available under ``name`` (the replaced node's output)."""

@@ -18,7 +18,6 @@ from ...utils.onnx_file import read_onnx
 from ..base import BuildResult
 from ..sidecar import read_sidecar
 
-PROTOBUF_LIMIT = 2**31 - 2**24  # a serialised ModelProto must stay under 2 GiB; keep a margin for the graph
 TILE = "F(4x4,3x3)"
 
 
@@ -29,7 +28,7 @@ def winograd_enabled(cfg: DeployConfig) -> bool:
 def build_cpu_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, model=None) -> BuildResult:
     """Write ``<stem>_cpu.onnx`` with the eligible convolutions rewritten; with none, the artefact is
     ``onnx_path`` itself. ``model``: the graph already in memory (a ``CheckedGraph``), not read again."""
-    from ...passes.winograd import eligible, winograd_convs
+    from ...passes.winograd import MIN_IN_CHANNELS, MIN_TILES, eligible, winograd_convs
 
     if model is not None:
         proto, shapes = model.model, model.export_shapes
@@ -37,14 +36,11 @@ def build_cpu_graph(onnx_path: Path, work_dir: Path, cfg: DeployConfig, model=No
         proto, shapes = read_onnx(onnx_path), (read_sidecar(onnx_path) or {}).get("export_shapes")
     candidates = eligible(proto, shapes)  # judged at the shapes it was exported at
     if not candidates:
-        logger.info("no 3x3 convolution large enough to gain from Winograd (stride 1, >= 128 channels in, an "
-                    "output of >= 32x32 at the export shapes): ONNX Runtime runs %s as it is", onnx_path.name)
+        logger.info("no 3x3 convolution large enough to gain from Winograd (stride 1, >= %d channels in, >= %d "
+                    "4x4 output tiles at the export shapes): ONNX Runtime runs %s as it is", MIN_IN_CHANNELS,
+                    MIN_TILES, onnx_path.name)
         return BuildResult(onnx_path, {"precision": "fp32"})
-    rewritten, names = winograd_convs(proto, candidates)
-    if rewritten.ByteSize() > PROTOBUF_LIMIT:  # U = G W G^T holds 4x the weights of each rewritten Conv
-        logger.warning("the Winograd graph of %s would exceed protobuf's 2 GiB; ONNX Runtime runs %s as it is "
-                       "(backend_config.winograd = False says so without trying)", onnx_path.name, onnx_path.name)
-        return BuildResult(onnx_path, {"precision": "fp32"})
+    rewritten, names = winograd_convs(proto, candidates)  # the weights stay W: no bigger than the graph read
     path = work_dir / f"{onnx_path.stem}_cpu.onnx"
     atomic_write_bytes(path, rewritten.SerializeToString())
     logger.info("rewrote %d of the graph's 3x3 convolutions as Winograd %s for ONNX Runtime's CPU provider: %s "

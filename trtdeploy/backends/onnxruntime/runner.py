@@ -1,6 +1,7 @@
 """The ONNX Runtime runner: an InferenceSession, from activate() to deactivate()."""
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ def signed_qdq(path: Path) -> bool:
     file from ModelOpt): ONNX Runtime then runs each Q/DQ pair as written, in float, instead of fusing it into
     its integer kernels, whose u8 x s8 pair sums saturate in int16 on x86 CPUs without VNNI with 8-bit weights
     (measured: logits off by a third of their range on an AVX2 EPYC). So the graph computes what the engine
-    it stands for computes. trtdeploy's own ONNX Runtime INT8 graphs (uint8 activations, 7-bit weights) keep
+    it stands for computes. trtdeploy's own ONNX Runtime INT8 graphs (uint8 activations and weights) keep
     the integer kernels."""
     try:
-        with open(path, "rb") as f:
-            if b"QuantizeLinear" not in f.read():
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data.find(b"QuantizeLinear") < 0:  # no Q/DQ graph: not parsed (runs on every load)
                 return False
         import onnx
         from onnx import numpy_helper
